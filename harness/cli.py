@@ -1,0 +1,131 @@
+"""The ``harness`` command: run, list and the single stages.
+
+Errors a user can cause (HarnessError) print one line and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from harness import registry
+from harness.config import load_config_file, parse_assignments
+from harness.errors import HarnessError
+
+
+def _run_parser(sub) -> None:
+    p = sub.add_parser("run", help="train, revise, judge, score and render a leaderboard")
+    p.add_argument("--task", help="task name (harness list tasks)")
+    p.add_argument("--method", dest="methods", help="method name(s), comma-separated (harness list methods)")
+    p.add_argument("--behavior", dest="behaviors", help="behaviour policies of a synthetic task, comma-separated")
+    p.add_argument("--config", help="YAML or JSON file with the same keys as these flags")
+    p.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task option (repeatable; VALUE is YAML)")
+    p.add_argument("--method-arg", action="append", metavar="[METHOD.]KEY=VALUE", help="method option (repeatable)")
+    p.add_argument("--seed", type=int, help="seed for sampling, initialisation and bootstrap (default 0)")
+    p.add_argument("--output-dir", help="run folder (default: runs/TASK-CONFIGHASH, reused by a rerun)")
+    p.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args, console: Console) -> int:
+    from harness.pipeline import run
+    from harness.runconfig import merge, resolve
+
+    file_config = load_config_file(args.config) if args.config else {}
+    cli_config = {
+        "task": args.task,
+        "methods": args.methods,
+        "behaviors": args.behaviors,
+        "seed": args.seed,
+        "output_dir": args.output_dir,
+        "task_args": parse_assignments(args.task_arg, "--task-arg") or None,
+        "method_args": parse_assignments(args.method_arg, "--method-arg") or None,
+    }
+    resolved = resolve(merge(file_config, cli_config))  # every check happens before the run folder exists
+    run(resolved, console)
+    return 0
+
+
+def _list_parser(sub) -> None:
+    p = sub.add_parser("list", help="the methods, tasks, judges and engines this installation knows")
+    p.add_argument("kind", nargs="?", choices=sorted(registry.REGISTRIES), help="only this kind")
+    p.set_defaults(handler=cmd_list)
+
+
+def cmd_list(args, console: Console) -> int:
+    if not console.is_terminal:  # piped into grep or a file: don't wrap descriptions at 80 columns
+        console = Console(width=220)
+    kinds = [args.kind] if args.kind else list(registry.REGISTRIES)
+    for kind in kinds:
+        table = Table(title=kind, show_lines=False, title_justify="left")
+        table.add_column("name", style="bold")
+        table.add_column("description")
+        table.add_column("defaults")
+        for name, obj in registry.REGISTRIES[kind].items():
+            describe = getattr(obj, "describe", None)
+            defaults = getattr(obj, "defaults", None)
+            listing = getattr(obj, "listing", None)  # extra lines a plugin wants shown (sources, splits)
+            text = describe() if describe else ""
+            if listing:
+                text += "\n" + listing()
+            table.add_row(name, text, _format_defaults(defaults() if defaults else {}))
+        console.print(table)
+    return 0
+
+
+def _format_defaults(defaults: dict) -> str:
+    parts = []
+    for key, value in defaults.items():
+        text = repr(value)
+        parts.append(f"{key}={text if len(text) <= 60 else text[:57] + '...'}")
+    return "\n".join(parts)
+
+
+def _leaderboard_parser(sub) -> None:
+    p = sub.add_parser("leaderboard", help="(re)build the HTML leaderboard of a run")
+    p.add_argument("run_dir", help="a run folder holding summary.json")
+    p.add_argument("--out", help="HTML file to write (default RUN_DIR/leaderboard.html)")
+    p.set_defaults(handler=cmd_leaderboard)
+
+
+def cmd_leaderboard(args, console: Console) -> int:
+    import json
+
+    from harness.store import atomic_write_text
+    from leaderboards.render import render_summary
+
+    summary_path = Path(args.run_dir) / "summary.json"
+    if not summary_path.is_file():
+        raise HarnessError(f"{str(summary_path)!r} does not exist: is {args.run_dir!r} a finished run folder?")
+    out = Path(args.out) if args.out else Path(args.run_dir) / "leaderboard.html"
+    atomic_write_text(out, render_summary(json.loads(summary_path.read_text(encoding="utf-8"))))
+    console.print(f"leaderboard: [bold]{out}[/bold]")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_run_parser, _list_parser, _leaderboard_parser):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console(stderr=False)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args, console)
+    except HarnessError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True)
+        return 2
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted: finished stages are kept; rerun the same command to resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

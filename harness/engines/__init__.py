@@ -1,0 +1,1 @@
+"""Generation engines, one module each, registered with ``@harness.registry.engines.register``."""

@@ -1,0 +1,26 @@
+"""What every plugin class shares: options as dataclass fields and a one-line description."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+
+class Plugin:
+    registered_name: ClassVar[str]  # set by the registry's decorator: the one place a name is written
+
+    @classmethod
+    def describe(cls) -> str:
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    @classmethod
+    def defaults(cls) -> dict[str, object]:
+        """Each option and its default, as ``harness list`` shows them."""
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                out[f.name] = f.default_factory()  # type: ignore[misc]
+        return out

@@ -1,0 +1,1 @@
+"""Policies compute log pi(completion | context) for batches: tabular (bandit) and LM."""

@@ -1,0 +1,118 @@
+"""A run's config: one dict from defaults, an optional file and CLI flags, checked before any write.
+
+Precedence, lowest first: plugin defaults < the task's protocol (``method_defaults``) < preset <
+config file < command line. ``resolve`` builds every plugin from the merged dict, so a bad name or
+option fails here, before a run folder exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import registry
+from harness.config import stable_hash
+from harness.errors import HarnessError
+from harness.method import Method, build_method
+from harness.task import Task, build_task
+
+RUN_KEYS = {
+    "task": "task name",
+    "methods": "method names",
+    "task_args": "task options",
+    "method_args": "method options: KEY for every method that has it, METHOD.KEY for one",
+    "behaviors": "behaviour policies to run (synthetic tasks)",
+    "seed": "seeds data sampling, initialisation and bootstrap",
+    "output_dir": "run folder",
+}
+
+
+@dataclass
+class ResolvedRun:
+    config: dict  # the merged config, as snapshotted in the run folder
+    task: Task
+    methods: dict[str, Method]
+    output_dir: Path
+    seed: int
+
+
+def merge(*layers: dict) -> dict:
+    """Later layers win; ``task_args`` and ``method_args`` merge key by key."""
+    out: dict = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if value is None:
+                continue
+            if key not in RUN_KEYS:
+                raise HarnessError(f"unknown config key {key!r} (known: {', '.join(RUN_KEYS)})")
+            if key in ("task_args", "method_args") and isinstance(value, dict):
+                out[key] = {**out.get(key, {}), **value}
+            else:
+                out[key] = value
+    return out
+
+
+def _as_list(value, what: str) -> list[str]:
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        items = [str(v).strip() for v in value]
+    else:
+        raise HarnessError(f"{what} must be a comma-separated string or a list, got {value!r}")
+    items = [v for v in items if v]
+    if not items:
+        raise HarnessError(f"no {what} given")
+    if len(set(items)) != len(items):
+        raise HarnessError(f"{what} lists a name twice: {items}")
+    return items
+
+
+def method_options(names: list[str], task: Task, method_args: dict) -> dict[str, dict]:
+    """Split ``method_args`` into each method's options over the task's protocol defaults."""
+    classes = {name: registry.methods.get(name) for name in names}
+    fields = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in classes.items()}
+    options = {name: {k: v for k, v in task.method_defaults.items() if k in fields[name]} for name in names}
+    for key, value in method_args.items():
+        if isinstance(value, dict) and key in classes:  # nested form: {srpo: {alpha: 0.5}}
+            options[key].update(value)
+            continue
+        method, dot, option = key.partition(".")
+        if dot:  # srpo.alpha=0.5 applies to one method and must exist there
+            if method not in classes:
+                raise HarnessError(f"method option {key!r} names method {method!r}, which is not in this run ({', '.join(names)})")
+            options[method][option] = value
+            continue
+        takers = [n for n in names if key in fields[n]]
+        if not takers:
+            known = sorted(set().union(*fields.values()))
+            raise HarnessError(f"no method in this run has option {key!r} (options: {', '.join(known)})")
+        for name in takers:
+            options[name][key] = value
+    return options
+
+
+def resolve(config: dict) -> ResolvedRun:
+    if "task" not in config:
+        raise HarnessError("no task given: pass --task NAME (see `harness list tasks`)")
+    if "methods" not in config:
+        raise HarnessError("no method given: pass --method NAME[,NAME...] (see `harness list methods`)")
+    config = dict(config)
+    config["methods"] = _as_list(config["methods"], "methods")
+    if "behaviors" in config:
+        config["behaviors"] = _as_list(config["behaviors"], "behaviours")
+    seed = config.setdefault("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise HarnessError(f"seed must be an integer, got {seed!r}")
+    task = build_task(config["task"], config.get("task_args"))
+    per_method = method_options(config["methods"], task, config.get("method_args", {}))
+    methods = {name: build_method(name, per_method[name]) for name in config["methods"]}
+    if config.get("output_dir"):
+        output_dir = Path(config["output_dir"])
+    else:  # same config -> same folder, so a rerun resumes instead of starting over
+        output_dir = Path("runs") / f"{config['task']}-{stable_hash({k: v for k, v in config.items() if k != 'output_dir'})[:10]}"
+    if output_dir.exists() and not output_dir.is_dir():
+        raise HarnessError(f"output dir {str(output_dir)!r} exists and is not a folder")
+    config["resolved_method_args"] = {n: dataclasses.asdict(m) for n, m in methods.items()}
+    config["resolved_task_args"] = dataclasses.asdict(task)
+    return ResolvedRun(config, task, methods, output_dir, seed)

@@ -1,0 +1,1 @@
+"""Judges, one module (or folder) each, registered with ``@harness.registry.judges.register``."""

@@ -1,0 +1,52 @@
+"""The bandit's page: learned action probabilities per method under each behaviour policy (Fig. 2)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from leaderboards.page import Section, Table, render_page
+
+
+def action_probabilities_figure(rows: list[dict]) -> go.Figure:
+    behaviors = list(dict.fromkeys(r["behavior"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    n_arms = len(rows[0]["policy"])
+    fig = make_subplots(rows=1, cols=len(behaviors), shared_yaxes=True, subplot_titles=[f"behaviour: {b}" for b in behaviors])
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    for col, behavior in enumerate(behaviors, start=1):
+        for i, method in enumerate(methods):
+            row = next((r for r in rows if r["behavior"] == behavior and r["method"] == method), None)
+            if row is None:
+                continue
+            fig.add_bar(
+                x=[f"y{k}" for k in range(n_arms)], y=row["policy"], name=method.upper(),
+                marker_color=palette[i % len(palette)], legendgroup=method, showlegend=col == 1,
+                hovertemplate=f"{method} under {behavior}<br>%{{x}}: %{{y:.3f}}<extra></extra>",
+            )  # fmt: skip
+    fig.update_layout(barmode="group", height=420, yaxis_title="learned probability pi(y)", legend_title="method")
+    return fig
+
+
+def render(summary: dict) -> str:
+    rows = summary["results"]
+    n_arms = len(rows[0]["policy"])
+    table = Table(
+        columns=["method", "behaviour", *[f"pi(y{k})" for k in range(n_arms)], "most probable arm", "win rate vs uniform (exact)"],
+        rows=[
+            [r["method"], r["behavior"], *[f"{p:.3f}" for p in r["policy"]], f"y{r['best_arm']}", f"{r['win_rate']:.3f}"]
+            for r in rows
+        ],
+        caption="Learned 0-revision policies",
+    )
+    section = Section(
+        title="Learned action probabilities (the paper's Fig. 2)",
+        text=(
+            "Each method trains a tabular policy on pairs sampled from the behaviour policy and labelled by P. "
+            "The win rate is the oracle's exact probability that a sample of the policy beats a sample of the "
+            "uniform reference policy (ties count 1/2)."
+        ),
+        figures=[action_probabilities_figure(rows)],
+        tables=[table],
+    )
+    return render_page(f"Leaderboard: {summary['task']}", [section], metadata=summary.get("meta", {}))

@@ -1,0 +1,1 @@
+"""Tasks, one module each, registered with ``@harness.task.register("name")``."""

@@ -1,0 +1,100 @@
+"""The paper's Sec. 5 bandit end to end through the CLI, and its user errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from harness.task import build_task
+
+
+def test_reproduces_figure_2(tmp_path, cli):
+    out = tmp_path / "run"
+    result = cli("run", "--task", "bandit", "--method", "srpo,dpo,ipo", "--behavior", "uniform,skewed", "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    assert f"run folder: {out}" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "bandit"
+    best = {(r["method"], r["behavior"]): r["best_arm"] for r in summary["results"]}
+    assert best == {
+        ("srpo", "uniform"): 2, ("srpo", "skewed"): 2,  # SRPO is robust to the skew
+        ("dpo", "uniform"): 2, ("dpo", "skewed"): 0,  # DPO and IPO follow mu1 to y0
+        ("ipo", "uniform"): 2, ("ipo", "skewed"): 0,
+    }  # fmt: skip
+    for row in summary["results"]:
+        assert len(row["policy"]) == 3 and sum(row["policy"]) == pytest.approx(1.0, abs=1e-6)
+    html = (out / "leaderboard.html").read_text()
+    assert "Fig. 2" in html and "Plotly" in html
+    assert 'src="http' not in html and "src='http" not in html  # plotly's JS is inlined, nothing fetched
+
+
+def test_rerun_reuses_every_stage(tmp_path, cli):
+    out = tmp_path / "run"
+    args = ("run", "--task", "bandit", "--method", "dpo", "--behavior", "skewed", "--task-arg", "steps=200", "--output-dir", str(out))
+    assert cli(*args).returncode == 0
+    policy = out / "policies" / "dpo-skewed.json"
+    first = policy.stat().st_mtime_ns
+    assert cli(*args).returncode == 0
+    assert policy.stat().st_mtime_ns == first  # not retrained
+    # a changed input retrains
+    assert cli(*args[:-2], "--method-arg", "beta=0.5", "--output-dir", str(out)).returncode == 0
+    assert policy.stat().st_mtime_ns != first
+
+
+def test_config_file_sets_matrix_behaviors_beta_and_steps(tmp_path, cli):
+    config = tmp_path / "bandit.yaml"
+    config.write_text(
+        "task: bandit\nmethods: [ipo]\nbehaviors: [mine]\n"
+        "task_args:\n  pairs: 2000\n  steps: 300\n  behaviors: {mine: [0.5, 0.25, 0.25]}\n"
+        "  matrix: [[0.5, 0.9, 0.9], [0.1, 0.5, 0.5], [0.1, 0.5, 0.5]]\n"
+        "method_args: {beta: 2.0}\n"
+    )
+    out = tmp_path / "run"
+    result = cli("run", "--config", str(config), "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["best_arm"] for r in summary["results"]] == [0]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["resolved_method_args"]["ipo"]["beta"] == 2.0
+    assert saved["resolved_task_args"]["steps"] == 300
+
+
+def test_pairs_are_seeded_and_follow_the_behaviour_policy():
+    task = build_task("bandit", {"pairs": 20000})
+    w1, l1 = task.sample_pairs("skewed", seed=3)
+    w2, l2 = task.sample_pairs("skewed", seed=3)
+    assert (w1 == w2).all() and (l1 == l2).all()
+    arms = np.concatenate([w1, l1])
+    assert np.bincount(arms, minlength=3) / arms.size == pytest.approx([0.15, 0.7, 0.15], abs=0.01)
+    # y0 beats y1 with probability 0.99
+    pair01 = ((w1 == 0) & (l1 == 1)) | ((w1 == 1) & (l1 == 0))
+    assert ((w1 == 0) & pair01).sum() / pair01.sum() == pytest.approx(0.99, abs=0.01)
+
+
+BAD_RUNS = [
+    (["--method", "srpp"], "unknown method 'srpp'; did you mean 'srpo'"),
+    (["--task", "bandits"], "unknown task 'bandits'; did you mean 'bandit'"),
+    (["--task-arg", "matrix=[[0.5, 0.5], [0.5, 0.5]]"], "matrix must be 3x3"),
+    (["--task-arg", "matrix=[[0.5, 1.2, 0.3], [-0.2, 0.5, 0.25], [0.7, 0.75, 0.5]]"], "must lie in [0, 1]"),
+    (["--task-arg", "matrix=[[0.5, 0.9, 0.3], [0.2, 0.5, 0.25], [0.7, 0.75, 0.5]]"], "P + P^T = 1"),
+    (["--task-arg", "behaviors={odd: [0.5, 0.3, 0.3]}", "--behavior", "odd"], "sum to 1"),
+    (["--behavior", "sideways"], "unknown behaviour 'sideways'"),
+    (["--method-arg", "srpo.alpha=2"], "alpha must be in [0, 1]"),
+    (["--task-arg", "stepz=3"], "did you mean 'steps'"),
+]
+
+
+@pytest.mark.parametrize("extra, message", BAD_RUNS)
+def test_user_errors_fail_clearly_without_a_run_folder(tmp_path, cli, extra, message):
+    out = tmp_path / "run"
+    base = {"--task": "bandit", "--method": "srpo"}
+    for flag, value in zip(extra[::2], extra[1::2]):
+        if flag in base:
+            base[flag] = value
+    args = [a for kv in base.items() for a in kv] + [a for f, v in zip(extra[::2], extra[1::2]) if f not in base for a in (f, v)]
+    result = cli("run", *args, "--output-dir", str(out))
+    assert result.returncode == 2
+    assert message in result.stderr.replace("\n", " ")
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 3  # one message (rich may wrap it)
+    assert not out.exists()
