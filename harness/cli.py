@@ -84,6 +84,36 @@ def _format_defaults(defaults: dict) -> str:
     return "\n".join(parts)
 
 
+def _data_parser(sub) -> None:
+    p = sub.add_parser("data", help="load a task's split and show where it came from and its first rows")
+    p.add_argument("--task", required=True, help="task name (harness list tasks)")
+    p.add_argument("--split", default="test", help="sft, preference or test (default test)")
+    p.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task option (repeatable)")
+    p.add_argument("--limit", type=int, help="read at most this many rows")
+    p.add_argument("--show", type=int, default=1, help="print this many prompts (default 1)")
+    p.set_defaults(handler=cmd_data)
+
+
+def cmd_data(args, console: Console) -> int:
+    from harness.task import TextTask, build_task
+
+    task = build_task(args.task, parse_assignments(args.task_arg, "--task-arg"))
+    if not isinstance(task, TextTask):
+        raise HarnessError(f"task {args.task!r} is synthetic: its data is sampled by `harness run`")
+    loaded = task.load(args.split, args.limit)
+    print_provenance(console, f"{args.task}/{args.split}", loaded.provenance())
+    for row in loaded.rows[: args.show]:
+        console.rule(f"id {row.get('id')}")
+        console.print(task.prompt(row), markup=False, highlight=False)
+    return 0
+
+
+def print_provenance(console: Console, what: str, provenance: dict) -> None:
+    console.print(f"{what}: {provenance['rows']} rows from {provenance['source']} source {provenance['origin']}", markup=False, highlight=False)
+    for note in provenance.get("notes", []):
+        console.print(f"  note: {note}", markup=False, highlight=False)
+
+
 def _leaderboard_parser(sub) -> None:
     p = sub.add_parser("leaderboard", help="(re)build the HTML leaderboard of a run")
     p.add_argument("run_dir", help="a run folder holding summary.json")
@@ -109,7 +139,7 @@ def cmd_leaderboard(args, console: Console) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_run_parser, _list_parser, _leaderboard_parser):
+    for add in (_run_parser, _list_parser, _data_parser, _leaderboard_parser):
         add(sub)
     return parser
 

@@ -2,16 +2,28 @@
 
 - ``synthetic``: tabular problems with a known preference matrix (the paper's Sec. 5 bandit). The
   harness trains a tabular policy with the same method losses and an oracle scores it exactly.
-- ``text``: language tasks with splits, 0-revision and N-revision prompts and references.
+- ``text``: language tasks with splits (``sft``, ``preference``, ``test``), a 0-revision and an
+  N-revision prompt template, references, and the judge prompt family that fits them.
+
+A text task declares its splits as ``Split``: the canonical fields, a documented hub source and
+offline sources. ``TextTask.load`` picks the source (a user's file, then the hub, then offline,
+unless ``source`` says otherwise) and returns validated rows with their provenance.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar
 
 from harness import registry
+from harness.datasources import Field, HubSource, Loaded, hub_reachable, keep_valid, load_hub, read_local
+from harness.errors import HarnessError
 from harness.plugin import Plugin
+from harness.truncation import SourceBudget
+
+SOURCES = ("auto", "local", "hub", "offline")
 
 
 @dataclass
@@ -21,10 +33,160 @@ class Task(Plugin):
     method_defaults: ClassVar[dict[str, object]] = {}
 
 
+@dataclass(frozen=True)
+class Offline:
+    """A file that ships with a package or lies in the workplace's data folder."""
+
+    label: str  # what the screen and manifest call it
+    locate: Callable[[], Path | None]  # returns the file, or None where it is absent
+    convert: Callable[[dict], dict | None] | None = None
+
+
+@dataclass(frozen=True)
+class Split:
+    fields: tuple[Field, ...]  # canonical fields every row must have
+    hub: HubSource | None = None
+    offline: tuple[Offline, ...] = ()
+    local_convert: Callable[[dict], dict] | None = None  # reads a dataset's own format from a local file
+
+
+@dataclass
+class TextTask(Task):
+    data_files: dict = field(default_factory=dict)  # split -> local JSONL/Parquet/CSV file (tried first)
+    field_map: dict = field(default_factory=dict)  # canonical field -> column of data_files; or split -> {...}
+    source: str = "auto"  # auto (local, hub, offline in that order), local, hub or offline
+    max_source_tokens: int = 1024  # the source document is cut to this many tokens (harness/truncation.py)
+
+    kind = "text"
+    family: ClassVar[str]  # judge prompt family: "summary" or "chat"
+    chat: ClassVar[bool] = False  # True: prompts are a user turn, wrapped by the model's chat template
+    source_field: ClassVar[str]  # the one field the token budget may cut
+    template: ClassVar[str]  # 0-revision prompt (string.Template, ${field})
+    revision_template: ClassVar[str]  # N-revision prompt; ${previous} is revision N-1
+    reference_label: ClassVar[str]  # what the references are, for the screen
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        unknown = set(self.data_files) - set(self.splits())
+        if unknown:
+            raise ValueError(f"data_files names unknown split(s) {sorted(unknown)} (splits: {', '.join(self.splits())})")
+
+    # -- data ------------------------------------------------------------------------------------
+    def splits(self) -> dict[str, Split]:
+        raise NotImplementedError
+
+    def load(self, split: str, limit: int | None = None) -> Loaded:
+        spec = self.splits().get(split)
+        if spec is None:
+            raise HarnessError(f"task {self.registered_name!r} has no {split!r} split (splits: {', '.join(self.splits())})")
+        notes: list[str] = []
+        if split in self.data_files and self.source in ("auto", "local"):
+            loaded = read_local(self.data_files[split], list(spec.fields), self._field_map(split), limit, spec.local_convert)
+            return self._finish(loaded, limit)
+        if self.source == "local":
+            raise HarnessError(f"source is 'local' but no file is given for split {split!r}: pass --task-arg data_files.{split}=PATH")
+        if spec.hub is not None and self.source in ("auto", "hub"):
+            reachable, why = hub_reachable()
+            if reachable:
+                return self._finish(load_hub(spec.hub, list(spec.fields), limit), limit)
+            if self.source == "hub":
+                raise HarnessError(f"source is 'hub' but the hub is unreachable ({why}) for {spec.hub.describe()}")
+            notes.append(f"hub skipped: {why}")
+        if self.source in ("auto", "offline"):
+            for offline in spec.offline:
+                path = offline.locate()
+                if path is None:
+                    notes.append(f"{offline.label}: not present")
+                    continue
+                loaded = read_local(path, [], None, None)  # validated below, after conversion
+                rows = keep_valid((offline.convert(r) if offline.convert else r for r in loaded.rows), spec.fields, str(path), notes)
+                return self._finish(Loaded(rows, "offline", f"{offline.label} ({path})", notes), limit)
+        hub = f" or the hub ({spec.hub.describe()})" if spec.hub else ""
+        raise HarnessError(
+            f"no source for split {split!r} of task {self.registered_name!r}: give a local file "
+            f"(--task-arg data_files.{split}=PATH){hub}; tried: {'; '.join(notes) or 'nothing'}"
+        )
+
+    def _field_map(self, split: str) -> dict:
+        """Flat entries apply to every split; ``{split: {...}}`` or ``split.field`` to one."""
+        splits = self.splits()
+        out = {}
+        for key, value in self.field_map.items():
+            head, dot, rest = key.partition(".")
+            if isinstance(value, dict) and key in splits:
+                if key == split:
+                    out.update(value)
+            elif dot and head in splits:
+                if head == split:
+                    out[rest] = value
+            else:
+                out[key] = value
+        return out
+
+    def _finish(self, loaded: Loaded, limit: int | None) -> Loaded:
+        if limit is not None:
+            loaded.rows = loaded.rows[:limit]
+        return self.attach_references(loaded)
+
+    def attach_references(self, loaded: Loaded) -> Loaded:
+        """Tasks whose references live apart from their prompts (Arena-Hard) join them here."""
+        return loaded
+
+    # -- prompts ---------------------------------------------------------------------------------
+    def prompt(self, example: dict, budget: SourceBudget | None = None) -> str:
+        """The 0-revision prompt of ``example`` (appendix C for TL;DR and XSum)."""
+        return self._fill(self.template, example, budget)
+
+    def revision_prompt(self, example: dict, previous: str, budget: SourceBudget | None = None) -> str:
+        """The N-revision prompt: ``previous`` (revision N-1) is the in-context completion."""
+        return self._fill(self.revision_template, {**example, "previous": previous.strip()}, budget)
+
+    def _fill(self, template: str, example: dict, budget: SourceBudget | None) -> str:
+        values = {k: str(v) for k, v in example.items() if isinstance(v, (str, int))}
+        if budget is not None:
+            values[self.source_field] = budget.cut(values[self.source_field])
+        try:
+            return string.Template(template).substitute(values)
+        except KeyError as exc:
+            raise HarnessError(f"task {self.registered_name!r}: example {example.get('id')!r} lacks field {exc} of its template") from None
+
+    # -- listing ---------------------------------------------------------------------------------
+    @classmethod
+    def listing(cls) -> str:
+        task = cls()
+        lines = [f"family: {cls.family}; reference: {task.reference_label}"]
+        for name, spec in task.splits().items():
+            sources = ["local file"]
+            if spec.hub:
+                sources.append(f"hub {spec.hub.describe()}")
+            sources += [f"offline {o.label}" for o in spec.offline]
+            lines.append(f"{name}: {' > '.join(sources)}")
+        return "\n".join(lines)
+
+
 def build_task(name: str, options: dict | None = None) -> Task:
     from harness.config import build_dataclass
 
-    return build_dataclass(registry.tasks.get(name), options or {}, what=f"task {name!r}")
+    return build_dataclass(registry.tasks.get(name), _nest_dotted(options or {}), what=f"task {name!r}")
+
+
+def _nest_dotted(options: dict) -> dict:
+    """``{"data_files.test": "x.jsonl"}`` (from --task-arg) -> ``{"data_files": {"test": "x.jsonl"}}``."""
+    out: dict = {}
+    for key, value in options.items():
+        head, dot, tail = key.partition(".")
+        if dot:
+            out.setdefault(head, {})
+            if not isinstance(out[head], dict):
+                raise HarnessError(f"task option {head!r} is set both as a whole and as {key!r}")
+            out[head][tail] = value
+        else:
+            if isinstance(out.get(key), dict) and isinstance(value, dict):
+                out[key] = {**value, **out[key]}
+            else:
+                out[key] = value
+    return out
 
 
 register = registry.tasks.register

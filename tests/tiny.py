@@ -1,0 +1,35 @@
+"""A tiny causal LM and tokenizer built on the spot: real transformers classes, no download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CORPUS = [
+    "Below is a news ARTICLE and the corresponding ID. Write a both precise and concise summary of the contents of the ARTICLE.",
+    "ID: ARTICLE: TL;DR: EXAMPLE SUMMARY: SUBREDDIT: TITLE: POST: REQUEST: EXAMPLE RESPONSE:",
+    "The council said the new bridge will open next year after a delay caused by flooding in the town.",
+    "Police are appealing for witnesses after a car crashed into a shop on the high street on Sunday.",
+    "The club confirmed the striker has signed a new three-year contract following a successful season.",
+    "Scientists have found that the river is cleaner than at any time in the last fifty years.",
+]
+
+
+def build_tiny(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
+    """Save a tiny Llama-architecture model and a byte-level BPE tokenizer to ``folder``."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS * 4, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>", "<pad>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<pad>")
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None, tie_word_embeddings=True,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
