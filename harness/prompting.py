@@ -1,0 +1,70 @@
+"""Turning a task's prompts into the exact text a model sees, for training and generation alike.
+
+The task renders its template (and cuts the source to the token budget); this module wraps it in
+the model's chat template for chat tasks (or when asked) and splits revision prompts around the
+in-context completion, so the trainer can share the long part before it between sequences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.errors import HarnessError
+from harness.task import TextTask
+from harness.truncation import SourceBudget
+
+SENTINEL = "\u2063HARNESS-IN-CONTEXT\u2063"  # invisible separators: never in real text
+FORMATS = ("auto", "raw", "chat")
+
+
+@dataclass
+class PromptFormatter:
+    task: TextTask
+    tokenizer: object | None  # None for API engines: no chat template applied here, no token budget
+    mode: str = "auto"  # "raw": template text as is; "chat": one user turn; "auto": chat for chat tasks
+
+    def __post_init__(self):
+        if self.mode not in FORMATS:
+            raise HarnessError(f"prompt format must be one of {', '.join(FORMATS)}, got {self.mode!r}")
+        self.budget = SourceBudget(self.task.max_source_tokens, self.tokenizer)
+        self.use_chat = self.mode == "chat" or (self.mode == "auto" and self.task.chat)
+        if self.use_chat and self.tokenizer is not None and not getattr(self.tokenizer, "chat_template", None):
+            raise HarnessError("chat prompts need a tokenizer with a chat template; pass prompt_format=raw for this model")
+
+    def _wrap(self, text: str) -> str:
+        if not self.use_chat or self.tokenizer is None:
+            return text
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+
+    def prompt(self, example: dict) -> str:
+        """The 0-revision prompt, as the model sees it."""
+        return self._wrap(self.task.prompt(example, self.budget))
+
+    def revision_prompt(self, example: dict, previous: str) -> str:
+        """The N-revision prompt with ``previous`` in context, as the model sees it."""
+        before, after = self.revision_parts(example)
+        return before + fill_in_context(after, previous)
+
+    def revision_parts(self, example: dict) -> tuple[str, str]:
+        """(text before the in-context completion, text after it). Whitespace that ends ``before``
+        moves into the in-context part, so the shared prefix ends on a token boundary."""
+        full = self._wrap(self.task.revision_prompt(example, SENTINEL, self.budget))
+        before, found, after = full.partition(SENTINEL)
+        if not found:
+            raise HarnessError(f"task {self.task.registered_name!r}: the revision template does not place the previous completion")
+        stripped = before.rstrip()
+        return stripped, before[len(stripped) :] + "\0" + after  # "\0" marks where the completion goes
+
+    def completion(self, text: str) -> str:
+        """A completion as it follows the prompt: raw prompts end with "TL;DR:", so a space leads."""
+        text = text.strip()
+        return text if self.use_chat else " " + text
+
+
+def _in_context(previous: str) -> str:
+    return previous.strip()
+
+
+def fill_in_context(after_template: str, previous: str) -> str:
+    """``revision_parts``' second part with the in-context completion put in its place."""
+    return after_template.replace("\0", _in_context(previous), 1)

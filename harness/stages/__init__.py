@@ -1,0 +1,1 @@
+"""The stages of a run, each reusing its artifacts when its inputs are unchanged."""
