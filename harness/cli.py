@@ -30,6 +30,12 @@ def _add_run_options(p, synthetic: bool = True) -> None:
     p.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task option (repeatable; VALUE is YAML)")
     p.add_argument("--method-arg", action="append", metavar="[METHOD.]KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--train-arg", action="append", metavar="KEY=VALUE", help="trainer option (repeatable; see harness/training/config.py)")
+    p.add_argument("--engine", help="generation engine: transformers (default), vllm or openai (harness list engines)")
+    p.add_argument("--engine-arg", action="append", metavar="KEY=VALUE", help="engine option (repeatable)")
+    p.add_argument("--revisions", type=int, help="generate revisions 0..N (default 2; the paper: 5)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default 0: greedy)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass (default 1)")
+    p.add_argument("--max-new-tokens", type=int, help="completion budget in tokens (default 64)")
     p.add_argument("--seed", type=int, help="seed for sampling, initialisation and bootstrap (default 0)")
     p.add_argument("--output-dir", help="run folder (default: runs/TASK-CONFIGHASH, reused by a rerun)")
 
@@ -50,6 +56,10 @@ def resolve_args(args):
         "task_args": parse_assignments(args.task_arg, "--task-arg") or None,
         "method_args": parse_assignments(args.method_arg, "--method-arg") or None,
         "train": parse_assignments(args.train_arg, "--train-arg") or None,
+        "engine": args.engine,
+        "engine_args": parse_assignments(args.engine_arg, "--engine-arg") or None,
+        "revisions": args.revisions,
+        "sampling": {k: v for k, v in (("temperature", args.temperature), ("top_p", args.top_p), ("max_new_tokens", args.max_new_tokens)) if v is not None} or None,
     }
     return resolve(merge(file_config, cli_config))  # every check happens before the run folder exists
 
@@ -85,6 +95,21 @@ def cmd_train(args, console: Console) -> int:
     store = RunStore.open(resolved.output_dir, resolved.config, resolved.seed)
     console.print(f"run folder: [bold]{store.root}[/bold]")
     train_all(resolved, store, console)
+    return 0
+
+
+def _generate_parser(sub) -> None:
+    p = sub.add_parser("generate", help="the generation stage alone: revisions 0..N of every trained method")
+    _add_run_options(p, synthetic=False)
+    p.set_defaults(handler=cmd_generate)
+
+
+def cmd_generate(args, console: Console) -> int:
+    from harness.stages.text import generate_stage, open_store
+
+    resolved = resolve_args(args)
+    store = open_store(resolved, console)
+    generate_stage(resolved, store, console)
     return 0
 
 
@@ -178,7 +203,7 @@ def cmd_leaderboard(args, console: Console) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_run_parser, _train_parser, _list_parser, _data_parser, _leaderboard_parser):
+    for add in (_run_parser, _train_parser, _generate_parser, _list_parser, _data_parser, _leaderboard_parser):
         add(sub)
     return parser
 

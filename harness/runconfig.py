@@ -14,6 +14,7 @@ from pathlib import Path
 from harness import registry
 from harness.config import build_dataclass, stable_hash
 from harness.errors import HarnessError
+from harness.engine import SamplingParams, build_engine
 from harness.method import Method, build_method
 from harness.task import Task, build_task
 from harness.training.config import TrainConfig
@@ -33,6 +34,10 @@ RUN_KEYS = {
     "train": "trainer options (harness/training/config.py)",
     "sft": "true, or trainer options, to run an SFT stage on the task's sft split first",
     "limit": "at most this many rows of each split",
+    "engine": "generation engine name (harness list engines)",
+    "engine_args": "generation engine options",
+    "revisions": "generate revisions 0..N",
+    "sampling": "temperature, top_p, max_new_tokens (seeded by seed)",
 }
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -47,6 +52,10 @@ class ResolvedRun:
     train: TrainConfig
     sft: TrainConfig | None  # None: no SFT stage
     limit: int | None
+    engine_name: str
+    engine_options: dict
+    revisions: int
+    sampling: SamplingParams
 
 
 def merge(*layers: dict) -> dict:
@@ -58,7 +67,7 @@ def merge(*layers: dict) -> dict:
                 continue
             if key not in RUN_KEYS:
                 raise HarnessError(f"unknown config key {key!r} (known: {', '.join(RUN_KEYS)})")
-            if key in ("task_args", "method_args", "train") and isinstance(value, dict):
+            if key in ("task_args", "method_args", "train", "engine_args", "sampling") and isinstance(value, dict):
                 out[key] = {**out.get(key, {}), **value}
             else:
                 out[key] = value
@@ -136,7 +145,16 @@ def resolve(config: dict) -> ResolvedRun:
     limit = config.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise HarnessError(f"limit must be a positive integer, got {limit!r}")
+    engine_name = config.get("engine") or "transformers"
+    engine_options = dict(config.get("engine_args") or {})
+    if config.get("model") and "model" in {f.name for f in dataclasses.fields(registry.engines.get(engine_name))}:
+        engine_options.setdefault("model", config["model"])  # one --model for training and generation
+    build_engine(engine_name, engine_options)  # checks names and options; loads nothing
+    revisions = config.get("revisions", 2)
+    if isinstance(revisions, bool) or not isinstance(revisions, int) or revisions < 0:
+        raise HarnessError(f"revisions must be a non-negative integer, got {revisions!r}")
+    sampling = build_dataclass(SamplingParams, {"seed": seed, **(config.get("sampling") or {})}, "sampling")
     config["resolved_method_args"] = {n: dataclasses.asdict(m) for n, m in methods.items()}
     config["resolved_task_args"] = dataclasses.asdict(task)
     config["resolved_train"] = dataclasses.asdict(train)
-    return ResolvedRun(config, task, methods, output_dir, seed, train, sft_config, limit)
+    return ResolvedRun(config, task, methods, output_dir, seed, train, sft_config, limit, engine_name, engine_options, revisions, sampling)

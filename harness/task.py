@@ -64,6 +64,7 @@ class TextTask(Task):
     template: ClassVar[str]  # 0-revision prompt (string.Template, ${field})
     revision_template: ClassVar[str]  # N-revision prompt; ${previous} is revision N-1
     reference_label: ClassVar[str]  # what the references are, for the screen
+    stop: ClassVar[tuple[str, ...]] = ()  # generation stops at the first of these (after leading whitespace)
 
     def __post_init__(self):
         if self.source not in SOURCES:

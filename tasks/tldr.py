@@ -57,6 +57,7 @@ class TLDR(TextTask):
     """Reddit TL;DR summarisation (Stiennon et al., 2020): the paper's training and in-distribution task."""
 
     family = "summary"
+    stop = ("\n",)  # a summary is one paragraph; the next line would be the model starting a new task
     source_field = "post"
     reference_label = "gold summary"
     template = TEMPLATE

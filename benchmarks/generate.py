@@ -1,0 +1,65 @@
+"""Generation throughput: batched against one prompt at a time (transformers engine), and vLLM
+against transformers where a GPU and vLLM are present.
+
+    python benchmarks/generate.py [--prompts 32] [--batch-size 32] [--max-new-tokens 48]
+
+Greedy decoding of the 0-revision XSum prompt for the first N offline test articles with
+SmolLM2-135M-Instruct; prints seconds, completions/s, generated tokens/s and the speed-up ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from harness.engine import SamplingParams, build_engine
+from harness.models import SMOLLM2
+from harness.prompting import PromptFormatter
+from harness.task import build_task
+
+
+def timed(engine, prompts, params, stop) -> tuple[float, int]:
+    start = time.perf_counter()
+    outputs = engine.generate(prompts, params, None, stop)
+    return time.perf_counter() - start, sum(o.completion_tokens for o in outputs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--model", default=SMOLLM2)
+    args = parser.parse_args()
+    task = build_task("xsum")
+    examples = task.load("test", limit=args.prompts).rows
+    params = SamplingParams(max_new_tokens=args.max_new_tokens)
+    rows = []
+    batched = build_engine("transformers", {"model": args.model, "batch_size": args.batch_size})
+    formatter = PromptFormatter(task, batched.tokenizer())
+    prompts = [formatter.prompt(ex) for ex in examples]
+    timed(batched, prompts[:2], params, task.stop)  # warm-up: first-call allocations
+    rows.append(("transformers", f"batch {args.batch_size}", *timed(batched, prompts, params, task.stop)))
+    single = build_engine("transformers", {"model": args.model, "batch_size": 1})
+    rows.append(("transformers", "one at a time", *timed(single, prompts, params, task.stop)))
+    if torch.cuda.is_available():
+        try:
+            vllm = build_engine("vllm", {"model": args.model})
+            timed(vllm, prompts[:2], params, task.stop)
+            rows.append(("vllm", "continuous batching", *timed(vllm, prompts, params, task.stop)))
+        except Exception as exc:  # vLLM is an optional extra
+            print(f"vllm skipped: {exc}")
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"\n{args.prompts} XSum prompts, greedy, max {args.max_new_tokens} new tokens, {args.model} on {device}")
+    print(f"{'engine':13} {'mode':20} {'seconds':>8} {'compl/s':>8} {'tokens/s':>9}")
+    for engine, mode, seconds, tokens in rows:
+        print(f"{engine:13} {mode:20} {seconds:8.2f} {args.prompts / seconds:8.2f} {tokens / seconds:9.1f}")
+    print(f"batched / one-at-a-time speed-up: {rows[1][2] / rows[0][2]:.1f}x")
+    if len(rows) > 2:
+        print(f"vllm / transformers (batched) speed-up: {rows[0][2] / rows[2][2]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Training step cost of DPO and SRPO on SmolLM2-135M-Instruct (CPU or GPU).
+
+Same data (the first XSum test articles, gold summary as chosen, another article's summary as
+rejected), same batch, same LoRA, same options for both methods; prints seconds per optimizer
+step, training tokens per second (tokens of every sequence the method reads), and the SRPO/DPO
+step-cost ratio, with and without prefix sharing.
+
+    python benchmarks/train_step.py [--pairs 4] [--steps 2] [--no-compare]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from harness.method import build_method
+from harness.models import SMOLLM2, resolve_model
+from harness.task import build_task
+from harness.training.config import TrainConfig
+from harness.training.trainer import Trainer
+
+
+def xsum_pairs(n: int) -> list[dict]:
+    examples = build_task("xsum").load("test", limit=n + 1).rows
+    return [{**ex, "chosen": ex["reference"], "rejected": examples[i + 1]["reference"]} for i, ex in enumerate(examples[:n])]
+
+
+def measure(method: str, rows: list[dict], steps: int, share: bool, model: str) -> dict:
+    config = TrainConfig(lr=1e-5, batch_size=len(rows), micro_batch_size=1, max_steps=steps, checkpoint_every=0, share_prefixes=share)
+    with tempfile.TemporaryDirectory() as out:
+        Trainer(build_method(method), config, build_task("xsum"), model, Path(out), seed=0).train(rows)
+        records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    seconds = [r["seconds"] for r in records]
+    tokens = sum(r["tokens"] for r in records)
+    return {"method": method, "share_prefixes": share, "s_per_step": statistics.median(seconds), "tokens_per_s": tokens / sum(seconds)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=4, help="pairs per optimizer step (the batch)")
+    parser.add_argument("--steps", type=int, default=2, help="optimizer steps timed per configuration (median reported)")
+    parser.add_argument("--no-compare", action="store_true", help="skip the runs without prefix sharing")
+    parser.add_argument("--model", default=SMOLLM2, help="model (default: SmolLM2-135M-Instruct, offline)")
+    args = parser.parse_args()
+    model = resolve_model(args.model)
+    rows = xsum_pairs(args.pairs)
+    results = []
+    for share in (True,) if args.no_compare else (True, False):
+        for method in ("dpo", "srpo"):
+            results.append(measure(method, rows, args.steps, share, model))
+    print(f"\n{args.pairs} XSum pairs per step, LoRA r16, micro-batch 1, model {args.model}")
+    print(f"{'method':6} {'prefix sharing':>15} {'s/step':>8} {'tokens/s':>9}")
+    for r in results:
+        print(f"{r['method']:6} {str(r['share_prefixes']):>15} {r['s_per_step']:8.2f} {r['tokens_per_s']:9.0f}")
+    for share in sorted({r["share_prefixes"] for r in results}, reverse=True):
+        by = {r["method"]: r for r in results if r["share_prefixes"] == share}
+        print(f"SRPO/DPO step-cost ratio, prefix sharing {'on' if share else 'off'}: {by['srpo']['s_per_step'] / by['dpo']['s_per_step']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

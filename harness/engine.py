@@ -1,0 +1,74 @@
+"""What a generation engine is: prompts in, completions out, with the sampling recorded.
+
+An engine sees finished prompt texts (``harness.prompting`` has already applied the task's
+templates, the token budget and any chat template) and an optional adapter per call, so the same
+revision loop drives a local model, vLLM or any OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+from harness import registry
+from harness.plugin import Plugin
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0  # 0: greedy decoding
+    top_p: float = 1.0  # nucleus sampling mass (ignored when greedy)
+    max_new_tokens: int = 64  # completion budget (XSum summaries are one sentence)
+    seed: int = 0  # seeds sampling; batch k of a generation uses seed + k
+
+    def __post_init__(self):
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
+            raise ValueError("temperature must be >= 0, top_p in (0, 1] and max_new_tokens positive")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+@dataclass
+class Engine(Plugin):
+    """Base of the engines; subclasses are dataclasses whose fields are their options."""
+
+    chat_native: ClassVar[bool] = False  # True: takes chat messages itself (an API), not template text
+
+    def generate(self, prompts: list[str], params: SamplingParams, adapter: str | None = None, stop: tuple[str, ...] = ()) -> list[Generation]:
+        raise NotImplementedError
+
+    def tokenizer(self):
+        """The tokenizer prompts are built for, or None (an API: no token budget or chat template here)."""
+        return None
+
+    def close(self) -> None:
+        """Free what the engine holds (models, connections)."""
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """The text up to the first stop string (leading whitespace ignored), and whether one was hit."""
+    stripped = text.lstrip()
+    cut = min((i for i in (stripped.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (stripped[:cut], True) if cut >= 0 else (stripped, False)
+
+
+def build_engine(name: str, options: dict | None = None) -> Engine:
+    from harness.config import build_dataclass
+
+    return build_dataclass(registry.engines.get(name), options or {}, what=f"engine {name!r}")
+
+
+register = registry.engines.register

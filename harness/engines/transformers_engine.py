@@ -1,0 +1,100 @@
+"""The transformers engine: batched generation with left padding and the KV cache, CPU or GPU.
+
+LoRA adapters saved by the trainer are loaded once each and switched per call, so every method
+shares one copy of the base model. Batches are fixed slices of the prompt list and batch k is
+seeded with seed + k: a sampled generation is the same whether it runs whole or resumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, register
+from harness.models import load_causal_lm, load_tokenizer, resolve_model
+
+
+@register("transformers")
+@dataclass
+class TransformersEngine(Engine):
+    """Local generation with transformers: batched, left-padded, KV-cached; LoRA adapters by peft."""
+
+    model: str = "smollm2-135m"  # base model: hub id, local folder or smollm2-135m
+    batch_size: int = 16  # prompts per generate() call
+    device: str = "auto"  # "auto": CUDA when present, else CPU
+    dtype: str = "auto"  # "auto": bfloat16 on a GPU that has it, float32 otherwise
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be positive")
+        self._model = None
+        self._adapters: dict[str, str] = {}  # adapter folder -> peft adapter name
+
+    def _load(self):
+        if self._model is None:
+            path = resolve_model(self.model)
+            cuda = torch.cuda.is_available() and self.device in ("auto", "cuda")
+            dtype = self.dtype if self.dtype != "auto" else ("bfloat16" if cuda and torch.cuda.is_bf16_supported() else "float32")
+            self._tokenizer = load_tokenizer(path)
+            self._tokenizer.padding_side = "left"  # generation continues from the right end of every row
+            self._model = load_causal_lm(path, dtype).to("cuda" if cuda else "cpu").eval()
+        return self._model
+
+    def tokenizer(self):
+        self._load()
+        return self._tokenizer
+
+    def _use_adapter(self, adapter: str | None):
+        model = self._load()
+        if adapter is None:
+            return model.disable_adapter() if self._adapters else _Nothing()
+        from peft import PeftModel
+
+        if adapter not in self._adapters:
+            name = f"a{len(self._adapters)}"
+            if not self._adapters:
+                self._model = PeftModel.from_pretrained(model, adapter, adapter_name=name).eval()
+            else:
+                self._model.load_adapter(adapter, adapter_name=name)
+            self._adapters[adapter] = name
+        self._model.set_adapter(self._adapters[adapter])
+        return _Nothing()
+
+    @torch.no_grad()
+    def generate(self, prompts, params: SamplingParams, adapter=None, stop=()) -> list[Generation]:
+        tokenizer = self.tokenizer()
+        out: list[Generation] = []
+        with self._use_adapter(adapter):
+            model = self._model
+            for k, start in enumerate(range(0, len(prompts), self.batch_size)):
+                batch = prompts[start : start + self.batch_size]
+                enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+                torch.manual_seed(params.seed + k)
+                sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p}
+                generated = model.generate(
+                    **enc, max_new_tokens=params.max_new_tokens, do_sample=not params.greedy, **sampling,
+                    pad_token_id=tokenizer.pad_token_id, stop_strings=list(stop) or None, tokenizer=tokenizer,
+                )  # fmt: skip
+                new = generated[:, enc["input_ids"].shape[1] :]  # [B, new]: left padding aligns every prompt's end
+                for i, row in enumerate(new):
+                    ids = row.tolist()
+                    eos = tokenizer.eos_token_id
+                    n = ids.index(eos) + 1 if eos in ids else len([t for t in ids if t != tokenizer.pad_token_id])
+                    raw = tokenizer.decode(ids[:n], skip_special_tokens=True)
+                    text, hit = cut_at_stop(raw, stop)
+                    finished = hit or eos in ids[:n]
+                    out.append(Generation(text.strip(), int(enc["attention_mask"][i].sum()), n, "stop" if finished else "length"))
+        return out
+
+    def close(self) -> None:
+        self._model = None
+        self._adapters = {}
+
+
+class _Nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

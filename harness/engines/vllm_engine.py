@@ -1,0 +1,71 @@
+"""The vLLM engine (optional extra ``pip install preference-harness[vllm]``, GPU only).
+
+LoRA adapters go through vLLM's ``LoRARequest``, one id per adapter folder; tensor parallelism
+through ``tensor_parallel_size``. Status: written against vLLM's documented offline API
+(``LLM.generate`` with ``SamplingParams`` and ``lora_request``) and not yet run on a GPU in this
+project's CI; see the README.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, register
+from harness.errors import HarnessError
+from harness.models import resolve_model
+
+
+@register("vllm")
+@dataclass
+class VLLMEngine(Engine):
+    """vLLM on GPUs: paged attention, continuous batching, LoRA requests, tensor parallel."""
+
+    model: str = "smollm2-135m"  # base model: hub id, local folder or smollm2-135m
+    tensor_parallel_size: int = 1  # GPUs per model
+    max_lora_rank: int = 16  # at least the trained adapters' rank
+    gpu_memory_utilization: float = 0.85  # fraction of GPU memory vLLM may take
+    max_model_len: int = 4096  # context length to reserve KV cache for
+
+    def __post_init__(self):
+        self._llm = None
+        self._lora_ids: dict[str, int] = {}
+
+    def _load(self):
+        if self._llm is None:
+            try:
+                from vllm import LLM
+            except ImportError:
+                raise HarnessError("engine 'vllm' needs vLLM: pip install 'preference-harness[vllm]' (GPU machines only)") from None
+            self._llm = LLM(
+                model=resolve_model(self.model), enable_lora=True, max_lora_rank=self.max_lora_rank,
+                tensor_parallel_size=self.tensor_parallel_size, gpu_memory_utilization=self.gpu_memory_utilization,
+                max_model_len=self.max_model_len,
+            )  # fmt: skip
+        return self._llm
+
+    def tokenizer(self):
+        return self._load().get_tokenizer()
+
+    def generate(self, prompts, params: SamplingParams, adapter=None, stop=()) -> list[Generation]:
+        from vllm import SamplingParams as VLLMSampling
+        from vllm.lora.request import LoRARequest
+
+        llm = self._load()
+        request = None
+        if adapter is not None:
+            lora_id = self._lora_ids.setdefault(adapter, len(self._lora_ids) + 1)
+            request = LoRARequest(f"adapter{lora_id}", lora_id, adapter)
+        sampling = VLLMSampling(
+            temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens, seed=params.seed,
+            stop=list(stop) or None,
+        )  # fmt: skip
+        outputs = llm.generate(prompts, sampling, lora_request=request, use_tqdm=False)
+        results = []
+        for out in outputs:
+            best = out.outputs[0]
+            text, _ = cut_at_stop(best.text, stop)
+            results.append(Generation(text.strip(), len(out.prompt_token_ids), len(best.token_ids), "length" if best.finish_reason == "length" else "stop"))
+        return results
+
+    def close(self) -> None:
+        self._llm = None

@@ -1,0 +1,135 @@
+"""The revision loop on the tiny model (transformers engine) and against a local OpenAI-compatible
+server (openai engine); determinism under a seed; kill and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import run_cli
+from harness.engine import SamplingParams, build_engine, cut_at_stop
+from harness.prompting import PromptFormatter
+from harness.stages.generate import Candidate, generate_revisions, prompt_hash, read_generations
+from harness.store import RunStore
+from harness.task import build_task
+from openai_server import FakeOpenAIServer
+from tiny import build_tiny
+
+ARTICLES = [
+    {"id": f"a{i}", "article": text, "reference": "ref"}
+    for i, text in enumerate([
+        "The council said the new bridge will open next year after a delay caused by flooding.",
+        "Police are appealing for witnesses after a car crashed into a shop on the high street.",
+        "The club confirmed the striker has signed a new three-year contract.",
+        "Scientists have found that the river is cleaner than at any time in fifty years.",
+        "The town will hold its first food festival in the park this summer.",
+    ])
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(build_tiny(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+def _loop(store_dir, engine, candidates, params, revisions=2, chunk_size=2):
+    store = RunStore.open(store_dir, {"t": 1}, seed=0)
+    formatter = PromptFormatter(build_task("xsum"), engine.tokenizer())
+    rows = generate_revisions(store, formatter, lambda c: engine, {"name": "test"}, ARTICLES, candidates, revisions, params, chunk_size)
+    return rows, formatter
+
+
+def test_revision_loop_on_the_transformers_engine(tiny, tmp_path):
+    engine = build_engine("transformers", {"model": tiny, "batch_size": 3})
+    cands = [Candidate("base", tiny, None), Candidate("other", tiny, None)]
+    rows, formatter = _loop(tmp_path / "run", engine, cands, SamplingParams(max_new_tokens=8))
+    assert len(rows) == len(ARTICLES) * 2 * 3
+    keys = {(r["example_id"], r["method"], r["revision"]) for r in rows}
+    assert len(keys) == len(rows)
+    by_key = {(r["example_id"], r["method"], r["revision"]): r for r in rows}
+    for ex in ARTICLES:
+        assert by_key[(ex["id"], "base", 0)]["prompt_hash"] == prompt_hash(formatter.prompt(ex))
+        for rev in (1, 2):  # revision k has revision k-1 in context
+            previous = by_key[(ex["id"], "base", rev - 1)]["text"]
+            assert by_key[(ex["id"], "base", rev)]["prompt_hash"] == prompt_hash(formatter.revision_prompt(ex, previous))
+    row = rows[0]
+    assert row["sampling"]["max_new_tokens"] == 8 and row["completion_tokens"] <= 8 and row["prompt_tokens"] > 20
+    # a rerun of a finished generation does nothing
+    before = (tmp_path / "run" / "generations.jsonl").read_text()
+    again, _ = _loop(tmp_path / "run", engine, cands, SamplingParams(max_new_tokens=8))
+    assert (tmp_path / "run" / "generations.jsonl").read_text() == before and again == rows
+
+
+def test_sampling_is_deterministic_under_a_seed_and_batching(tiny, tmp_path):
+    cands = [Candidate("base", tiny, None)]
+    params = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=10, seed=3)
+    a, _ = _loop(tmp_path / "a", build_engine("transformers", {"model": tiny, "batch_size": 2}), cands, params, revisions=1)
+    b, _ = _loop(tmp_path / "b", build_engine("transformers", {"model": tiny, "batch_size": 2}), cands, params, revisions=1)
+    assert [r["text"] for r in a] == [r["text"] for r in b]
+    c, _ = _loop(tmp_path / "c", build_engine("transformers", {"model": tiny, "batch_size": 2}), cands,
+                 SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=10, seed=4), revisions=1)  # fmt: skip
+    assert [r["text"] for r in a] != [r["text"] for r in c]
+
+
+def test_revision_loop_against_an_openai_compatible_server(tmp_path):
+    answer = lambda prompt: f"Summary {len(prompt)}."  # noqa: E731
+    with FakeOpenAIServer(answer) as server:
+        engine = build_engine("openai", {"model": "served", "base_url": server.base_url, "api": "completions", "concurrency": 4})
+        rows, formatter = _loop(tmp_path / "run", engine, [Candidate("m", "served", None)], SamplingParams(max_new_tokens=20))
+        assert server.served == len(ARTICLES) * 3
+    by_key = {(r["example_id"], r["revision"]): r for r in rows}
+    for ex in ARTICLES:
+        first = formatter.prompt(ex)
+        assert by_key[(ex["id"], 0)]["text"] == f"Summary {len(first)}."
+        second = formatter.revision_prompt(ex, by_key[(ex["id"], 0)]["text"])
+        assert f"EXAMPLE SUMMARY: Summary {len(first)}.\nTL;DR:" in second
+        assert second in server.prompts and by_key[(ex["id"], 1)]["text"] == f"Summary {len(second)}."
+    assert rows[0]["prompt_tokens"] > 0 and rows[0]["completion_tokens"] == 2
+
+
+def test_openai_engine_needs_a_key_for_the_real_api(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    engine = build_engine("openai", {"model": "gpt-4o-mini"})
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="set the environment variable OPENAI_API_KEY"):
+        engine.generate(["hi"], SamplingParams())
+
+
+def test_stop_strings_ignore_leading_whitespace():
+    assert cut_at_stop("\n A summary.\nBelow is", ("\n",)) == ("A summary.", True)
+    assert cut_at_stop("no stop here", ("\n",)) == ("no stop here", False)
+
+
+def _cmd(tiny, pairs, out):
+    return ["--task", "xsum", "--method", "dpo", "--model", tiny, "--task-arg", f"data_files.preference={pairs}",
+            "--train-arg", "batch_size=2", "--limit", "40", "--revisions", "2", "--temperature", "1.0",
+            "--max-new-tokens", "24", "--engine-arg", "batch_size=2", "--output-dir", str(out)]  # fmt: skip
+
+
+def test_killed_generation_resumes_without_duplicates_and_with_the_same_texts(tiny, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"id": e["id"], "article": e["article"], "chosen": "Good.", "rejected": "Bad."}) + "\n" for e in ARTICLES))
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    for out in (killed, whole):
+        assert run_cli("train", *_cmd(tiny, pairs, out)).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "generate", *_cmd(tiny, pairs, killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = killed / "generations.jsonl"
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline and (not path.exists() or path.read_text().count("\n") < 20):
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = len(read_generations(path))
+    assert 0 < partial < 40 * 3, "generation was not interrupted midway"
+    assert run_cli("generate", *_cmd(tiny, pairs, killed)).returncode == 0
+    assert run_cli("generate", *_cmd(tiny, pairs, whole)).returncode == 0
+    resumed, full = read_generations(path), read_generations(whole / "generations.jsonl")
+    keys = [(r["example_id"], r["method"], r["revision"]) for r in resumed]
+    assert len(keys) == len(set(keys)) == 40 * 3
+    text = lambda rows: {(r["example_id"], r["revision"]): r["text"] for r in rows}  # noqa: E731
+    assert text(resumed) == text(full)

@@ -1,0 +1,215 @@
+"""The shared trainer on a tiny local model: every method learns, references are computed once,
+SRPO's loss equals Eq. 17 from six log-probs computed one by one, kill-and-resume, DDP on gloo."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import run_cli
+from harness.method import build_method
+from harness.models import load_causal_lm, load_tokenizer
+from harness.policies.lm import SequenceScorer
+from harness.prompting import PromptFormatter
+from harness.task import build_task
+from harness.training.config import TrainConfig
+from harness.training.trainer import Trainer
+from tiny import build_tiny
+
+ARTICLES = [
+    "The council said the new bridge will open next year after a delay caused by flooding in the town.",
+    "Police are appealing for witnesses after a car crashed into a shop on the high street on Sunday.",
+    "The club confirmed the striker has signed a new three-year contract following a successful season.",
+    "Scientists have found that the river is cleaner than at any time in the last fifty years.",
+]
+ROWS = [
+    {"id": str(i), "article": a * (1 + i % 2), "chosen": a.split(" after")[0].split(" following")[0] + ".", "rejected": "The weather was nice."}
+    for i, a in enumerate(ARTICLES)
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(build_tiny(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+def _trainer(method_name, tiny, out, **train):
+    options = {"lr": 0.01, "batch_size": 2, "epochs": 8, "lora_dropout": 0.0, "checkpoint_every": 0, **train}
+    method = build_method(method_name, {} if method_name == "simpo" else {"beta": 0.5})
+    return Trainer(method, TrainConfig(**options), build_task("xsum"), tiny, out, seed=0)
+
+
+def _evaluate(trainer, model, tokenizer):
+    """Mean loss and margins of the trainer's method on all pairs under ``model``."""
+    scorer = SequenceScorer(model, tokenizer.pad_token_id)
+    pairs = trainer._encode(ROWS, tokenizer)
+    with torch.no_grad():
+        reference = trainer.reference_logprobs(scorer, pairs) if trainer.method.uses_reference else None
+        losses, metrics = trainer.pair_losses(scorer, pairs, reference)
+    return losses.mean().item(), {k: v.float().mean().item() for k, v in metrics.items()}
+
+
+@pytest.mark.parametrize("name", ["srpo", "dpo", "ipo", "simpo", "rpo"])
+def test_each_method_improves_its_own_objective(tiny, tmp_path, name):
+    from peft import PeftModel
+
+    trainer = _trainer(name, tiny, tmp_path / name)
+    tokenizer = load_tokenizer(tiny)
+    before_loss, before = _evaluate(trainer, load_causal_lm(tiny).eval(), tokenizer)
+    result = trainer.train(ROWS)
+    trained = PeftModel.from_pretrained(load_causal_lm(tiny), result.model_dir).eval()  # the standard PEFT format
+    after_loss, after = _evaluate(trainer, trained, tokenizer)
+    assert after_loss < before_loss
+    assert after["margin"] > before["margin"]  # the chosen-over-rejected margin grows
+    if name == "srpo":
+        assert after["revision_margin"] > before["revision_margin"]  # and so does the revision policy's
+    lines = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == list(range(1, result.steps + 1)) and "margin" in lines[0]
+
+
+def test_reference_logprobs_are_computed_once_and_cached(tiny, tmp_path, monkeypatch):
+    calls = []
+    original = Trainer.reference_logprobs
+
+    def counting(self, scorer, pairs):
+        calls.append(len(pairs))
+        return original(self, scorer, pairs)
+
+    monkeypatch.setattr(Trainer, "reference_logprobs", counting)
+    _trainer("srpo", tiny, tmp_path / "a", epochs=3).train(ROWS)
+    assert calls == [len(ROWS)]  # once for the whole dataset, never per step or epoch
+    _trainer("srpo", tiny, tmp_path / "a", epochs=3).train(ROWS)
+    assert calls == [len(ROWS)]  # a rerun reads the cached file
+    _trainer("simpo", tiny, tmp_path / "b", epochs=1).train(ROWS)
+    assert calls == [len(ROWS)]  # reference-free: never computed
+
+
+def _full_forward_logprob(model, context: list[int], completion: list[int]) -> torch.Tensor:
+    """log pi(completion | context) the plain way: the whole sequence, full-vocabulary logits."""
+    ids = torch.tensor([context + completion])
+    logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)  # [T, V]
+    positions = torch.arange(len(context) - 1, len(context) + len(completion) - 1)
+    return logprobs[positions, torch.tensor(completion)].sum()
+
+
+def test_trainer_srpo_loss_equals_eq17_from_six_logprobs_computed_one_by_one(tiny, tmp_path):
+    from peft import PeftModel
+
+    trainer = _trainer("srpo", tiny, tmp_path / "srpo", epochs=3)
+    trainer.method = build_method("srpo", {"beta": 0.5, "alpha": 0.3})
+    result = trainer.train(ROWS)
+    tokenizer = load_tokenizer(tiny)
+    model = PeftModel.from_pretrained(load_causal_lm(tiny), result.model_dir).eval()
+    pairs = trainer._encode(ROWS, tokenizer)
+    scorer = SequenceScorer(model, tokenizer.pad_token_id)
+    with torch.no_grad():
+        reference = trainer.reference_logprobs(scorer, pairs)
+        losses, _ = trainer.pair_losses(scorer, pairs, reference)
+        formatter = PromptFormatter(build_task("xsum"), tokenizer)
+        for i, (row, pair) in enumerate(zip(ROWS, pairs)):
+            # the token ids are the texts the task's templates produce
+            assert tokenizer.decode(pair.prompt + pair.completion["chosen"]) == formatter.prompt(row) + " " + row["chosen"] + tokenizer.eos_token
+            ctx, comp = pair.sequence("chosen|rejected")
+            assert tokenizer.decode(sum(ctx, []) + comp) == formatter.revision_prompt(row, row["rejected"]) + " " + row["chosen"] + tokenizer.eos_token
+            h = {}
+            for key in trainer.method.needs:
+                ctx, comp = pair.sequence(key)
+                policy = _full_forward_logprob(model, sum(ctx, []), comp)
+                with model.disable_adapter():
+                    ref = _full_forward_logprob(model, sum(ctx, []), comp)
+                h[key] = (policy - ref).item()
+            beta, alpha = 0.5, 0.3
+            eq15 = (0.5 - beta * (h["chosen|rejected"] - h["rejected|rejected"])) ** 2 + (0.5 - beta * (h["chosen|chosen"] - h["rejected|chosen"])) ** 2
+            eq16 = (beta * (h["chosen|rejected"] + h["chosen"] - h["rejected|chosen"] - h["rejected"]) - 1) ** 2
+            assert abs(h["chosen"]) > 1e-3  # the adapter really moved the policy: the check is not 1 == 1
+            assert losses[i].item() == pytest.approx((1 - alpha) * eq16 + alpha * eq15, rel=1e-4, abs=1e-5)
+
+
+def _train_cmd(tiny, pairs_file, out, *extra):
+    return ["train", "--task", "xsum", "--method", "srpo", "--model", tiny, "--task-arg", f"data_files.preference={pairs_file}",
+            "--train-arg", "lr=0.01", "--train-arg", "batch_size=1", "--output-dir", str(out), *extra]  # fmt: skip
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS + [dict(r, id=r["id"] + "b") for r in ROWS[:2]]))
+    return path
+
+
+def test_kill_during_training_then_rerun_resumes_to_the_same_loss(tiny, tmp_path, pairs_file):
+    extra = ("--train-arg", "max_steps=120", "--train-arg", "checkpoint_every=5")
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *_train_cmd(tiny, pairs_file, killed, *extra)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    checkpoint = killed / "train" / "srpo" / "checkpoint" / "state.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists(), "training ended before its first checkpoint: nothing was interrupted"
+    resumed_from = torch.load(checkpoint, weights_only=False)["step"]
+    assert 0 < resumed_from < 120
+    assert run_cli(*_train_cmd(tiny, pairs_file, killed, *extra)).returncode == 0
+    whole = tmp_path / "whole"
+    assert run_cli(*_train_cmd(tiny, pairs_file, whole, *extra)).returncode == 0
+    a = json.loads((killed / "train/srpo/result.json").read_text())
+    b = json.loads((whole / "train/srpo/result.json").read_text())
+    assert a["steps"] == b["steps"] == 120
+    assert a["final_loss"] == pytest.approx(b["final_loss"], rel=1e-6, abs=1e-9)
+    steps = [json.loads(line)["step"] for line in (killed / "train/srpo/metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 121))  # no step logged twice or lost
+
+
+def test_two_gloo_processes_give_the_single_process_losses(tiny, tmp_path, pairs_file):
+    extra = ("--train-arg", "batch_size=2", "--train-arg", "lora_dropout=0", "--train-arg", "epochs=2")
+    single = tmp_path / "single"
+    assert run_cli(*_train_cmd(tiny, pairs_file, single)[:-2], "--output-dir", str(single), *extra).returncode == 0
+    ddp = tmp_path / "ddp"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "harness.cli"]  # fmt: skip
+    out = subprocess.run([*launch, *_train_cmd(tiny, pairs_file, ddp)[:-2], "--output-dir", str(ddp), *extra],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    read = lambda d: [json.loads(line) for line in (d / "train/srpo/metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    one, two = read(single), read(ddp)
+    assert [m["processes"] for m in two] == [2] * len(two) and [m["processes"] for m in one] == [1] * len(one)
+    assert [m["loss"] for m in two] == pytest.approx([m["loss"] for m in one], rel=1e-5, abs=1e-6)
+    assert [m["tokens"] for m in two] == [m["tokens"] for m in one]
+
+
+def test_sft_stage_then_preference_training_from_the_sft_model(tiny, tmp_path):
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text("".join(json.dumps({"id": r["id"], "article": r["article"], "reference": r["chosen"]}) + "\n" for r in ROWS))
+    pref = tmp_path / "pref.jsonl"
+    pref.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    out = tmp_path / "run"
+    config = tmp_path / "config.yaml"
+    config.write_text("sft: {lr: 0.01, epochs: 5, batch_size: 2}\n")  # SFT options through the config file
+    result = run_cli("train", "--task", "xsum", "--method", "dpo", "--model", tiny, "--config", str(config), "--task-arg", f"data_files.sft={sft}",
+                     "--task-arg", f"data_files.preference={pref}", "--train-arg", "batch_size=2", "--output-dir", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    nll = [json.loads(line)["nll"] for line in (out / "train/sft/metrics.jsonl").read_text().splitlines()]
+    assert nll[-1] < nll[0]
+    dpo = json.loads((out / "train/dpo/result.json").read_text())
+    assert dpo["base_model"] == str(out / "train" / "sft" / "merged")  # pi_ref is the SFT model, as in the paper
+    assert (out / "train/sft/merged/config.json").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"]["data/sft"]["rows"] == 4 and manifest["inputs"]["data/preference"]["source"] == "local"
+
+
+def test_merged_adapter_equals_adapter_on_base(tiny, tmp_path):
+    from peft import PeftModel
+
+    result = _trainer("dpo", tiny, tmp_path / "dpo", epochs=2, merge_adapter=True).train(ROWS)
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    with torch.no_grad():
+        adapted = PeftModel.from_pretrained(load_causal_lm(tiny), result.model_dir).eval()(input_ids=ids).logits
+        merged = load_causal_lm(str(tmp_path / "dpo" / "merged")).eval()(input_ids=ids).logits
+    assert torch.allclose(adapted, merged, atol=1e-4)
