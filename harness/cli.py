@@ -36,6 +36,11 @@ def _add_run_options(p, synthetic: bool = True) -> None:
     p.add_argument("--temperature", type=float, help="sampling temperature (default 0: greedy)")
     p.add_argument("--top-p", type=float, help="nucleus sampling mass (default 1)")
     p.add_argument("--max-new-tokens", type=int, help="completion budget in tokens (default 64)")
+    p.add_argument("--judge", help="judge: local-lm (offline proxy, default), openai, reward-model (harness list judges)")
+    p.add_argument("--judge-arg", action="append", metavar="KEY=VALUE", help="judge option, e.g. model=gpt-4o or base_url=URL (repeatable)")
+    p.add_argument("--no-head-to-head", dest="head_to_head", action="store_false", default=None, help="skip the method-vs-method judging")
+    p.add_argument("--single-order", dest="both_orders", action="store_false", default=None, help="judge one seeded random order instead of both")
+    p.add_argument("--bootstrap-arg", action="append", metavar="KEY=VALUE", help="n_items, resamples, sample_size or level (repeatable)")
     p.add_argument("--seed", type=int, help="seed for sampling, initialisation and bootstrap (default 0)")
     p.add_argument("--output-dir", help="run folder (default: runs/TASK-CONFIGHASH, reused by a rerun)")
 
@@ -59,6 +64,11 @@ def resolve_args(args):
         "engine": args.engine,
         "engine_args": parse_assignments(args.engine_arg, "--engine-arg") or None,
         "revisions": args.revisions,
+        "judge": args.judge,
+        "judge_args": parse_assignments(args.judge_arg, "--judge-arg") or None,
+        "head_to_head": args.head_to_head,
+        "both_orders": args.both_orders,
+        "bootstrap": parse_assignments(args.bootstrap_arg, "--bootstrap-arg") or None,
         "sampling": {k: v for k, v in (("temperature", args.temperature), ("top_p", args.top_p), ("max_new_tokens", args.max_new_tokens)) if v is not None} or None,
     }
     return resolve(merge(file_config, cli_config))  # every check happens before the run folder exists
@@ -110,6 +120,52 @@ def cmd_generate(args, console: Console) -> int:
     resolved = resolve_args(args)
     store = open_store(resolved, console)
     generate_stage(resolved, store, console)
+    return 0
+
+
+def _judge_parser(sub) -> None:
+    p = sub.add_parser("judge", help="the judging and scoring stages alone, on a run's generations")
+    _add_run_options(p, synthetic=False)
+    p.set_defaults(handler=cmd_judge)
+
+
+def cmd_judge(args, console: Console) -> int:
+    from harness.stages.text import judge_and_score, open_store
+
+    resolved = resolve_args(args)
+    judge_and_score(resolved, open_store(resolved, console), console)
+    return 0
+
+
+def _score_parser(sub) -> None:
+    p = sub.add_parser("score", help="rescore a run's judgments (e.g. other bootstrap settings) without judging again")
+    p.add_argument("run_dir", help="a run folder holding judgments.jsonl")
+    p.add_argument("--bootstrap-arg", action="append", metavar="KEY=VALUE", help="n_items, resamples, sample_size, level or seed")
+    p.set_defaults(handler=cmd_score)
+
+
+def cmd_score(args, console: Console) -> int:
+    import dataclasses
+
+    from harness.config import build_dataclass
+    from harness.scoring import BootstrapConfig
+    from harness.stages.generate import read_generations
+    from harness.stages.score import score_judgments
+    from harness.stages.text import write_summary
+    from harness.store import RunStore
+
+    store = RunStore(Path(args.run_dir))
+    summary = store.read_json("summary.json")
+    if summary is None or not store.path("judgments.jsonl").exists():
+        raise HarnessError(f"{args.run_dir!r} holds no judged run (summary.json and judgments.jsonl): run `harness run` or `harness judge` first")
+    old = summary["meta"]["bootstrap"]
+    config = build_dataclass(BootstrapConfig, {**old, **parse_assignments(args.bootstrap_arg, "--bootstrap-arg")}, "bootstrap")
+    fingerprint = (store.read_json("manifest.json") or {}).get("inputs", {}).get("judge", {}).get("fingerprint")
+    judgments = [j for j in read_generations(store.path("judgments.jsonl")) if j.get("judge") == fingerprint]
+    order = {eid: i for i, eid in enumerate(summary["meta"]["example_ids"])}
+    summary["results"] = score_judgments(judgments, config, order)
+    summary["meta"]["bootstrap"] = dataclasses.asdict(config)
+    write_summary(store, summary, console)
     return 0
 
 
@@ -179,23 +235,29 @@ def print_provenance(console: Console, what: str, provenance: dict) -> None:
 
 
 def _leaderboard_parser(sub) -> None:
-    p = sub.add_parser("leaderboard", help="(re)build the HTML leaderboard of a run")
-    p.add_argument("run_dir", help="a run folder holding summary.json")
-    p.add_argument("--out", help="HTML file to write (default RUN_DIR/leaderboard.html)")
+    p = sub.add_parser("leaderboard", help="one HTML page (plus CSV and Markdown tables) from any number of runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders holding summary.json")
+    p.add_argument("--out", help="HTML file to write (default: RUN_DIR/leaderboard.html for one run, leaderboard.html for several)")
     p.set_defaults(handler=cmd_leaderboard)
 
 
 def cmd_leaderboard(args, console: Console) -> int:
-    import json
-
     from harness.store import atomic_write_text
-    from leaderboards.render import render_summary
+    from leaderboards.render import load_runs, render_runs, render_summary
 
-    summary_path = Path(args.run_dir) / "summary.json"
-    if not summary_path.is_file():
-        raise HarnessError(f"{str(summary_path)!r} does not exist: is {args.run_dir!r} a finished run folder?")
-    out = Path(args.out) if args.out else Path(args.run_dir) / "leaderboard.html"
-    atomic_write_text(out, render_summary(json.loads(summary_path.read_text(encoding="utf-8"))))
+    runs = load_runs(args.run_dirs)
+    out = Path(args.out) if args.out else (runs[0][1] / "leaderboard.html" if len(runs) == 1 else Path("leaderboard.html"))
+    bandit = [d for s, d in runs if s.get("results") and "policy" in s["results"][0]]
+    if bandit and len(runs) > 1:
+        raise HarnessError(f"{bandit[0]} is a bandit run; build its page alone (harness leaderboard {bandit[0]})")
+    page = render_summary(runs[0][0], [runs[0][1]]) if bandit else render_runs(runs)
+    atomic_write_text(out, page)
+    if not bandit:
+        from leaderboards.lm import table_rows, to_csv, to_markdown
+
+        rows = table_rows([{"summary": s, "dir": str(d), "name": d.name} for s, d in runs])
+        atomic_write_text(out.with_suffix(".csv"), to_csv(rows))
+        atomic_write_text(out.with_suffix(".md"), to_markdown(rows))
     console.print(f"leaderboard: [bold]{out}[/bold]")
     return 0
 
@@ -203,7 +265,7 @@ def cmd_leaderboard(args, console: Console) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_run_parser, _train_parser, _generate_parser, _list_parser, _data_parser, _leaderboard_parser):
+    for add in (_run_parser, _train_parser, _generate_parser, _judge_parser, _score_parser, _list_parser, _data_parser, _leaderboard_parser):
         add(sub)
     return parser
 

@@ -14,4 +14,8 @@ def run(resolved: ResolvedRun, console: Console) -> RunStore:
         from harness.stages.synthetic import run_synthetic
 
         return run_synthetic(resolved, console)
-    raise HarnessError(f"task {resolved.config['task']!r} is a {resolved.task.kind} task, which `harness run` cannot run yet")
+    if resolved.task.kind == "text":
+        from harness.stages.text import run_text
+
+        return run_text(resolved, console)
+    raise HarnessError(f"task {resolved.config['task']!r} is a {resolved.task.kind} task, which `harness run` cannot run")

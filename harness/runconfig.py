@@ -15,6 +15,8 @@ from harness import registry
 from harness.config import build_dataclass, stable_hash
 from harness.errors import HarnessError
 from harness.engine import SamplingParams, build_engine
+from harness.judge import build_judge
+from harness.scoring import BootstrapConfig
 from harness.method import Method, build_method
 from harness.task import Task, build_task
 from harness.training.config import TrainConfig
@@ -38,7 +40,13 @@ RUN_KEYS = {
     "engine_args": "generation engine options",
     "revisions": "generate revisions 0..N",
     "sampling": "temperature, top_p, max_new_tokens (seeded by seed)",
+    "judge": "judge name (harness list judges); text tasks default to the offline local-lm proxy",
+    "judge_args": "judge options",
+    "head_to_head": "also judge every pair of methods at each revision (default: when there are two or more)",
+    "both_orders": "judge each pair in both orders and average (default true); false: one seeded random order",
+    "bootstrap": "n_items, resamples, sample_size, level (the paper: 1024, 20, 512)",
 }
+DEFAULT_TEXT_JUDGE = "local-lm"
 DEFAULT_MODEL = "smollm2-135m"
 
 
@@ -56,6 +64,11 @@ class ResolvedRun:
     engine_options: dict
     revisions: int
     sampling: SamplingParams
+    judge_name: str
+    judge_options: dict
+    head_to_head: bool
+    both_orders: bool
+    bootstrap: BootstrapConfig
 
 
 def merge(*layers: dict) -> dict:
@@ -67,7 +80,7 @@ def merge(*layers: dict) -> dict:
                 continue
             if key not in RUN_KEYS:
                 raise HarnessError(f"unknown config key {key!r} (known: {', '.join(RUN_KEYS)})")
-            if key in ("task_args", "method_args", "train", "engine_args", "sampling") and isinstance(value, dict):
+            if key in ("task_args", "method_args", "train", "engine_args", "sampling", "judge_args", "bootstrap") and isinstance(value, dict):
                 out[key] = {**out.get(key, {}), **value}
             else:
                 out[key] = value
@@ -154,7 +167,18 @@ def resolve(config: dict) -> ResolvedRun:
     if isinstance(revisions, bool) or not isinstance(revisions, int) or revisions < 0:
         raise HarnessError(f"revisions must be a non-negative integer, got {revisions!r}")
     sampling = build_dataclass(SamplingParams, {"seed": seed, **(config.get("sampling") or {})}, "sampling")
+    judge_name = config.get("judge") or (DEFAULT_TEXT_JUDGE if task.kind == "text" else "oracle")
+    judge_options = dict(config.get("judge_args") or {})
+    if task.kind == "text":
+        build_judge(judge_name, judge_options)  # checks names and options; loads nothing
+    head_to_head = config.get("head_to_head", len(methods) > 1)
+    both_orders = config.get("both_orders", True)
+    for flag, value in (("head_to_head", head_to_head), ("both_orders", both_orders)):
+        if not isinstance(value, bool):
+            raise HarnessError(f"{flag} must be true or false, got {value!r}")
+    bootstrap = build_dataclass(BootstrapConfig, {"seed": seed, **(config.get("bootstrap") or {})}, "bootstrap")
     config["resolved_method_args"] = {n: dataclasses.asdict(m) for n, m in methods.items()}
     config["resolved_task_args"] = dataclasses.asdict(task)
     config["resolved_train"] = dataclasses.asdict(train)
-    return ResolvedRun(config, task, methods, output_dir, seed, train, sft_config, limit, engine_name, engine_options, revisions, sampling)
+    return ResolvedRun(config, task, methods, output_dir, seed, train, sft_config, limit, engine_name, engine_options,
+                       revisions, sampling, judge_name, judge_options, head_to_head, both_orders, bootstrap)  # fmt: skip

@@ -65,6 +65,7 @@ class TextTask(Task):
     revision_template: ClassVar[str]  # N-revision prompt; ${previous} is revision N-1
     reference_label: ClassVar[str]  # what the references are, for the screen
     stop: ClassVar[tuple[str, ...]] = ()  # generation stops at the first of these (after leading whitespace)
+    instruction: ClassVar[str]  # what the candidates are asked to do, as the judge is told
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -151,6 +152,10 @@ class TextTask(Task):
             return string.Template(template).substitute(values)
         except KeyError as exc:
             raise HarnessError(f"task {self.registered_name!r}: example {example.get('id')!r} lacks field {exc} of its template") from None
+
+    def judge_source(self, example: dict) -> str:
+        """What the judge reads as the source both candidates answer."""
+        return str(example[self.source_field])
 
     # -- listing ---------------------------------------------------------------------------------
     @classmethod

@@ -40,7 +40,9 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render_page(title: str, sections: list[Section], note: str = "", metadata: dict | None = None) -> str:
+def render_page(title: str, sections: list[Section], note: str = "", metadata: dict | None = None, extra: dict | None = None) -> str:
+    """``extra`` holds JSON blobs (already made safe for a script tag) for the page's own script:
+    ``browser`` (the example browser's data), ``csv`` and ``markdown`` (the table's exports)."""
     rendered = [
         {
             "title": s.title,
@@ -57,4 +59,5 @@ def render_page(title: str, sections: list[Section], note: str = "", metadata: d
         sections=rendered,
         metadata=json.dumps(metadata or {}, indent=2, sort_keys=True, default=str),
         plotly_js=get_plotlyjs(),
+        extra=extra or {},
     )

@@ -10,6 +10,8 @@ request never reaches the example response.
 
 CHAT_TEMPLATE = "${prompt}"
 
+CHAT_INSTRUCTION = "Respond to the user's request helpfully and correctly."
+
 CHAT_REVISION_TEMPLATE = """Below is a user's REQUEST and an EXAMPLE RESPONSE to it. Write a response to the REQUEST that is more helpful, correct and complete than the EXAMPLE RESPONSE. Reply with the response only.
 
 REQUEST:

@@ -57,11 +57,15 @@ class TLDR(TextTask):
     """Reddit TL;DR summarisation (Stiennon et al., 2020): the paper's training and in-distribution task."""
 
     family = "summary"
+    instruction = INSTRUCTION
     stop = ("\n",)  # a summary is one paragraph; the next line would be the model starting a new task
     source_field = "post"
     reference_label = "gold summary"
     template = TEMPLATE
     revision_template = REVISION_TEMPLATE
+
+    def judge_source(self, example: dict) -> str:
+        return f"SUBREDDIT: {example['subreddit']}\nTITLE: {example['title']}\nPOST: {example['post']}"
 
     def splits(self) -> dict[str, Split]:
         example = (Field("id", "id"), Field("subreddit"), Field("title"), Field("post"))

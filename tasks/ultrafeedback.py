@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from harness.datasources import Field, HubSource
 from harness.task import Split, TextTask, register
-from tasks.chat import CHAT_REVISION_TEMPLATE, CHAT_TEMPLATE
+from tasks.chat import CHAT_INSTRUCTION, CHAT_REVISION_TEMPLATE, CHAT_TEMPLATE
 
 
 def _last_assistant(messages) -> str | None:
@@ -42,6 +42,7 @@ class UltraFeedback(TextTask):
     """UltraFeedback binarized (Cui et al., 2023): chat preference pairs, the paper's Appendix D training data."""
 
     family = "chat"
+    instruction = CHAT_INSTRUCTION
     chat = True
     source_field = "prompt"
     reference_label = "the UltraFeedback chosen answer"

@@ -70,6 +70,7 @@ class XSum(TextTask):
     variant: str = "xsum"  # "xsum": classic, no titles, offline test set; "xlsum": XL-Sum English with titles (the paper's)
 
     family = "summary"
+    instruction = INSTRUCTION
     stop = ("\n",)  # a summary is one paragraph; the next line would be the model starting a new task
     source_field = "article"
     reference_label = "gold summary"

@@ -3,16 +3,18 @@
 It answers /v1/chat/completions and /v1/completions with a function of the prompt, after an
 optional delay, and can be told to fail the next requests with given statuses (429, 500), to hang
 past the client's timeout, or to answer with text no parser accepts. It counts what it served.
+It runs on aiohttp in a thread of its own, so a thousand requests in flight cost no thread each.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
+
+from aiohttp import web
 
 
 class FakeOpenAIServer:
@@ -23,63 +25,79 @@ class FakeOpenAIServer:
         self.requests = 0  # every request received, failed ones included
         self.served = 0  # requests answered with 200
         self.prompts: list[str] = []
-        self._lock = threading.Lock()
-        server = self
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests += 1  # one event loop: no lock needed
+        fault = self.faults.popleft() if self.faults else None
+        if fault in ("429", "500"):
+            headers = {"Retry-After": "0"} if fault == "429" else {}
+            return web.json_response({"error": {"message": f"injected {fault}", "type": "test"}}, status=int(fault), headers=headers)
+        if fault == "hang":
+            await asyncio.sleep(30)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        chat = request.path.endswith("/chat/completions")
+        prompt = body["messages"][-1]["content"] if chat else body["prompt"]
+        text = "I cannot decide, both are fine." if fault == "garbage" else self.answer(prompt)
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        else:
+            choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
+        self.served += 1
+        self.prompts.append(prompt)
+        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return web.json_response({"id": f"cmpl-{self.served}", "object": "chat.completion" if chat else "text_completion",
+                                  "created": int(time.time()), "model": body.get("model", "m"), "choices": [choice], "usage": usage})  # fmt: skip
 
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                with server._lock:
-                    server.requests += 1
-                    fault = server.faults.popleft() if server.faults else None
-                if fault in ("429", "500"):
-                    return self._send(int(fault), {"error": {"message": f"injected {fault}", "type": "test"}})
-                if fault == "hang":
-                    time.sleep(30)
-                    return
-                if server.delay:
-                    time.sleep(server.delay)
-                if self.path.endswith("/chat/completions"):
-                    prompt = body["messages"][-1]["content"]
-                    text = "I cannot decide, both are fine." if fault == "garbage" else server.answer(prompt)
-                    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                    kind = "chat.completion"
-                else:
-                    prompt = body["prompt"]
-                    text = "I cannot decide." if fault == "garbage" else server.answer(prompt)
-                    choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
-                    kind = "text_completion"
-                with server._lock:
-                    server.served += 1
-                    server.prompts.append(prompt)
-                self._send(200, {"id": f"cmpl-{server.served}", "object": kind, "created": int(time.time()), "model": body.get("model", "m"),
-                                 "choices": [choice], "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
-                                                                "total_tokens": len(prompt.split()) + len(text.split())}})  # fmt: skip
-
-            def _send(self, status: int, payload: dict):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                if status == 429:
-                    self.send_header("Retry-After", "0")
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/v1/completions", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)  # a "hang" must not hold the exit
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self._started.set()
+        self._loop.run_forever()
 
     def __enter__(self):
         self._thread.start()
+        self._started.wait(10)
         return self
 
     def __exit__(self, *exc):
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        async def stop():
+            await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def main() -> None:
+    """Serve in a process of its own (benchmarks: no GIL shared with the client being measured)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--answer", default="A is tighter.\nPreferred: A")
+    args = parser.parse_args()
+    with FakeOpenAIServer(lambda prompt: args.answer, delay=args.delay) as server:
+        print(server.base_url, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -64,32 +64,46 @@ class TransformersEngine(Engine):
     @torch.no_grad()
     def generate(self, prompts, params: SamplingParams, adapter=None, stop=()) -> list[Generation]:
         tokenizer = self.tokenizer()
-        out: list[Generation] = []
+        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        # Batches of similar length: left padding to a batch's longest prompt is prefill work for
+        # nothing, and on a CPU prefill is most of the cost of a long-document prompt.
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        out: list[Generation | None] = [None] * len(prompts)
         with self._use_adapter(adapter):
             model = self._model
-            for k, start in enumerate(range(0, len(prompts), self.batch_size)):
-                batch = prompts[start : start + self.batch_size]
-                enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            for k, start in enumerate(range(0, len(order), self.batch_size)):
+                idx = order[start : start + self.batch_size]
+                enc = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(model.device)
                 torch.manual_seed(params.seed + k)
                 sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p}
+                stopping = [_StopAfterText(tokenizer, stop, enc["input_ids"].shape[1])] if stop else None
                 generated = model.generate(
                     **enc, max_new_tokens=params.max_new_tokens, do_sample=not params.greedy, **sampling,
-                    pad_token_id=tokenizer.pad_token_id, stop_strings=list(stop) or None, tokenizer=tokenizer,
+                    pad_token_id=tokenizer.pad_token_id, stopping_criteria=stopping,
                 )  # fmt: skip
                 new = generated[:, enc["input_ids"].shape[1] :]  # [B, new]: left padding aligns every prompt's end
-                for i, row in enumerate(new):
-                    ids = row.tolist()
-                    eos = tokenizer.eos_token_id
-                    n = ids.index(eos) + 1 if eos in ids else len([t for t in ids if t != tokenizer.pad_token_id])
-                    raw = tokenizer.decode(ids[:n], skip_special_tokens=True)
-                    text, hit = cut_at_stop(raw, stop)
-                    finished = hit or eos in ids[:n]
-                    out.append(Generation(text.strip(), int(enc["attention_mask"][i].sum()), n, "stop" if finished else "length"))
-        return out
+                eos = tokenizer.eos_token_id
+                for i, row in zip(idx, new.tolist()):
+                    n = row.index(eos) + 1 if eos in row else len(row)
+                    text, hit = cut_at_stop(tokenizer.decode(row[:n], skip_special_tokens=True), stop)
+                    out[i] = Generation(text.strip(), len(encoded[i]), n, "stop" if hit or eos in row[:n] else "length")
+        return out  # type: ignore[return-value]
 
     def close(self) -> None:
         self._model = None
         self._adapters = {}
+
+
+class _StopAfterText:
+    """Ends a row once its completion holds a stop string after some text: transformers' own
+    ``stop_strings`` would also stop on the newline a model often starts with."""
+
+    def __init__(self, tokenizer, stop: tuple[str, ...], prompt_length: int):
+        self.tokenizer, self.stop, self.prompt_length = tokenizer, stop, prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
+        return torch.tensor([cut_at_stop(t, self.stop)[1] for t in texts], device=input_ids.device)  # [B] bool
 
 
 class _Nothing:

@@ -43,6 +43,11 @@ def candidates(resolved: ResolvedRun, store: RunStore) -> list[Candidate]:
 
 def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> list[dict]:
     examples = load_split(store, resolved.task, "test", resolved.limit, console).rows
+    if is_main_process():  # what the leaderboard's example browser shows beside the generations
+        store.write_text("examples.jsonl", "".join(
+            json.dumps({"id": str(ex["id"]), "source": resolved.task.judge_source(ex), "reference": ex["reference"]}, ensure_ascii=False) + "\n"
+            for ex in examples
+        ))  # fmt: skip
     cands = candidates(resolved, store)
     engines: dict[str, Engine] = {}
 
@@ -67,3 +72,94 @@ def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> 
                                           "examples": len(examples), "rows": len(rows)})  # fmt: skip
     console.print(f"generations: {store.path('generations.jsonl')} ({len(rows)} completions)")
     return rows
+
+
+def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, examples: list[dict] | None = None) -> dict:
+    """Judge the run's generations, score them, and write summary.json and the leaderboard."""
+    from harness.judge import build_judge
+    from harness.stages.generate import GENERATIONS, read_generations
+    from harness.stages.judge import judge_stage
+    from harness.stages.score import score_judgments
+
+    if examples is None:
+        examples = load_split(store, resolved.task, "test", resolved.limit, console).rows
+    generations = read_generations(store.path(GENERATIONS))
+    if not generations:
+        raise HarnessError(f"no generations in {store.root}: run `harness generate` (or `harness run`) with the same options first")
+    judge = build_judge(resolved.judge_name, resolved.judge_options)
+    judgments = judge_stage(store, resolved.task, judge, examples, generations, list(resolved.methods),
+                            resolved.head_to_head, resolved.both_orders, resolved.seed, console)  # fmt: skip
+    order = {str(ex["id"]): i for i, ex in enumerate(examples)}
+    rows = score_judgments(judgments, resolved.bootstrap, order)
+    summary = build_summary(resolved, store, rows, judge, [str(ex["id"]) for ex in examples])
+    write_summary(store, summary, console)
+    return summary
+
+
+def build_summary(resolved: ResolvedRun, store: RunStore, rows: list[dict], judge, example_ids: list[str]) -> dict:
+    manifest = store.read_json("manifest.json") or {}
+    proxy = judge.is_proxy()
+    return {
+        "task": resolved.config["task"],
+        "results": rows,
+        "meta": {
+            "judge": judge.describe_config(),
+            "judge_is_proxy": proxy,
+            "judge_note": (
+                "The judge is an offline proxy (a small local model), not the paper's GPT-4 judge: these numbers show that "
+                "the pipeline runs, not which method is better. For real results pass --judge openai --judge-arg model=gpt-4o "
+                "(OPENAI_API_KEY in the environment) or --judge-arg base_url=http://HOST:PORT/v1 for any OpenAI-compatible server."
+                if proxy else ""
+            ),
+            "model": resolved.config.get("model") or "smollm2-135m",
+            "dataset": getattr(resolved.task, "dataset_label", resolved.config["task"]),
+            "training_data": (manifest.get("inputs", {}).get("data/preference") or {}).get("origin", ""),
+            "bootstrap": {k: getattr(resolved.bootstrap, k) for k in ("n_items", "resamples", "sample_size", "level", "seed")},
+            "revisions": resolved.revisions,
+            "sampling": resolved.sampling.as_dict(),
+            "engine": resolved.engine_name,
+            "versions": manifest.get("versions", {}),
+            "inputs": manifest.get("inputs", {}),
+            "config": resolved.config,
+            "run_dir": str(store.root),
+            "example_ids": example_ids,  # test-split order: the bootstrap's "first n"
+        },
+    }
+
+
+def write_summary(store: RunStore, summary: dict, console: Console) -> None:
+    from rich.table import Table
+
+    from leaderboards.render import render_summary
+
+    store.write_json("summary.json", summary)
+    page = store.write_text("leaderboard.html", render_summary(summary, [store.root]))
+    table = Table(title=f"{summary['task']}: win rate against the references ({summary['meta']['bootstrap']['level']:.0%} CI)")
+    for col in ("method", "revision", "win rate", "std", "CI", "n", "W/T/L", "failed"):
+        table.add_column(col)
+    for r in summary["results"]:
+        if r["opponent"] != "reference":
+            continue
+        if r["win_rate"] is None:
+            table.add_row(r["method"], str(r["revision"]), "-", "-", "-", "0", "-", str(r["failed"]))
+            continue
+        table.add_row(r["method"], str(r["revision"]), f"{r['win_rate']:.3f}", f"{r['std']:.3f}", f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]",
+                      str(r["n"]), f"{r['wins']}/{r['ties']}/{r['losses']}", str(r["failed"]))  # fmt: skip
+    console.print(table)
+    if summary["meta"].get("judge_note"):
+        console.print(f"[yellow]note:[/yellow] {summary['meta']['judge_note']}", highlight=False)
+    console.print(f"summary: {store.path('summary.json')}")
+    console.print(f"leaderboard: [bold]{page}[/bold]")
+
+
+def run_text(resolved: ResolvedRun, console: Console) -> RunStore:
+    from harness.stages.train import train_all
+
+    store = open_store(resolved, console)
+    console.rule("train")
+    train_all(resolved, store, console)
+    console.rule("generate")
+    generate_stage(resolved, store, console)
+    console.rule("judge and score")
+    judge_and_score(resolved, store, console)
+    return store

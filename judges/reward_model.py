@@ -1,0 +1,69 @@
+"""A reward-model judge: a sequence-classification model scores each candidate against the
+source; P(A > B) = sigmoid(r_A - r_B) (the Bradley-Terry reading of reward differences)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.judge import Comparison, Judge, Verdict, register
+from harness.models import resolve_model
+
+
+@register("reward-model")
+@dataclass
+class RewardModelJudge(Judge):
+    """A sequence-classification reward model: P(A > B) = sigmoid(r_A - r_B)."""
+
+    model: str = ""  # a reward model with one output logit, e.g. a hub id or a local folder
+    batch_size: int = 8  # texts scored per forward pass
+    max_length: int = 2048  # tokens per scored text (the head of the source is kept)
+
+    def __post_init__(self):
+        if not self.model:
+            raise ValueError("the reward-model judge needs --judge-arg model=HUB_ID_OR_FOLDER")
+        self._model = None
+
+    def describe_config(self) -> dict:
+        return {"judge": "reward-model", "model": self.model}
+
+    def _load(self):
+        if self._model is None:
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            path = resolve_model(self.model)
+            self._tokenizer = AutoTokenizer.from_pretrained(path)
+            if self._tokenizer.pad_token_id is None:
+                self._tokenizer.pad_token = self._tokenizer.eos_token
+            self._model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+            self._model.config.pad_token_id = self._tokenizer.pad_token_id
+        return self._model
+
+    def _text(self, c: Comparison, candidate: str) -> str:
+        request = f"{c.instruction}\n\n{c.source}" if c.family == "summary" else c.source
+        if getattr(self._tokenizer, "chat_template", None):
+            messages = [{"role": "user", "content": request}, {"role": "assistant", "content": candidate}]
+            return self._tokenizer.apply_chat_template(messages, tokenize=False)
+        return f"{request}\n\n{candidate}"
+
+    @torch.no_grad()
+    def rewards(self, texts: list[str]) -> list[float]:
+        model = self._load()
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            enc = self._tokenizer(texts[start : start + self.batch_size], return_tensors="pt", padding=True,
+                                  truncation=True, max_length=self.max_length)  # fmt: skip
+            out.extend(model(**enc).logits[:, 0].float().tolist())  # [B]: one reward per text
+        return out
+
+    def judge(self, comparisons: list[Comparison]) -> list[Verdict]:
+        self._load()
+        texts = sorted({self._text(c, x) for c in comparisons for x in (c.a, c.b)})
+        reward = dict(zip(texts, self.rewards(texts)))  # each distinct text scored once
+        self.stats = {"scored_texts": len(texts), "failed": 0}
+        verdicts = []
+        for c in comparisons:
+            r_a, r_b = reward[self._text(c, c.a)], reward[self._text(c, c.b)]
+            verdicts.append(Verdict(float(torch.sigmoid(torch.tensor(r_a - r_b))), f"r_A = {r_a:.3f}, r_B = {r_b:.3f}"))
+        return verdicts
