@@ -24,7 +24,8 @@ def _add_run_options(p, synthetic: bool = True) -> None:
     if synthetic:
         p.add_argument("--behavior", dest="behaviors", help="behaviour policies of a synthetic task, comma-separated")
     p.add_argument("--model", help="base model: hub id, local folder, or smollm2-135m (default, offline)")
-    p.add_argument("--limit", type=int, help="at most this many rows of each split")
+    p.add_argument("--preset", help="named defaults: offline (default for text tasks) or paper (the paper's protocol)")
+    p.add_argument("--limit", type=int, help="evaluate the first N test examples")
     p.add_argument("--sft", action="store_true", default=None, help="run an SFT stage on the task's sft split first")
     p.add_argument("--config", help="YAML or JSON file with the same keys as these flags")
     p.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task option (repeatable; VALUE is YAML)")
@@ -46,10 +47,13 @@ def _add_run_options(p, synthetic: bool = True) -> None:
 
 
 def resolve_args(args):
+    from harness import registry
+    from harness.presets import preset_layer
     from harness.runconfig import merge, resolve
 
     file_config = load_config_file(args.config) if args.config else {}
     cli_config = {
+        "preset": args.preset,
         "task": args.task,
         "methods": args.methods,
         "behaviors": getattr(args, "behaviors", None),
@@ -71,7 +75,10 @@ def resolve_args(args):
         "bootstrap": parse_assignments(args.bootstrap_arg, "--bootstrap-arg") or None,
         "sampling": {k: v for k, v in (("temperature", args.temperature), ("top_p", args.top_p), ("max_new_tokens", args.max_new_tokens)) if v is not None} or None,
     }
-    return resolve(merge(file_config, cli_config))  # every check happens before the run folder exists
+    task_name = cli_config["task"] or file_config.get("task")
+    kind = getattr(registry.tasks.get(task_name), "kind", None) if task_name else None
+    preset = preset_layer(cli_config["preset"] or file_config.get("preset"), task_name, kind)
+    return resolve(merge(preset, file_config, cli_config))  # every check happens before the run folder exists
 
 
 def _run_parser(sub) -> None:

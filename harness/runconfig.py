@@ -28,14 +28,19 @@ RUN_KEYS = {
     "task": "task name",
     "methods": "method names",
     "task_args": "task options",
+    "train_task_args": "options of the training task",
     "method_args": "method options: KEY for every method that has it, METHOD.KEY for one",
     "behaviors": "behaviour policies to run (synthetic tasks)",
     "seed": "seeds data sampling, initialisation and bootstrap",
     "output_dir": "run folder",
     "model": "base model: a hub id, a local folder, or smollm2-135m (offline)",
-    "train": "trainer options (harness/training/config.py)",
+    "train": "trainer options (harness/training/config.py); METHOD: {...} overrides them for one method",
+    "train_task": "task whose sft and preference splits train the model (default: the evaluated task)",
+    "build_pairs": "when the training task has no preference split: build this many gold-vs-policy pairs from held-out test examples",
+    "preset": "named defaults below the config file and flags: offline (the default) or paper",
     "sft": "true, or trainer options, to run an SFT stage on the task's sft split first",
-    "limit": "at most this many rows of each split",
+    "limit": "evaluate the first N test examples",
+    "train_limit": "train on at most N rows of the sft and preference splits",
     "engine": "generation engine name (harness list engines)",
     "engine_args": "generation engine options",
     "revisions": "generate revisions 0..N",
@@ -48,6 +53,7 @@ RUN_KEYS = {
 }
 DEFAULT_TEXT_JUDGE = "local-lm"
 DEFAULT_MODEL = "smollm2-135m"
+MERGED_BY_KEY = ("task_args", "train_task_args", "method_args", "train", "engine_args", "sampling", "judge_args", "bootstrap", "sft")
 
 
 @dataclass
@@ -57,9 +63,13 @@ class ResolvedRun:
     methods: dict[str, Method]
     output_dir: Path
     seed: int
-    train: TrainConfig
+    train: TrainConfig  # the options shared by every method
+    train_by_method: dict[str, TrainConfig]  # each method's options, with its overrides applied
+    train_task: Task  # where training data comes from (the paper: TL;DR, evaluated on XSum)
+    build_pairs: int
     sft: TrainConfig | None  # None: no SFT stage
-    limit: int | None
+    limit: int | None  # test examples
+    train_limit: int | None  # rows of the training splits
     engine_name: str
     engine_options: dict
     revisions: int
@@ -80,8 +90,9 @@ def merge(*layers: dict) -> dict:
                 continue
             if key not in RUN_KEYS:
                 raise HarnessError(f"unknown config key {key!r} (known: {', '.join(RUN_KEYS)})")
-            if key in ("task_args", "method_args", "train", "engine_args", "sampling", "judge_args", "bootstrap") and isinstance(value, dict):
-                out[key] = {**out.get(key, {}), **value}
+            if key in MERGED_BY_KEY and isinstance(value, dict):
+                earlier = out.get(key)
+                out[key] = {**(earlier if isinstance(earlier, dict) else {}), **value}
             else:
                 out[key] = value
     return out
@@ -147,7 +158,14 @@ def resolve(config: dict) -> ResolvedRun:
         output_dir = Path("runs") / f"{config['task']}-{stable_hash({k: v for k, v in config.items() if k != 'output_dir'})[:10]}"
     if output_dir.exists() and not output_dir.is_dir():
         raise HarnessError(f"output dir {str(output_dir)!r} exists and is not a folder")
-    train = build_dataclass(TrainConfig, config.get("train") or {}, "train")
+    train_options = dict(config.get("train") or {})
+    overrides = {name: train_options.pop(name) for name in list(train_options) if name in methods and isinstance(train_options[name], dict)}
+    train = build_dataclass(TrainConfig, train_options, "train")
+    train_by_method = {name: build_dataclass(TrainConfig, {**train_options, **overrides.get(name, {})}, f"train ({name})") for name in methods}
+    train_task = build_task(config["train_task"], config.get("train_task_args")) if config.get("train_task") else task
+    build_pairs = config.get("build_pairs", 0)
+    if isinstance(build_pairs, bool) or not isinstance(build_pairs, int) or build_pairs < 0:
+        raise HarnessError(f"build_pairs must be a non-negative integer, got {build_pairs!r}")
     sft = config.get("sft")
     if sft in (None, False):
         sft_config = None
@@ -155,9 +173,10 @@ def resolve(config: dict) -> ResolvedRun:
         sft_config = build_dataclass(TrainConfig, {**SFT_DEFAULTS, **(sft if isinstance(sft, dict) else {})}, "sft")
     else:
         raise HarnessError(f"sft must be true, false or a mapping of trainer options, got {sft!r}")
-    limit = config.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise HarnessError(f"limit must be a positive integer, got {limit!r}")
+    limit, train_limit = config.get("limit"), config.get("train_limit")
+    for flag, value in (("limit", limit), ("train_limit", train_limit)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise HarnessError(f"{flag} must be a positive integer, got {value!r}")
     engine_name = config.get("engine") or "transformers"
     engine_options = dict(config.get("engine_args") or {})
     if config.get("model") and "model" in {f.name for f in dataclasses.fields(registry.engines.get(engine_name))}:
@@ -179,6 +198,6 @@ def resolve(config: dict) -> ResolvedRun:
     bootstrap = build_dataclass(BootstrapConfig, {"seed": seed, **(config.get("bootstrap") or {})}, "bootstrap")
     config["resolved_method_args"] = {n: dataclasses.asdict(m) for n, m in methods.items()}
     config["resolved_task_args"] = dataclasses.asdict(task)
-    config["resolved_train"] = dataclasses.asdict(train)
-    return ResolvedRun(config, task, methods, output_dir, seed, train, sft_config, limit, engine_name, engine_options,
-                       revisions, sampling, judge_name, judge_options, head_to_head, both_orders, bootstrap)  # fmt: skip
+    config["resolved_train"] = {name: dataclasses.asdict(t) for name, t in train_by_method.items()}
+    return ResolvedRun(config, task, methods, output_dir, seed, train, train_by_method, train_task, build_pairs, sft_config, limit, train_limit,
+                       engine_name, engine_options, revisions, sampling, judge_name, judge_options, head_to_head, both_orders, bootstrap)  # fmt: skip

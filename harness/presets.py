@@ -1,0 +1,85 @@
+"""Named defaults for ``harness run``: a layer below the config file and the flags.
+
+- ``offline`` (the default for text tasks): what runs in minutes on a 2-core laptop with no GPU,
+  key or network: SmolLM2-135M-Instruct, 24 test examples, 24 gold-vs-policy pairs built from
+  held-out test examples, revisions 0..2, the local proxy judge.
+- ``paper``: the paper's protocol (Sec. 6 and Appendix D; ../shared/DESIGN.md), per task family.
+  TL;DR/XSum: LLaMA-7B, SFT on TL;DR, preference training on TL;DR comparisons, XL-Sum with
+  titles for "XSum", revisions 0..5, gpt-4-0613 as judge. Arena-Hard: LLaMA-3.1-8B base trained
+  on UltraFeedback with average log-likelihood, gpt-4o as judge against Llama-3.1-8B-Instruct's
+  answers (supply them: model_answer/Llama-3.1-8B-Instruct.jsonl in data_dir, or reference_file).
+  Not reproduced: the Arena-Hard SFT on ShareGPT (no ShareGPT task yet), so that preset starts
+  preference training from the base model.
+"""
+
+from __future__ import annotations
+
+from harness.errors import HarnessError
+
+PAPER_BOOTSTRAP = {"n_items": 1024, "resamples": 20, "sample_size": 512}
+
+OFFLINE = {
+    "limit": 24,  # test examples judged per revision
+    "build_pairs": 24,  # XSum ships no preference split: gold vs the base model's summary, held-out examples
+    "revisions": 2,
+    "task_args": {"max_source_tokens": 384},  # long articles cut: prefill dominates CPU time
+    "train": {"lr": 1e-4, "epochs": 2, "batch_size": 8, "warmup_ratio": 0.1},  # large enough to move a LoRA in 6 steps
+    "sampling": {"max_new_tokens": 48},
+    "judge": "local-lm",
+}
+
+SUMMARY_PAPER = {
+    "model": "huggyllama/llama-7b",
+    "train_task": "tldr",
+    "sft": {"lr": 2e-5, "epochs": 2, "batch_size": 64, "warmup_ratio": 0.03, "weight_decay": 0.1, "schedule": "cosine", "lora": False},
+    "train": {
+        "lr": 2e-6, "epochs": 5, "batch_size": 128, "warmup_steps": 150, "weight_decay": 0.1, "schedule": "cosine",
+        "dpo": {"lr": 1e-6, "schedule": "constant"}, "rpo": {"lr": 1e-6, "schedule": "constant"},
+    },  # fmt: skip
+    "method_args": {"srpo.beta": 0.01, "ipo.beta": 0.01, "dpo.beta": 0.1, "rpo.beta": 0.1},
+    "limit": 1024,
+    "revisions": 5,
+    "sampling": {"max_new_tokens": 128},
+    "judge": "openai",
+    "judge_args": {"model": "gpt-4-0613"},
+    "bootstrap": PAPER_BOOTSTRAP,
+}
+
+CHAT_PAPER = {
+    "model": "meta-llama/Llama-3.1-8B",
+    "train_task": "ultrafeedback",
+    "train": {"lr": 1.25e-6, "min_lr_ratio": 0.1, "schedule": "cosine", "warmup_steps": 128, "batch_size": 32, "epochs": 1},
+    "method_args": {"average_log_prob": True, "srpo.beta": 1.3, "ipo.beta": 1.0, "dpo.beta": 10.0, "rpo.beta": 10.0, "simpo.beta": 50.0},
+    "task_args": {"reference_model": "Llama-3.1-8B-Instruct"},
+    "revisions": 5,
+    "sampling": {"max_new_tokens": 1024},
+    "judge": "openai",
+    "judge_args": {"model": "gpt-4o"},
+    "bootstrap": PAPER_BOOTSTRAP,
+}
+
+PRESETS = ("offline", "paper")
+
+
+def preset_layer(name: str | None, task_name: str | None, task_kind: str | None) -> dict:
+    """The config layer of preset ``name`` for ``task_name`` (None: the default for its kind)."""
+    if task_kind != "text":
+        if name not in (None, "offline"):
+            raise HarnessError(f"preset {name!r} is for text tasks; task {task_name!r} has its own protocol defaults")
+        return {}
+    name = name or "offline"
+    if name == "offline":
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in OFFLINE.items()}
+    if name == "paper":
+        if task_name in ("xsum", "tldr"):
+            layer = {k: (dict(v) if isinstance(v, dict) else v) for k, v in SUMMARY_PAPER.items()}
+            if task_name == "xsum":
+                layer["task_args"] = {"variant": "xlsum"}  # the paper's "XSum" is XL-Sum English, with titles
+            return layer
+        if task_name in ("arena-hard", "ultrafeedback"):
+            layer = {k: (dict(v) if isinstance(v, dict) else v) for k, v in CHAT_PAPER.items()}
+            if task_name != "arena-hard":
+                layer.pop("task_args")
+            return layer
+        raise HarnessError(f"preset 'paper' knows tasks xsum, tldr, arena-hard and ultrafeedback, not {task_name!r}")
+    raise HarnessError(f"unknown preset {name!r} (presets: {', '.join(PRESETS)})")
