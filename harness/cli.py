@@ -26,6 +26,8 @@ def _add_run_options(p, synthetic: bool = True) -> None:
     p.add_argument("--model", help="base model: hub id, local folder, or smollm2-135m (default, offline)")
     p.add_argument("--preset", help="named defaults: offline (default for text tasks) or paper (the paper's protocol)")
     p.add_argument("--limit", type=int, help="evaluate the first N test examples")
+    p.add_argument("--build-pairs", type=int, help="with no preference split: build N gold-vs-policy pairs from held-out test examples")
+    p.add_argument("--train-limit", type=int, help="train on at most N rows of the sft and preference splits")
     p.add_argument("--sft", action="store_true", default=None, help="run an SFT stage on the task's sft split first")
     p.add_argument("--config", help="YAML or JSON file with the same keys as these flags")
     p.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task option (repeatable; VALUE is YAML)")
@@ -59,6 +61,8 @@ def resolve_args(args):
         "behaviors": getattr(args, "behaviors", None),
         "model": args.model,
         "limit": args.limit,
+        "train_limit": args.train_limit,
+        "build_pairs": args.build_pairs,
         "sft": args.sft,
         "seed": args.seed,
         "output_dir": args.output_dir,

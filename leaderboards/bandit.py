@@ -22,7 +22,7 @@ def action_probabilities_figure(rows: list[dict]) -> go.Figure:
             fig.add_bar(
                 x=[f"y{k}" for k in range(n_arms)], y=row["policy"], name=method.upper(),
                 marker_color=palette[i % len(palette)], legendgroup=method, showlegend=col == 1,
-                hovertemplate=f"{method} under {behavior}<br>%{{x}}: %{{y:.3f}}<extra></extra>",
+                hovertemplate=f"{method} under {behavior}<br>%{{x}}: %{{y:.3f}}<extra></extra>", row=1, col=col,
             )  # fmt: skip
     fig.update_layout(barmode="group", height=420, yaxis_title="learned probability pi(y)", legend_title="method")
     return fig

@@ -1,5 +1,8 @@
 """The judging stage: every completion against its reference, and methods head to head.
 
+Pairs go to the judge in chunks of ``chunk`` (both orders: twice as many comparisons), small
+enough for steady progress and persistence, large enough to keep an API judge's requests in flight.
+
 Verdicts are appended to ``judgments.jsonl`` chunk by chunk, tagged with a hash of the judge's
 configuration and prompts; a rerun (or a resumed run) judges only what is missing, and the
 judge's own cache keeps even those from costing a request twice.
@@ -30,7 +33,7 @@ def judge_fingerprint(judge: Judge, family: str, both_orders: bool) -> str:
 
 def judge_stage(
     store: RunStore, task: TextTask, judge: Judge, examples: list[dict], generations: list[dict], methods: list[str],
-    head_to_head: bool, both_orders: bool, seed: int, console: Console, chunk: int = 256,
+    head_to_head: bool, both_orders: bool, seed: int, console: Console, chunk: int = 32,
 ) -> list[dict]:
     fingerprint = judge_fingerprint(judge, task.family, both_orders)
     by_id = {str(ex["id"]): ex for ex in examples}

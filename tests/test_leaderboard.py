@@ -1,0 +1,135 @@
+"""The HTML leaderboard in headless Chromium: self-contained from file://, no console errors,
+plots drawn, hostile generations shown as text, lazy example browser, sorting and exports."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+METHODS = ["srpo", "dpo", "ipo", "simpo", "rpo"]
+
+
+def _fake_run(folder: Path, n_examples: int, revisions: int, methods=METHODS) -> Path:
+    """A run folder as the pipeline writes it (summary, examples, generations, judgments)."""
+    folder.mkdir(parents=True)
+    ids = [f"ex{i}" for i in range(n_examples)]
+    with (folder / "examples.jsonl").open("w") as fh:
+        for i, eid in enumerate(ids):
+            fh.write(json.dumps({"id": eid, "source": f"Article {i} text. " * 20, "reference": f"Gold summary {i}."}) + "\n")
+    with (folder / "generations.jsonl").open("w") as gens, (folder / "judgments.jsonl").open("w") as judg:
+        for m in methods:
+            for r in range(revisions):
+                for i, eid in enumerate(ids):
+                    text = HOSTILE if (i, m, r) == (0, "srpo", 1) else f"{m} revision {r} summary of article {i}."
+                    gens.write(json.dumps({"example_id": eid, "method": m, "revision": r, "text": text}) + "\n")
+                    judg.write(json.dumps({"example_id": eid, "revision": r, "method": m, "opponent": "reference", "preference": 0.5 + 0.1 * (r % 2),
+                                           "error": "", "orders": [{"preference": 1.0, "rationale": "A is tighter </script><b>bold</b>"}], "judge": "fp"}) + "\n")  # fmt: skip
+    results = []
+    for k, m in enumerate(methods):
+        for r in range(revisions):
+            wr = 0.4 + 0.05 * k + 0.02 * r
+            results.append({"method": m, "opponent": "reference", "revision": r, "win_rate": wr, "std": 0.02, "ci": [wr - 0.04, wr + 0.04],
+                            "n": n_examples, "wins": 3, "ties": 1, "losses": 2, "failed": 0, "level": 0.95})  # fmt: skip
+    for r in range(revisions):
+        results.append({"method": "srpo", "opponent": "dpo", "revision": r, "win_rate": 0.6, "std": 0.03, "ci": [0.55, 0.65],
+                        "n": n_examples, "wins": 5, "ties": 0, "losses": 3, "failed": 1, "level": 0.95})  # fmt: skip
+    meta = {"judge": {"judge": "local-lm", "model": "smollm2-135m"}, "judge_is_proxy": True, "judge_note": "offline proxy judge",
+            "model": "smollm2-135m", "training_data": "built pairs", "example_ids": ids, "inputs": {"judge": {"fingerprint": "fp"}},
+            "bootstrap": {"n_items": 1024, "resamples": 20, "sample_size": 512, "level": 0.95, "seed": 0}}  # fmt: skip
+    (folder / "summary.json").write_text(json.dumps({"task": "xsum", "results": results, "meta": meta}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )  # fmt: skip
+        yield browser
+        browser.close()
+
+
+def _open(browser, html: Path):
+    page = browser.new_page()
+    problems, dialogs, requests = [], [], []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("request", lambda request: requests.append(request.url) if not request.url.startswith(("file:", "data:", "blob:")) else None)
+    page.goto(html.as_uri())
+    page.wait_for_selector(".js-plotly-plot .main-svg")
+    return page, problems, dialogs, requests
+
+
+def test_page_works_offline_and_shows_hostile_text_as_text(browser, tmp_path):
+    run = _fake_run(tmp_path / "run", n_examples=3, revisions=3)
+    out = tmp_path / "board.html"
+    result = run_cli("leaderboard", str(run), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    page, problems, dialogs, requests = _open(browser, out)
+    assert problems == [] and requests == []  # no console errors, no network
+    assert page.locator(".js-plotly-plot").count() >= 2  # win rate vs revision, head-to-head
+    assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= len(METHODS)
+    page.fill("#browser-index", "1")
+    page.dispatch_event("#browser-index", "change")
+    text = page.inner_text("#browser")
+    assert HOSTILE in text and "A is tighter </script><b>bold</b>" in text  # shown as text
+    assert page.locator("#browser script, #browser img, #browser b").count() == 0  # never parsed as HTML
+    page.wait_for_timeout(200)
+    assert dialogs == []
+    assert "offline proxy judge" in page.inner_text("#judge-note")
+
+
+def test_table_sorts_and_exports(browser, tmp_path):
+    run = _fake_run(tmp_path / "run", n_examples=2, revisions=2)
+    out = tmp_path / "board.html"
+    assert run_cli("leaderboard", str(run), "--out", str(out)).returncode == 0
+    csv = out.with_suffix(".csv").read_text().splitlines()
+    assert csv[0].startswith("method,model,training data,judge,revision,win rate") and len(csv) == 1 + len(METHODS) * 2 + 2
+    md = out.with_suffix(".md").read_text()
+    assert md.startswith("| method | model |") and "srpo vs dpo" in md
+    page, problems, _, _ = _open(browser, out)
+    header = page.locator("table.sortable th", has_text="win rate").first
+    header.click()
+    column = [float(t) for t in page.locator("table.sortable tbody tr td:nth-child(6)").all_inner_texts()]
+    assert column == sorted(column)
+    header.click()
+    column = [float(t) for t in page.locator("table.sortable tbody tr td:nth-child(6)").all_inner_texts()]
+    assert column == sorted(column, reverse=True) and problems == []
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    assert Path(download.value.path()).read_text().splitlines() == csv
+
+
+def test_large_runs_render_lazily(browser, tmp_path):
+    run = _fake_run(tmp_path / "run", n_examples=1024, revisions=6)
+    out = tmp_path / "board.html"
+    assert run_cli("leaderboard", str(run), "--out", str(out)).returncode == 0
+    page, problems, _, _ = _open(browser, out)
+    assert problems == []
+    assert page.inner_text("#browser-count") == "of 1024"
+    assert page.locator("#browser .cell").count() == 1 + len(METHODS) * 6  # one example in the DOM, not 1024
+    page.fill("#browser-index", "1024")
+    page.dispatch_event("#browser-index", "change")
+    assert "Example ex1023" in page.inner_text("#browser")
+
+
+def test_several_runs_on_one_page(browser, tmp_path):
+    a = _fake_run(tmp_path / "a", n_examples=2, revisions=2, methods=["srpo"])
+    b = _fake_run(tmp_path / "b", n_examples=2, revisions=2, methods=["dpo"])
+    out = tmp_path / "both.html"
+    assert run_cli("leaderboard", str(a), str(b), "--out", str(out)).returncode == 0
+    page, problems, _, _ = _open(browser, out)
+    assert problems == [] and page.locator("#browser-run option").count() == 2
+    assert "srpo (a)" in out.read_text() and "dpo (b)" in out.read_text()
