@@ -26,9 +26,10 @@ test: install
 	$(BIN)/python -m pytest
 
 run: install
-	$(BIN)/harness run --task bandit --method srpo,dpo,ipo --behavior uniform,skewed
+	$(BIN)/harness run --method srpo --task xsum
 
-bandit: run
+bandit: install
+	$(BIN)/harness run --task bandit --method srpo,dpo,ipo --behavior uniform,skewed
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -26,7 +26,6 @@ OFFLINE = {
     "train": {"lr": 1e-4, "epochs": 1, "batch_size": 4},  # large enough to move a LoRA in 4 steps
     "sampling": {"max_new_tokens": 48},
     "judge": "local-lm",
-    "judge_args": {"max_source_tokens": 256},
 }
 
 SUMMARY_PAPER = {

@@ -25,7 +25,7 @@ class LocalLMJudge(Judge):
 
     model: str = "smollm2-135m"  # any causal LM with a chat template; smollm2-135m works offline
     batch_size: int = 8  # prompts per forward pass
-    max_source_tokens: int = 384  # the source is cut to this many tokens (the candidates never are)
+    max_source_tokens: int = 256  # the source is cut to this many tokens (the candidates never are): CPU time
 
     def __post_init__(self):
         self._model = None
