@@ -41,7 +41,8 @@ def candidates(resolved: ResolvedRun, store: RunStore) -> list[Candidate]:
     return out
 
 
-def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> list[dict]:
+def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> tuple[list[dict], list[dict]]:
+    """Generate revisions 0..N of every method; returns (generation rows, the evaluated examples)."""
     examples = load_split(store, resolved.task, "test", resolved.limit, console).rows
     if is_main_process():  # what the leaderboard's example browser shows beside the generations
         store.write_text("examples.jsonl", "".join(
@@ -71,7 +72,7 @@ def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> 
         store.record_input("generation", {"engine": label, "sampling": resolved.sampling.as_dict(), "revisions": resolved.revisions,
                                           "examples": len(examples), "rows": len(rows)})  # fmt: skip
     console.print(f"generations: {store.path('generations.jsonl')} ({len(rows)} completions)")
-    return rows
+    return rows, examples
 
 
 def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, examples: list[dict] | None = None) -> dict:
@@ -159,7 +160,7 @@ def run_text(resolved: ResolvedRun, console: Console) -> RunStore:
     console.rule("train")
     train_all(resolved, store, console)
     console.rule("generate")
-    generate_stage(resolved, store, console)
+    _, examples = generate_stage(resolved, store, console)
     console.rule("judge and score")
-    judge_and_score(resolved, store, console)
+    judge_and_score(resolved, store, console, examples)
     return store

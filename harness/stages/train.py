@@ -98,6 +98,7 @@ def train_all(resolved: ResolvedRun, store: RunStore, console: Console) -> dict[
         raise HarnessError(f"task {task.registered_name!r} has no text data to train a language model on")
     model_name = resolved.config.get("model") or DEFAULT_MODEL
     base = resolve_model(model_name)
+    console.print(f"model: {model_name}" + (f" ({base})" if base != model_name else ""), markup=False, highlight=False)
     if is_main_process():
         store.record_input("model", {"name": model_name, "path": base})
     if resolved.sft is not None:

@@ -189,12 +189,13 @@ class Trainer:
                 tokens += sum(p.n_tokens(self.method.needs) for p in batch)
             if c.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(trainable, c.max_grad_norm)
+            step_lr = scheduler.get_last_lr()[0]  # the rate this step used
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step_losses = accelerator.gather_for_metrics(torch.cat(losses))
             step_tokens = accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum").item()
-            record = {"step": step + 1, "loss": step_losses.mean().item(), "lr": scheduler.get_last_lr()[0],
+            record = {"step": step + 1, "loss": step_losses.mean().item(), "lr": step_lr,
                       "pairs": int(step_losses.numel()), "tokens": int(step_tokens), "processes": world,
                       "seconds": round(time.time() - step_start, 4)}  # fmt: skip
             for name, values in metric_values.items():
