@@ -98,46 +98,37 @@ def cmd_run(args, console: Console) -> int:
     return 0
 
 
-def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="the training stage alone: (SFT and) each method on the task's preference pairs")
-    _add_run_options(p, synthetic=False)
-    p.set_defaults(handler=cmd_train)
+def _stage_parsers(sub) -> None:
+    """One subcommand per stage of a text run; each takes every option of ``harness run``."""
+    stages = {
+        "train": ("the training stage alone: (SFT and) each method on the training task's pairs", cmd_train),
+        "generate": ("the generation stage alone: revisions 0..N of every trained method", cmd_generate),
+        "judge": ("the judging and scoring stages alone, on a run's generations", cmd_judge),
+    }
+    for name, (text, handler) in stages.items():
+        p = sub.add_parser(name, help=text)
+        _add_run_options(p, synthetic=False)
+        p.set_defaults(handler=handler)
 
 
 def cmd_train(args, console: Console) -> int:
-    from harness.stages.train import train_all
-    from harness.store import RunStore
-
     from harness.distributed import is_main_process
+    from harness.stages.text import open_store
+    from harness.stages.train import train_all
 
     resolved = resolve_args(args)
     if not is_main_process():  # under accelerate launch, one process speaks
         console = Console(quiet=True)
-    store = RunStore.open(resolved.output_dir, resolved.config, resolved.seed)
-    console.print(f"run folder: [bold]{store.root}[/bold]")
-    train_all(resolved, store, console)
+    train_all(resolved, open_store(resolved, console), console)
     return 0
-
-
-def _generate_parser(sub) -> None:
-    p = sub.add_parser("generate", help="the generation stage alone: revisions 0..N of every trained method")
-    _add_run_options(p, synthetic=False)
-    p.set_defaults(handler=cmd_generate)
 
 
 def cmd_generate(args, console: Console) -> int:
     from harness.stages.text import generate_stage, open_store
 
     resolved = resolve_args(args)
-    store = open_store(resolved, console)
-    generate_stage(resolved, store, console)
+    generate_stage(resolved, open_store(resolved, console), console)
     return 0
-
-
-def _judge_parser(sub) -> None:
-    p = sub.add_parser("judge", help="the judging and scoring stages alone, on a run's generations")
-    _add_run_options(p, synthetic=False)
-    p.set_defaults(handler=cmd_judge)
 
 
 def cmd_judge(args, console: Console) -> int:
@@ -160,10 +151,9 @@ def cmd_score(args, console: Console) -> int:
 
     from harness.config import build_dataclass
     from harness.scoring import BootstrapConfig
-    from harness.stages.generate import read_generations
     from harness.stages.score import score_judgments
     from harness.stages.text import write_summary
-    from harness.store import RunStore
+    from harness.store import RunStore, read_jsonl
 
     store = RunStore(Path(args.run_dir))
     summary = store.read_json("summary.json")
@@ -172,7 +162,7 @@ def cmd_score(args, console: Console) -> int:
     old = summary["meta"]["bootstrap"]
     config = build_dataclass(BootstrapConfig, {**old, **parse_assignments(args.bootstrap_arg, "--bootstrap-arg")}, "bootstrap")
     fingerprint = (store.read_json("manifest.json") or {}).get("inputs", {}).get("judge", {}).get("fingerprint")
-    judgments = [j for j in read_generations(store.path("judgments.jsonl")) if j.get("judge") == fingerprint]
+    judgments = [j for j in read_jsonl(store.path("judgments.jsonl")) if j.get("judge") == fingerprint]
     order = {eid: i for i, eid in enumerate(summary["meta"]["example_ids"])}
     summary["results"] = score_judgments(judgments, config, order)
     summary["meta"]["bootstrap"] = dataclasses.asdict(config)
@@ -276,7 +266,7 @@ def cmd_leaderboard(args, console: Console) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_run_parser, _train_parser, _generate_parser, _judge_parser, _score_parser, _list_parser, _data_parser, _leaderboard_parser):
+    for add in (_run_parser, _stage_parsers, _score_parser, _list_parser, _data_parser, _leaderboard_parser):
         add(sub)
     return parser
 

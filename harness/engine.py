@@ -71,4 +71,14 @@ def build_engine(name: str, options: dict | None = None) -> Engine:
     return build_dataclass(registry.engines.get(name), options or {}, what=f"engine {name!r}")
 
 
+def build_engine_for(name: str, options: dict, model: str) -> Engine:
+    """Engine ``name`` loading ``model``; an engine with no model option (an API serving its own)
+    takes ``options`` as given."""
+    import dataclasses
+
+    if "model" in {f.name for f in dataclasses.fields(registry.engines.get(name))}:
+        options = {**options, "model": model}
+    return build_engine(name, options)
+
+
 register = registry.engines.register

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import string
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 

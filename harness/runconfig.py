@@ -13,11 +13,11 @@ from pathlib import Path
 
 from harness import registry
 from harness.config import build_dataclass, stable_hash
-from harness.errors import HarnessError
 from harness.engine import SamplingParams, build_engine
+from harness.errors import HarnessError
 from harness.judge import build_judge
-from harness.scoring import BootstrapConfig
 from harness.method import Method, build_method
+from harness.scoring import BootstrapConfig
 from harness.task import Task, build_task
 from harness.training.config import TrainConfig
 
@@ -118,15 +118,15 @@ def method_options(names: list[str], task: Task, method_args: dict) -> dict[str,
     classes = {name: registry.methods.get(name) for name in names}
     fields = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in classes.items()}
     options = {name: {k: v for k, v in task.method_defaults.items() if k in fields[name]} for name in names}
+    known_methods = registry.methods.names()
     for key, value in method_args.items():
-        if isinstance(value, dict) and key in classes:  # nested form: {srpo: {alpha: 0.5}}
-            options[key].update(value)
-            continue
         method, dot, option = key.partition(".")
-        if dot:  # srpo.alpha=0.5 applies to one method and must exist there
-            if method not in classes:
-                raise HarnessError(f"method option {key!r} names method {method!r}, which is not in this run ({', '.join(names)})")
-            options[method][option] = value
+        if isinstance(value, dict) or dot:  # {srpo: {alpha: 0.5}} or srpo.alpha=0.5: one method's option
+            target = key if isinstance(value, dict) else method
+            if target not in known_methods:
+                registry.methods.get(target)  # fails with the known names and the closest match
+            if target in classes:  # a registered method outside this run: its options wait for a run that has it
+                options[target].update(value if isinstance(value, dict) else {option: value})
             continue
         takers = [n for n in names if key in fields[n]]
         if not takers:
@@ -159,7 +159,8 @@ def resolve(config: dict) -> ResolvedRun:
     if output_dir.exists() and not output_dir.is_dir():
         raise HarnessError(f"output dir {str(output_dir)!r} exists and is not a folder")
     train_options = dict(config.get("train") or {})
-    overrides = {name: train_options.pop(name) for name in list(train_options) if name in methods and isinstance(train_options[name], dict)}
+    # {dpo: {lr: 1e-6}} overrides the trainer for one method; a registered method outside this run is skipped
+    overrides = {name: train_options.pop(name) for name in list(train_options) if isinstance(train_options[name], dict) and name in registry.methods.names()}
     train = build_dataclass(TrainConfig, train_options, "train")
     train_by_method = {name: build_dataclass(TrainConfig, {**train_options, **overrides.get(name, {})}, f"train ({name})") for name in methods}
     train_task = build_task(config["train_task"], config.get("train_task_args")) if config.get("train_task") else task
@@ -178,9 +179,7 @@ def resolve(config: dict) -> ResolvedRun:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise HarnessError(f"{flag} must be a positive integer, got {value!r}")
     engine_name = config.get("engine") or "transformers"
-    engine_options = dict(config.get("engine_args") or {})
-    if config.get("model") and "model" in {f.name for f in dataclasses.fields(registry.engines.get(engine_name))}:
-        engine_options.setdefault("model", config["model"])  # one --model for training and generation
+    engine_options = dict(config.get("engine_args") or {})  # the model comes from training: build_engine_for
     build_engine(engine_name, engine_options)  # checks names and options; loads nothing
     revisions = config.get("revisions", 2)
     if isinstance(revisions, bool) or not isinstance(revisions, int) or revisions < 0:

@@ -62,6 +62,19 @@ def _json_default(obj):
     return str(obj)
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of an append-only JSONL file; a torn last line (a kill mid-write) is dropped."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in TRACKED_PACKAGES:

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Callable, ClassVar
 
 from harness import registry
-from harness.datasources import Field, HubSource, Loaded, hub_reachable, keep_valid, load_hub, read_local
+from harness.datasources import (
+    Field,
+    HubSource,
+    Loaded,
+    hub_reachable,
+    keep_valid,
+    load_hub,
+    read_local,
+)
 from harness.errors import HarnessError
 from harness.plugin import Plugin
 from harness.truncation import SourceBudget

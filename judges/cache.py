@@ -14,7 +14,6 @@ import sqlite3
 import threading
 from pathlib import Path
 
-
 COMMIT_EVERY = 64
 
 

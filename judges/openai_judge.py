@@ -14,7 +14,14 @@ import json
 from dataclasses import dataclass
 
 from harness.engines.openai_engine import api_key
-from harness.judge import Comparison, Judge, Verdict, prompt_template, register, render_prompt
+from harness.judge import (
+    Comparison,
+    Judge,
+    Verdict,
+    prompt_template,
+    register,
+    render_prompt,
+)
 from harness.models import cache_dir
 from judges.cache import VerdictCache, verdict_key
 from judges.parsers import PARSERS

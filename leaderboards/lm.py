@@ -16,6 +16,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from harness.store import read_jsonl
 from leaderboards.page import Section, Table, render_page
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -120,11 +121,11 @@ def browser_data(run: dict) -> dict:
     """What the example browser shows, read from the run folder: sources, references, every
     method's revisions, and the verdicts against the reference with their rationales."""
     folder = Path(run["dir"])
-    gens = _jsonl(folder / "generations.jsonl")
-    judgments = _jsonl(folder / "judgments.jsonl")
+    gens = read_jsonl(folder / "generations.jsonl")
+    judgments = read_jsonl(folder / "judgments.jsonl")
     fingerprint = run["summary"]["meta"].get("inputs", {}).get("judge", {}).get("fingerprint")
     examples = {}
-    test = {e["id"]: e for e in _jsonl(folder / "examples.jsonl")}
+    test = {e["id"]: e for e in read_jsonl(folder / "examples.jsonl")}
     for eid in run["summary"]["meta"].get("example_ids", []):
         ex = test.get(eid, {})
         examples[eid] = {"id": eid, "source": ex.get("source", ""), "reference": ex.get("reference", ""), "revisions": {}}
@@ -142,18 +143,6 @@ def browser_data(run: dict) -> dict:
             slot["error"] = j.get("error", "")
             slot["rationales"] = [o.get("rationale") or o.get("error", "") for o in j.get("orders", [])]
     return {"run": run["name"], "examples": list(examples.values())}
-
-
-def _jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return out
 
 
 def script_json(obj) -> str:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from harness.method import CHOSEN, REJECTED, LogProbs, Method, register, revision
 
 W, L = CHOSEN, REJECTED

@@ -9,15 +9,15 @@ import sys
 import time
 
 import pytest
-
 from conftest import run_cli
-from harness.engine import SamplingParams, build_engine, cut_at_stop
-from harness.prompting import PromptFormatter
-from harness.stages.generate import Candidate, generate_revisions, prompt_hash, read_generations
-from harness.store import RunStore
-from harness.task import build_task
 from openai_server import FakeOpenAIServer
 from tiny import build_tiny
+
+from harness.engine import SamplingParams, build_engine, cut_at_stop
+from harness.prompting import PromptFormatter
+from harness.stages.generate import Candidate, generate_revisions, prompt_hash
+from harness.store import RunStore, read_jsonl
+from harness.task import build_task
 
 ARTICLES = [
     {"id": f"a{i}", "article": text, "reference": "ref"}
@@ -124,11 +124,11 @@ def test_killed_generation_resumes_without_duplicates_and_with_the_same_texts(ti
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    partial = len(read_generations(path))
+    partial = len(read_jsonl(path))
     assert 0 < partial < 40 * 3, "generation was not interrupted midway"
     assert run_cli("generate", *_cmd(tiny, pairs, killed)).returncode == 0
     assert run_cli("generate", *_cmd(tiny, pairs, whole)).returncode == 0
-    resumed, full = read_generations(path), read_generations(whole / "generations.jsonl")
+    resumed, full = read_jsonl(path), read_jsonl(whole / "generations.jsonl")
     keys = [(r["example_id"], r["method"], r["revision"]) for r in resumed]
     assert len(keys) == len(set(keys)) == 40 * 3
     text = lambda rows: {(r["example_id"], r["revision"]): r["text"] for r in rows}  # noqa: E731

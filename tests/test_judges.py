@@ -1,18 +1,17 @@
 """Judges: the OpenAI-compatible judge over real HTTP with injected failures, its cache, the
 position protocol, the local LM and reward-model judges, and scoring with failed verdicts."""
 
-import json
 import re
 import sqlite3
 
 import pytest
 import torch
+from openai_server import FakeOpenAIServer
 
 from harness.judge import Comparison, build_judge, judge_pairs, render_prompt
 from harness.scoring import BootstrapConfig
 from harness.stages.score import score_judgments
 from judges.parsers import preferred_line
-from openai_server import FakeOpenAIServer
 
 ITEMS = [("summary", "Summarise.", f"Article number {i}.", f"good summary {i}", f"poor summary {i}") for i in range(6)]
 
@@ -149,7 +148,11 @@ def test_local_lm_judge_reads_verdict_probabilities_offline():
 
 def test_reward_model_judge_is_sigmoid_of_reward_difference(tmp_path):
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import (
+        LlamaConfig,
+        LlamaForSequenceClassification,
+        PreTrainedTokenizerFast,
+    )
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(["good summary poor summary article text"] * 3, vocab_size=300, special_tokens=["<eos>"])

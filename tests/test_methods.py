@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
+from harness import registry
 from harness.config import build_dataclass
 from harness.errors import HarnessError
 from harness.method import LogProbs, build_method
-from harness import registry
 
 KEYS6 = ("chosen", "rejected", "chosen|rejected", "rejected|rejected", "chosen|chosen", "rejected|chosen")
 

@@ -5,7 +5,6 @@ import json
 import re
 
 import pytest
-
 from conftest import SHARED_DATA, run_cli
 from openai_server import FakeOpenAIServer
 from tiny import build_tiny

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import SHARED_DATA
+
 from harness.datasources import package_file
 from harness.errors import HarnessError
 from harness.pairs import gold_vs_policy, judged, save_pairs, skew

@@ -10,8 +10,9 @@ import time
 
 import pytest
 import torch
-
 from conftest import run_cli
+from tiny import build_tiny
+
 from harness.method import build_method
 from harness.models import load_causal_lm, load_tokenizer
 from harness.policies.lm import SequenceScorer
@@ -19,7 +20,6 @@ from harness.prompting import PromptFormatter
 from harness.task import build_task
 from harness.training.config import TrainConfig
 from harness.training.trainer import Trainer
-from tiny import build_tiny
 
 ARTICLES = [
     "The council said the new bridge will open next year after a delay caused by flooding in the town.",

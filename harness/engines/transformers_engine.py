@@ -21,13 +21,14 @@ class TransformersEngine(Engine):
     """Local generation with transformers: batched, left-padded, KV-cached; LoRA adapters by peft."""
 
     model: str = "smollm2-135m"  # base model: hub id, local folder or smollm2-135m
-    batch_size: int = 16  # prompts per generate() call
+    batch_size: int = 32  # at most this many prompts per generate() call
+    max_batch_tokens: int = 4096  # and at most this many (padded) prompt tokens: long prompts go in small batches
     device: str = "auto"  # "auto": CUDA when present, else CPU
     dtype: str = "auto"  # "auto": bfloat16 on a GPU that has it, float32 otherwise
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be positive")
+        if self.batch_size < 1 or self.max_batch_tokens < 1:
+            raise ValueError("batch_size and max_batch_tokens must be positive")
         self._model = None
         self._adapters: dict[str, str] = {}  # adapter folder -> peft adapter name
 
@@ -65,14 +66,10 @@ class TransformersEngine(Engine):
     def generate(self, prompts, params: SamplingParams, adapter=None, stop=()) -> list[Generation]:
         tokenizer = self.tokenizer()
         encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        # Batches of similar length: left padding to a batch's longest prompt is prefill work for
-        # nothing, and on a CPU prefill is most of the cost of a long-document prompt.
-        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         out: list[Generation | None] = [None] * len(prompts)
         with self._use_adapter(adapter):
             model = self._model
-            for k, start in enumerate(range(0, len(order), self.batch_size)):
-                idx = order[start : start + self.batch_size]
+            for k, idx in enumerate(self._batches(encoded)):
                 enc = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(model.device)
                 torch.manual_seed(params.seed + k)
                 sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p}
@@ -88,6 +85,20 @@ class TransformersEngine(Engine):
                     text, hit = cut_at_stop(tokenizer.decode(row[:n], skip_special_tokens=True), stop)
                     out[i] = Generation(text.strip(), len(encoded[i]), n, "stop" if hit or eos in row[:n] else "length")
         return out  # type: ignore[return-value]
+
+    def _batches(self, encoded: list[list[int]]) -> list[list[int]]:
+        """Prompt indices grouped by length, each group within ``batch_size`` prompts and
+        ``max_batch_tokens`` padded tokens: padding a batch to its longest prompt is prefill work
+        for nothing, and on a CPU prefill is most of the cost of a long-document prompt."""
+        batches: list[list[int]] = []
+        for i in sorted(range(len(encoded)), key=lambda i: len(encoded[i])):
+            current = batches[-1] if batches else None
+            fits = current is not None and len(current) < self.batch_size and (len(current) + 1) * len(encoded[i]) <= self.max_batch_tokens
+            if fits:
+                current.append(i)
+            else:
+                batches.append([i])
+        return batches
 
     def close(self) -> None:
         self._model = None

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from harness.config import stable_hash
 from harness.engine import Engine, SamplingParams
 from harness.prompting import PromptFormatter
-from harness.store import RunStore
+from harness.store import RunStore, read_jsonl
 
 GENERATIONS = "generations.jsonl"
 
@@ -40,19 +40,6 @@ def _chunk_seed(seed: int, method: str, revision: int, chunk: int) -> int:
 
 def prompt_hash(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
-
-
-def read_generations(path: Path) -> list[dict]:
-    """Rows of a generations file; a torn last line (a kill mid-write) is dropped."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
 
 
 def _append(path: Path, rows: list[dict]) -> None:
@@ -77,7 +64,7 @@ def generate_revisions(
     if path.exists() and (not key_path.exists() or json.loads(key_path.read_text()) != json.loads(json.dumps(key))):
         path.rename(path.with_name(f"generations.stale-{stable_hash(key)[:8]}.jsonl"))  # other inputs: keep, never mix
     store.write_json("generations.key.json", key)
-    rows = read_generations(path)
+    rows = read_jsonl(path)
     if path.exists():  # rewrite without a torn last line before appending
         store.write_text(GENERATIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     done = {(r["example_id"], r["method"], r["revision"]): r for r in rows}

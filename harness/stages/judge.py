@@ -19,8 +19,7 @@ from tqdm.auto import tqdm
 
 from harness.config import stable_hash
 from harness.judge import Judge, judge_pairs, prompt_template
-from harness.stages.generate import read_generations
-from harness.store import RunStore
+from harness.store import RunStore, read_jsonl
 from harness.task import TextTask
 
 JUDGMENTS = "judgments.jsonl"
@@ -48,7 +47,7 @@ def judge_stage(
                 if (eid, x, rev) in text and (eid, y, rev) in text:
                     wanted.append((eid, rev, x, y, text[(eid, x, rev)], text[(eid, y, rev)]))
     path = store.path(JUDGMENTS)
-    rows = [r for r in read_generations(path) if r.get("judge") == fingerprint]  # same torn-line-safe reader
+    rows = [r for r in read_jsonl(path) if r.get("judge") == fingerprint]
     done = {(r["example_id"], r["revision"], r["method"], r["opponent"]) for r in rows}
     todo = [w for w in wanted if w[:4] not in done]
     stats: dict[str, float] = {}

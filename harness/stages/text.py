@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 
 from harness.distributed import is_main_process
-from harness.engine import Engine, build_engine
+from harness.engine import Engine, build_engine_for
 from harness.errors import HarnessError
 from harness.prompting import PromptFormatter
 from harness.runconfig import ResolvedRun
@@ -54,10 +54,7 @@ def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> 
 
     def engine_for(candidate: Candidate) -> Engine:
         if candidate.model not in engines:
-            options = dict(resolved.engine_options)
-            if "model" in build_engine(resolved.engine_name, {}).defaults():
-                options["model"] = candidate.model
-            engines[candidate.model] = build_engine(resolved.engine_name, options)
+            engines[candidate.model] = build_engine_for(resolved.engine_name, resolved.engine_options, candidate.model)
         return engines[candidate.model]
 
     tokenizer = engine_for(cands[0]).tokenizer()  # every candidate shares the base tokenizer
@@ -78,13 +75,14 @@ def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> 
 def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, examples: list[dict] | None = None) -> dict:
     """Judge the run's generations, score them, and write summary.json and the leaderboard."""
     from harness.judge import build_judge
-    from harness.stages.generate import GENERATIONS, read_generations
+    from harness.stages.generate import GENERATIONS
     from harness.stages.judge import judge_stage
     from harness.stages.score import score_judgments
+    from harness.store import read_jsonl
 
     if examples is None:
         examples = load_split(store, resolved.task, "test", resolved.limit, console).rows
-    generations = read_generations(store.path(GENERATIONS))
+    generations = read_jsonl(store.path(GENERATIONS))
     if not generations:
         raise HarnessError(f"no generations in {store.root}: run `harness generate` (or `harness run`) with the same options first")
     judge = build_judge(resolved.judge_name, resolved.judge_options)

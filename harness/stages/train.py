@@ -51,7 +51,7 @@ def _trained(store: RunStore, name: str, key: dict, run) -> TrainResult:
 def build_gold_pairs(resolved: ResolvedRun, store: RunStore, console: Console, base: str) -> list[dict]:
     """Gold-vs-policy pairs from test examples the run does not evaluate: the base model's
     0-revision summary is ``rejected``, the gold summary ``chosen`` (see harness/pairs.py)."""
-    from harness.engine import SamplingParams, build_engine
+    from harness.engine import SamplingParams, build_engine_for
     from harness.pairs import gold_vs_policy, save_pairs
     from harness.prompting import PromptFormatter
 
@@ -66,7 +66,7 @@ def build_gold_pairs(resolved: ResolvedRun, store: RunStore, console: Console, b
     if not stage.done:
         examples = task.load("test", start + n).rows[start:]
         console.print(f"building {len(examples)} gold-vs-policy pairs from test examples {start + 1}..{start + len(examples)} (not evaluated)")
-        engine = build_engine(resolved.engine_name, {**resolved.engine_options, "model": base} if "model" in build_engine(resolved.engine_name).defaults() else resolved.engine_options)
+        engine = build_engine_for(resolved.engine_name, resolved.engine_options, base)
         formatter = PromptFormatter(task, engine.tokenizer(), resolved.train.prompt_format)
         outputs = engine.generate([formatter.prompt(ex) for ex in examples], params, None, task.stop)
         engine.close()

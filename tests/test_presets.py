@@ -1,0 +1,50 @@
+"""Presets: the offline default and the paper's protocol resolve, and flags compose over them."""
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.presets import preset_layer
+from harness.runconfig import merge, resolve
+
+
+def _resolve(preset, task, **cli):
+    return resolve(merge(preset_layer(preset, task, "text"), {"task": task, "methods": "srpo", **cli}))
+
+
+def test_paper_preset_for_xsum_is_the_papers_protocol():
+    run = _resolve("paper", "xsum", methods="srpo,dpo,ipo")
+    assert run.task.variant == "xlsum"  # the paper's "XSum" has titles: XL-Sum
+    assert run.train_task.registered_name == "tldr"
+    assert run.revisions == 5 and run.limit == 1024
+    assert (run.bootstrap.n_items, run.bootstrap.resamples, run.bootstrap.sample_size) == (1024, 20, 512)
+    assert run.judge_name == "openai" and run.judge_options["model"] == "gpt-4-0613"
+    assert run.methods["srpo"].beta == 0.01 and run.methods["ipo"].beta == 0.01 and run.methods["dpo"].beta == 0.1
+    srpo, dpo = run.train_by_method["srpo"], run.train_by_method["dpo"]
+    assert (srpo.lr, srpo.epochs, srpo.batch_size, srpo.warmup_steps, srpo.lora_r, srpo.lora_alpha) == (2e-6, 5, 128, 150, 16, 32)
+    assert (dpo.lr, dpo.schedule) == (1e-6, "constant")
+    assert run.sft is not None and run.sft.lr == 2e-5 and run.sft.epochs == 2
+
+
+def test_paper_preset_for_arena_hard_uses_appendix_d():
+    run = _resolve("paper", "arena-hard", methods="srpo,simpo")
+    assert run.train_task.registered_name == "ultrafeedback" and run.judge_options["model"] == "gpt-4o"
+    assert run.methods["srpo"].beta == 1.3 and run.methods["simpo"].beta == 50.0
+    assert run.methods["srpo"].average_log_prob and run.methods["simpo"].average_log_prob
+    assert run.train.min_lr_ratio == 0.1 and run.train.lr == 1.25e-6 and run.task.reference_model == "Llama-3.1-8B-Instruct"
+
+
+def test_flags_override_the_preset():
+    run = _resolve("paper", "xsum", limit=8, revisions=1, judge_args={"model": "gpt-4o"}, method_args={"srpo.beta": 0.5})
+    assert run.limit == 8 and run.revisions == 1 and run.judge_options["model"] == "gpt-4o" and run.methods["srpo"].beta == 0.5
+
+
+def test_offline_default_needs_nothing_but_the_install():
+    run = _resolve(None, "xsum")
+    assert run.config.get("model") is None and run.judge_name == "local-lm" and run.build_pairs == 16 and run.limit == 16
+
+
+def test_unknown_preset_and_misspelled_method_options_fail_clearly():
+    with pytest.raises(HarnessError, match="unknown preset 'papper'"):
+        preset_layer("papper", "xsum", "text")
+    with pytest.raises(HarnessError, match="did you mean 'srpo'"):
+        _resolve(None, "xsum", method_args={"srop.beta": 1.0})
