@@ -19,6 +19,8 @@ class Plugin:
         """Each option and its default, as ``harness list`` shows them."""
         out = {}
         for f in dataclasses.fields(cls):
+            if not f.init:  # internal state (a judge's stats), not an option
+                continue
             if f.default is not dataclasses.MISSING:
                 out[f.name] = f.default
             elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
