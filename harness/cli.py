@@ -31,6 +31,8 @@ def _add_run_options(p, synthetic: bool = True) -> None:
     p.add_argument("--sft", action="store_true", default=None, help="run an SFT stage on the task's sft split first")
     p.add_argument("--config", help="YAML or JSON file with the same keys as these flags")
     p.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task option (repeatable; VALUE is YAML)")
+    p.add_argument("--train-task", help="train on this task's sft and preference splits (default: the evaluated task)")
+    p.add_argument("--train-task-arg", action="append", metavar="KEY=VALUE", help="option of the training task (repeatable)")
     p.add_argument("--method-arg", action="append", metavar="[METHOD.]KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--train-arg", action="append", metavar="KEY=VALUE", help="trainer option (repeatable; see harness/training/config.py)")
     p.add_argument("--engine", help="generation engine: transformers (default), vllm or openai (harness list engines)")
@@ -67,6 +69,8 @@ def resolve_args(args):
         "seed": args.seed,
         "output_dir": args.output_dir,
         "task_args": parse_assignments(args.task_arg, "--task-arg") or None,
+        "train_task": args.train_task,
+        "train_task_args": parse_assignments(args.train_task_arg, "--train-task-arg") or None,
         "method_args": parse_assignments(args.method_arg, "--method-arg") or None,
         "train": parse_assignments(args.train_arg, "--train-arg") or None,
         "engine": args.engine,

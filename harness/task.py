@@ -114,8 +114,8 @@ class TextTask(Task):
                 return self._finish(Loaded(rows, "offline", f"{offline.label} ({path})", notes), limit)
         hub = f" or the hub ({spec.hub.describe()})" if spec.hub else ""
         raise HarnessError(
-            f"no source for split {split!r} of task {self.registered_name!r}: give a local file "
-            f"(--task-arg data_files.{split}=PATH){hub}; tried: {'; '.join(notes) or 'nothing'}"
+            f"no source for split {split!r} of task {self.registered_name!r}: give a local file (the task option "
+            f"data_files.{split}=PATH: --task-arg, or --train-task-arg for a training task){hub}; tried: {'; '.join(notes) or 'nothing'}"
         )
 
     def _field_map(self, split: str) -> dict:
