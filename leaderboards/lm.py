@@ -161,12 +161,10 @@ def render(runs: list[dict]) -> str:
             h2h = head_to_head_figure(run)
             if h2h is not None:
                 figures.append(h2h)
-        sections.append(Section(
-            title=f"{task}: win rate against revisions",
-            text="Win rate of each method's revision N against the task's references (ties count 1/2); the band is the bootstrap std. "
-                 "Heatmaps: head-to-head win rate of the row method against the column method at the same revision.",
-            figures=figures,
-        ))  # fmt: skip
+        text = "Win rate of each method's revision N against the task's references (ties count 1/2); the band is the bootstrap std."
+        if len(figures) > 1:
+            text += " Heatmaps: head-to-head win rate of the row method against the column method at the same revision."
+        sections.append(Section(title=f"{task}: win rate against revisions", text=text, figures=figures))
     rows = table_rows(runs)
     sections.append(Section(title="All results", tables=[Table(COLUMNS, rows, caption="Click a column header to sort")]))
     proxies = [r["summary"]["meta"].get("judge_note") for r in runs if r["summary"]["meta"].get("judge_is_proxy")]
