@@ -166,7 +166,11 @@ def cmd_score(args, console: Console) -> int:
     old = summary["meta"]["bootstrap"]
     config = build_dataclass(BootstrapConfig, {**old, **parse_assignments(args.bootstrap_arg, "--bootstrap-arg")}, "bootstrap")
     fingerprint = (store.read_json("manifest.json") or {}).get("inputs", {}).get("judge", {}).get("fingerprint")
-    judgments = [j for j in read_jsonl(store.path("judgments.jsonl")) if j.get("judge") == fingerprint]
+    latest = {}  # a pair judged again (its texts changed) appears later in the file: the last verdict is current
+    for j in read_jsonl(store.path("judgments.jsonl")):
+        if j.get("judge") == fingerprint:
+            latest[(j["example_id"], j["revision"], j["method"], j["opponent"])] = j
+    judgments = list(latest.values())
     order = {eid: i for i, eid in enumerate(summary["meta"]["example_ids"])}
     summary["results"] = score_judgments(judgments, config, order)
     summary["meta"]["bootstrap"] = dataclasses.asdict(config)

@@ -37,6 +37,15 @@ def test_text_run_writes_reference_and_head_to_head_rows_and_reruns_for_free(tmp
         assert served == (4 * 2 * 2 + 4 * 2) * 2  # (vs reference + head-to-head) x both orders
         again = run_cli(*args)
         assert again.returncode == 0 and server.requests == served  # every stage reused: zero requests
+        resampled = run_cli(*args, "--temperature", "1.5", "--output-dir", str(tmp_path / "resampled"))
+        assert resampled.returncode == 0
+        texts = [json.loads(line)["text"] for line in (tmp_path / "resampled" / "generations.jsonl").read_text().splitlines()]
+        fresh = run_cli(*args[:-2], "--temperature", "1.5", "--output-dir", str(out))  # the first run's folder, new sampling
+        assert fresh.returncode == 0 and server.requests > served  # new texts are judged again, not looked up by position
+    rescored = json.loads((out / "summary.json").read_text())["results"]
+    assert all(r["n"] == 4 for r in rescored)  # one verdict per pair, the current one
+    current = [json.loads(line)["text"] for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert sorted(current) == sorted(texts)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "xsum"
     rows = summary["results"]

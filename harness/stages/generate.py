@@ -9,6 +9,7 @@ one row per (example, method, revision).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -57,7 +58,7 @@ def generate_revisions(
     ``engine_for`` gives the engine holding a candidate's model (one per distinct model)."""
     path = store.path(GENERATIONS)
     key = {"engine": engine_label, "sampling": params.as_dict(), "task": formatter.task.registered_name,
-           "task_options": formatter.task.__dict__.get("variant"), "format": formatter.mode, "chunk_size": chunk_size,
+           "task_options": dataclasses.asdict(formatter.task), "format": formatter.mode, "chunk_size": chunk_size,
            "examples": stable_hash([ex["id"] for ex in examples]),
            "candidates": [(c.method, c.model, c.adapter, _adapter_fingerprint(c.adapter or c.model)) for c in candidates]}  # fmt: skip
     key_path = store.path("generations.key.json")

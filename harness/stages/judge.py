@@ -47,9 +47,11 @@ def judge_stage(
                 if (eid, x, rev) in text and (eid, y, rev) in text:
                     wanted.append((eid, rev, x, y, text[(eid, x, rev)], text[(eid, y, rev)]))
     path = store.path(JUDGMENTS)
+    # A verdict is reused only for the same judge and the very same two texts: regenerated
+    # completions (other sampling, other weights) are judged again.
     rows = [r for r in read_jsonl(path) if r.get("judge") == fingerprint]
-    done = {(r["example_id"], r["revision"], r["method"], r["opponent"]) for r in rows}
-    todo = [w for w in wanted if w[:4] not in done]
+    done = {(r["example_id"], r["revision"], r["method"], r["opponent"], r.get("texts")) for r in rows}
+    todo = [w for w in wanted if (*w[:4], _texts_hash(w)) not in done]
     stats: dict[str, float] = {}
     bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), desc=f"judge ({judge.registered_name})", unit="pair")
     for start in range(0, len(todo), chunk):
@@ -60,7 +62,7 @@ def judge_stage(
             stats[key] = stats.get(key, 0) + value
         new = [
             {"example_id": w[0], "revision": w[1], "method": w[2], "opponent": w[3], "preference": v.preference,
-             "error": v.error, "orders": [asdict(o) for o in v.orders], "judge": fingerprint}
+             "error": v.error, "orders": [asdict(o) for o in v.orders], "judge": fingerprint, "texts": _texts_hash(w)}
             for w, v in zip(part, verdicts)
         ]  # fmt: skip
         with path.open("a", encoding="utf-8") as fh:
@@ -75,5 +77,9 @@ def judge_stage(
         console.print(f"[yellow]{failed} verdict(s) failed and are left out of the scores (see {path})[/yellow]")
     if stats:
         console.print("judge: " + ", ".join(f"{k} {v:g}" for k, v in stats.items()), highlight=False)
-    keep = {w[:4] for w in wanted}
-    return [r for r in rows if (r["example_id"], r["revision"], r["method"], r["opponent"]) in keep]
+    keep = {(*w[:4], _texts_hash(w)) for w in wanted}
+    return [r for r in rows if (r["example_id"], r["revision"], r["method"], r["opponent"], r.get("texts")) in keep]
+
+
+def _texts_hash(item: tuple) -> str:
+    return stable_hash([item[4], item[5]])
