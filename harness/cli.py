@@ -155,9 +155,10 @@ def cmd_score(args, console: Console) -> int:
 
     from harness.config import build_dataclass
     from harness.scoring import BootstrapConfig
+    from harness.stages.judge import current_judgments
     from harness.stages.score import score_judgments
     from harness.stages.text import write_summary
-    from harness.store import RunStore, read_jsonl
+    from harness.store import RunStore
 
     store = RunStore(Path(args.run_dir))
     summary = store.read_json("summary.json")
@@ -166,11 +167,7 @@ def cmd_score(args, console: Console) -> int:
     old = summary["meta"]["bootstrap"]
     config = build_dataclass(BootstrapConfig, {**old, **parse_assignments(args.bootstrap_arg, "--bootstrap-arg")}, "bootstrap")
     fingerprint = (store.read_json("manifest.json") or {}).get("inputs", {}).get("judge", {}).get("fingerprint")
-    latest = {}  # a pair judged again (its texts changed) appears later in the file: the last verdict is current
-    for j in read_jsonl(store.path("judgments.jsonl")):
-        if j.get("judge") == fingerprint:
-            latest[(j["example_id"], j["revision"], j["method"], j["opponent"])] = j
-    judgments = list(latest.values())
+    judgments = current_judgments(store.root, fingerprint)
     order = {eid: i for i, eid in enumerate(summary["meta"]["example_ids"])}
     summary["results"] = score_judgments(judgments, config, order)
     summary["meta"]["bootstrap"] = dataclasses.asdict(config)

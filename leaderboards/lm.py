@@ -16,6 +16,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from harness.stages.judge import current_judgments
 from harness.store import read_jsonl
 from leaderboards.page import Section, Table, render_page
 
@@ -122,8 +123,8 @@ def browser_data(run: dict) -> dict:
     method's revisions, and the verdicts against the reference with their rationales."""
     folder = Path(run["dir"])
     gens = read_jsonl(folder / "generations.jsonl")
-    judgments = read_jsonl(folder / "judgments.jsonl")
     fingerprint = run["summary"]["meta"].get("inputs", {}).get("judge", {}).get("fingerprint")
+    judgments = current_judgments(folder, fingerprint)
     examples = {}
     test = {e["id"]: e for e in read_jsonl(folder / "examples.jsonl")}
     for eid in run["summary"]["meta"].get("example_ids", []):
@@ -135,7 +136,7 @@ def browser_data(run: dict) -> dict:
             e["revisions"].setdefault(g["method"], {})[str(g["revision"])] = {"text": g["text"]}
     for j in judgments:
         e = examples.get(j["example_id"])
-        if e is None or j["opponent"] != "reference" or (fingerprint and j.get("judge") != fingerprint):
+        if e is None or j["opponent"] != "reference":
             continue
         slot = e["revisions"].get(j["method"], {}).get(str(j["revision"]))
         if slot is not None:

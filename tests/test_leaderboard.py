@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from harness.config import stable_hash
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
@@ -27,7 +28,8 @@ def _fake_run(folder: Path, n_examples: int, revisions: int, methods=METHODS) ->
                     text = HOSTILE if (i, m, r) == (0, "srpo", 1) else f"{m} revision {r} summary of article {i}."
                     gens.write(json.dumps({"example_id": eid, "method": m, "revision": r, "text": text}) + "\n")
                     judg.write(json.dumps({"example_id": eid, "revision": r, "method": m, "opponent": "reference", "preference": 0.5 + 0.1 * (r % 2),
-                                           "error": "", "orders": [{"preference": 1.0, "rationale": "A is tighter </script><b>bold</b>"}], "judge": "fp"}) + "\n")  # fmt: skip
+                                           "error": "", "orders": [{"preference": 1.0, "rationale": "A is tighter </script><b>bold</b>"}], "judge": "fp",
+                                           "texts": stable_hash([text, f"Gold summary {i}."])}) + "\n")  # fmt: skip
     results = []
     for k, m in enumerate(methods):
         for r in range(revisions):

