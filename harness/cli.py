@@ -248,23 +248,11 @@ def _leaderboard_parser(sub) -> None:
 
 
 def cmd_leaderboard(args, console: Console) -> int:
-    from harness.store import atomic_write_text
-    from leaderboards.render import load_runs, render_runs, render_summary
+    from leaderboards.render import load_runs, write_pages
 
     runs = load_runs(args.run_dirs)
     out = Path(args.out) if args.out else (runs[0][1] / "leaderboard.html" if len(runs) == 1 else Path("leaderboard.html"))
-    bandit = [d for s, d in runs if s.get("results") and "policy" in s["results"][0]]
-    if bandit and len(runs) > 1:
-        raise HarnessError(f"{bandit[0]} is a bandit run; build its page alone (harness leaderboard {bandit[0]})")
-    page = render_summary(runs[0][0], [runs[0][1]]) if bandit else render_runs(runs)
-    atomic_write_text(out, page)
-    if not bandit:
-        from leaderboards.lm import table_rows, to_csv, to_markdown
-
-        rows = table_rows([{"summary": s, "dir": str(d), "name": d.name} for s, d in runs])
-        atomic_write_text(out.with_suffix(".csv"), to_csv(rows))
-        atomic_write_text(out.with_suffix(".md"), to_markdown(rows))
-    console.print(f"leaderboard: [bold]{out}[/bold]")
+    console.print(f"leaderboard: [bold]{write_pages(out, runs)}[/bold]")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Pick the page renderer that fits the runs' task kind."""
+"""Write the page that fits the runs' task kind: the bandit's, or the text runs' with its CSV and Markdown tables."""
 
 from __future__ import annotations
 
@@ -8,23 +8,39 @@ from pathlib import Path
 from harness.errors import HarnessError
 
 
-def render_summary(summary: dict, run_dirs: list[Path] | None = None) -> str:
-    """The page of one run (``summary`` may come from ``run_dirs[0]``)."""
-    rows = summary.get("results") or []
-    if rows and "policy" in rows[0]:
-        from leaderboards import bandit
-
-        return bandit.render(summary)
-    return render_runs([(summary, Path(run_dirs[0]) if run_dirs else Path("."))])
+def _named(runs: list[tuple[dict, Path]]) -> list[dict]:
+    """Runs as the text page wants them, each named by its folder (its path where names clash)."""
+    names = [d.name or str(d) for _, d in runs]
+    unique = [n if names.count(n) == 1 else str(d) for n, (_, d) in zip(names, runs)]
+    return [{"summary": s, "dir": str(d), "name": n} for (s, d), n in zip(runs, unique)]
 
 
 def render_runs(runs: list[tuple[dict, Path]]) -> str:
     """One page from any number of text runs, grouped by task."""
     from leaderboards import lm
 
-    names = [d.name or str(d) for _, d in runs]
-    unique = [n if names.count(n) == 1 else str(d) for n, (_, d) in zip(names, runs)]
-    return lm.render([{"summary": s, "dir": str(d), "name": n} for (s, d), n in zip(runs, unique)])
+    return lm.render(_named(runs))
+
+
+def write_pages(out: Path, runs: list[tuple[dict, Path]]) -> Path:
+    """The page of ``runs`` at ``out`` and, for text runs, its table as ``.csv`` and ``.md`` beside it."""
+    from harness.store import atomic_write_text
+
+    summary, folder = runs[0]
+    if summary.get("results") and "policy" in summary["results"][0]:  # a bandit run has its own page
+        if len(runs) > 1:
+            raise HarnessError(f"{folder} is a bandit run; build its page alone (harness leaderboard {folder})")
+        from leaderboards import bandit
+
+        atomic_write_text(out, bandit.render(summary))
+        return out
+    from leaderboards.lm import table_rows, to_csv, to_markdown
+
+    atomic_write_text(out, render_runs(runs))
+    rows = table_rows(_named(runs))
+    atomic_write_text(out.with_suffix(".csv"), to_csv(rows))
+    atomic_write_text(out.with_suffix(".md"), to_markdown(rows))
+    return out
 
 
 def load_runs(run_dirs: list[str]) -> list[tuple[dict, Path]]:

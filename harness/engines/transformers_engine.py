@@ -7,6 +7,7 @@ seeded with seed + k: a sampled generation is the same whether it runs whole or 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +50,7 @@ class TransformersEngine(Engine):
     def _use_adapter(self, adapter: str | None):
         model = self._load()
         if adapter is None:
-            return model.disable_adapter() if self._adapters else _Nothing()
+            return model.disable_adapter() if self._adapters else nullcontext()
         from peft import PeftModel
 
         if adapter not in self._adapters:
@@ -60,7 +61,7 @@ class TransformersEngine(Engine):
                 self._model.load_adapter(adapter, adapter_name=name)
             self._adapters[adapter] = name
         self._model.set_adapter(self._adapters[adapter])
-        return _Nothing()
+        return nullcontext()
 
     @torch.no_grad()
     def generate(self, prompts, params: SamplingParams, adapter=None, stop=()) -> list[Generation]:
@@ -115,11 +116,3 @@ class _StopAfterText:
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
         return torch.tensor([cut_at_stop(t, self.stop)[1] for t in texts], device=input_ids.device)  # [B] bool
-
-
-class _Nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

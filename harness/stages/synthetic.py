@@ -86,9 +86,9 @@ def _pairs(store: RunStore, task, behavior: str, seed: int) -> tuple[np.ndarray,
 
 
 def _finish(store: RunStore, summary: dict, console: Console) -> None:
-    from leaderboards.render import render_summary
+    from leaderboards.render import write_pages
 
     store.write_json("summary.json", summary)
-    page = store.write_text("leaderboard.html", render_summary(summary))
+    page = write_pages(store.path("leaderboard.html"), [(summary, store.root)])
     console.print(f"summary: {store.path('summary.json')}")
     console.print(f"leaderboard: [bold]{page}[/bold]")

@@ -129,10 +129,10 @@ def build_summary(resolved: ResolvedRun, store: RunStore, rows: list[dict], judg
 def write_summary(store: RunStore, summary: dict, console: Console) -> None:
     from rich.table import Table
 
-    from leaderboards.render import render_summary
+    from leaderboards.render import write_pages
 
     store.write_json("summary.json", summary)
-    page = store.write_text("leaderboard.html", render_summary(summary, [store.root]))
+    page = write_pages(store.path("leaderboard.html"), [(summary, store.root)])
     table = Table(title=f"{summary['task']}: win rate against the references ({summary['meta']['bootstrap']['level']:.0%} CI)")
     for col in ("method", "revision", "win rate", "std", "CI", "n", "W/T/L", "failed"):
         table.add_column(col)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import nullcontext
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -109,7 +110,7 @@ class Trainer:
         model = scorer.model
         was_training = model.training
         model.eval()
-        context = model.disable_adapter() if hasattr(model, "disable_adapter") else _nullcontext()
+        context = model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
         sums = {k: [] for k in self.method.needs}
         counts = {k: [] for k in self.method.needs}
         with context:
@@ -261,13 +262,5 @@ def _truncate_metrics(path: Path, keep_steps: int) -> None:
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _maybe_no_sync(accelerator, model, sync: bool):
-    return _nullcontext() if sync or accelerator.num_processes == 1 else accelerator.no_sync(model)
+    return nullcontext() if sync or accelerator.num_processes == 1 else accelerator.no_sync(model)
