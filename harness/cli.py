@@ -248,7 +248,7 @@ def _leaderboard_parser(sub) -> None:
 
 
 def cmd_leaderboard(args, console: Console) -> int:
-    from leaderboards.render import load_runs, write_pages
+    from harness.leaderboards.render import load_runs, write_pages
 
     runs = load_runs(args.run_dirs)
     out = Path(args.out) if args.out else (runs[0][1] / "leaderboard.html" if len(runs) == 1 else Path("leaderboard.html"))

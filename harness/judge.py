@@ -10,6 +10,7 @@ in ``judges/prompts/<family>.txt`` (``summary`` or ``chat``) and are this projec
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import string
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -19,7 +20,7 @@ from typing import ClassVar
 from harness import registry
 from harness.plugin import Plugin
 
-PROMPTS = Path(__file__).resolve().parent.parent / "judges" / "prompts"
+PROMPTS = Path(importlib.util.find_spec("harness.judges").submodule_search_locations[0]) / "prompts"
 
 
 @dataclass(frozen=True)

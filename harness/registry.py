@@ -92,9 +92,9 @@ def _qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
-methods: Registry = Registry("methods", "methods")
-tasks: Registry = Registry("tasks", "tasks")
-judges: Registry = Registry("judges", "judges")
+methods: Registry = Registry("methods", "harness.methods")
+tasks: Registry = Registry("tasks", "harness.tasks")
+judges: Registry = Registry("judges", "harness.judges")
 engines: Registry = Registry("engines", "harness.engines")
 
 REGISTRIES = {r.kind: r for r in (methods, tasks, judges, engines)}

@@ -23,8 +23,8 @@ from harness.judge import (
     render_prompt,
 )
 from harness.models import cache_dir
-from judges.cache import VerdictCache, verdict_key
-from judges.parsers import PARSERS
+from harness.judges.cache import VerdictCache, verdict_key
+from harness.judges.parsers import PARSERS
 
 # USD per million tokens (input, output), for the cost line; unknown models cost what you set.
 PRICES = {"gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6), "gpt-4-0613": (30.0, 60.0), "gpt-4.1": (2.0, 8.0), "gpt-4.1-mini": (0.4, 1.6)}

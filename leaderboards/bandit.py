@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from leaderboards.page import Section, Table, render_page
+from harness.leaderboards.page import Section, Table, render_page
 
 
 def action_probabilities_figure(rows: list[dict]) -> go.Figure:

@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 
 from harness.stages.judge import current_judgments
 from harness.store import read_jsonl
-from leaderboards.page import Section, Table, render_page
+from harness.leaderboards.page import Section, Table, render_page
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 COLUMNS = ["method", "model", "training data", "judge", "revision", "win rate", "std", "CI", "n", "W/T/L", "failed", "run"]

@@ -17,7 +17,7 @@ def _named(runs: list[tuple[dict, Path]]) -> list[dict]:
 
 def render_runs(runs: list[tuple[dict, Path]]) -> str:
     """One page from any number of text runs, grouped by task."""
-    from leaderboards import lm
+    from harness.leaderboards import lm
 
     return lm.render(_named(runs))
 
@@ -30,11 +30,11 @@ def write_pages(out: Path, runs: list[tuple[dict, Path]]) -> Path:
     if summary.get("results") and "policy" in summary["results"][0]:  # a bandit run has its own page
         if len(runs) > 1:
             raise HarnessError(f"{folder} is a bandit run; build its page alone (harness leaderboard {folder})")
-        from leaderboards import bandit
+        from harness.leaderboards import bandit
 
         atomic_write_text(out, bandit.render(summary))
         return out
-    from leaderboards.lm import table_rows, to_csv, to_markdown
+    from harness.leaderboards.lm import table_rows, to_csv, to_markdown
 
     atomic_write_text(out, render_runs(runs))
     rows = table_rows(_named(runs))

@@ -20,7 +20,7 @@ from pathlib import Path
 from harness.datasources import Field, HubSource, Loaded, shared_data_dir
 from harness.errors import HarnessError
 from harness.task import Offline, Split, TextTask, register
-from tasks.chat import CHAT_INSTRUCTION, CHAT_REVISION_TEMPLATE, CHAT_TEMPLATE
+from harness.tasks.chat import CHAT_INSTRUCTION, CHAT_REVISION_TEMPLATE, CHAT_TEMPLATE
 
 
 def _question(row: dict) -> dict:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from harness.datasources import Field, HubSource
 from harness.task import Split, TextTask, register
-from tasks.chat import CHAT_INSTRUCTION, CHAT_REVISION_TEMPLATE, CHAT_TEMPLATE
+from harness.tasks.chat import CHAT_INSTRUCTION, CHAT_REVISION_TEMPLATE, CHAT_TEMPLATE
 
 
 def _last_assistant(messages) -> str | None:

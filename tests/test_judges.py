@@ -11,7 +11,7 @@ from openai_server import FakeOpenAIServer
 from harness.judge import Comparison, build_judge, judge_pairs, render_prompt
 from harness.scoring import BootstrapConfig
 from harness.stages.score import score_judgments
-from judges.parsers import preferred_line
+from harness.judges.parsers import preferred_line
 
 ITEMS = [("summary", "Summarise.", f"Article number {i}.", f"good summary {i}", f"poor summary {i}") for i in range(6)]
 

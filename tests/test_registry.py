@@ -26,7 +26,7 @@ def test_unknown_name_lists_known_names_and_closest_match():
 
 
 def test_same_name_registered_twice_by_different_objects_fails():
-    reg = Registry("methods", "methods")
+    reg = Registry("methods", "harness.methods")
 
     @reg.register("twin")
     class A:

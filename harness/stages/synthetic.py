@@ -16,7 +16,7 @@ from harness.errors import HarnessError
 from harness.policies.tabular import train_tabular
 from harness.runconfig import ResolvedRun
 from harness.store import RunStore
-from judges.oracle import OracleJudge
+from harness.judges.oracle import OracleJudge
 
 
 def run_synthetic(resolved: ResolvedRun, console: Console) -> RunStore:
@@ -86,7 +86,7 @@ def _pairs(store: RunStore, task, behavior: str, seed: int) -> tuple[np.ndarray,
 
 
 def _finish(store: RunStore, summary: dict, console: Console) -> None:
-    from leaderboards.render import write_pages
+    from harness.leaderboards.render import write_pages
 
     store.write_json("summary.json", summary)
     page = write_pages(store.path("leaderboard.html"), [(summary, store.root)])

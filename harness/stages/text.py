@@ -129,7 +129,7 @@ def build_summary(resolved: ResolvedRun, store: RunStore, rows: list[dict], judg
 def write_summary(store: RunStore, summary: dict, console: Console) -> None:
     from rich.table import Table
 
-    from leaderboards.render import write_pages
+    from harness.leaderboards.render import write_pages
 
     store.write_json("summary.json", summary)
     page = write_pages(store.path("leaderboard.html"), [(summary, store.root)])
