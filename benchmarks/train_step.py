@@ -17,10 +17,11 @@ import tempfile
 from pathlib import Path
 
 from harness.method import build_method
-from harness.models import SMOLLM2, resolve_model
+from harness.datasources import Rows
+from harness.models import SMOLLM2, model_ref, resolve_model
 from harness.task import build_task
 from harness.training.config import TrainConfig
-from harness.training.trainer import Trainer
+from harness.training.trainer import Trainer, TrainInputs
 
 
 def xsum_pairs(n: int) -> list[dict]:
@@ -31,7 +32,7 @@ def xsum_pairs(n: int) -> list[dict]:
 def measure(method: str, rows: list[dict], steps: int, share: bool, model: str) -> dict:
     config = TrainConfig(lr=1e-5, batch_size=len(rows), micro_batch_size=1, max_steps=steps, checkpoint_every=0, share_prefixes=share)
     with tempfile.TemporaryDirectory() as out:
-        Trainer(build_method(method), config, build_task("xsum"), model, Path(out), seed=0).train(rows)
+        Trainer(TrainInputs(build_method(method), config, build_task("xsum"), model_ref(model), Rows.of(rows), seed=0), Path(out)).train()
         records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     timed = records[1:] or records  # the first step pays one-off allocations: a warm-up
     seconds = [r["seconds"] for r in timed]

@@ -17,76 +17,60 @@ from harness.config import load_config_file, parse_assignments
 from harness.errors import HarnessError
 
 
-def _add_run_options(p, synthetic: bool = True) -> None:
-    """The flags every stage command shares; each maps to one key of the run config."""
-    p.add_argument("--task", help="task name (harness list tasks)")
-    p.add_argument("--method", dest="methods", help="method name(s), comma-separated (harness list methods)")
-    if synthetic:
-        p.add_argument("--behavior", dest="behaviors", help="behaviour policies of a synthetic task, comma-separated")
-    p.add_argument("--model", help="base model: hub id, local folder, or smollm2-135m (default, offline)")
-    p.add_argument("--preset", help="named defaults: offline (default for text tasks) or paper (the paper's protocol)")
-    p.add_argument("--limit", type=int, help="evaluate the first N test examples")
-    p.add_argument("--build-pairs", type=int, help="with no preference split: build N gold-vs-policy pairs from held-out test examples")
-    p.add_argument("--train-limit", type=int, help="train on at most N rows of the sft and preference splits")
-    p.add_argument("--sft", action="store_true", default=None, help="run an SFT stage on the task's sft split first")
-    p.add_argument("--config", help="YAML or JSON file with the same keys as these flags")
-    p.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task option (repeatable; VALUE is YAML)")
-    p.add_argument("--train-task", help="train on this task's sft and preference splits (default: the evaluated task)")
-    p.add_argument("--train-task-arg", action="append", metavar="KEY=VALUE", help="option of the training task (repeatable)")
-    p.add_argument("--method-arg", action="append", metavar="[METHOD.]KEY=VALUE", help="method option (repeatable)")
-    p.add_argument("--train-arg", action="append", metavar="KEY=VALUE", help="trainer option (repeatable; see harness/training/config.py)")
-    p.add_argument("--engine", help="generation engine: transformers (default), vllm or openai (harness list engines)")
-    p.add_argument("--engine-arg", action="append", metavar="KEY=VALUE", help="engine option (repeatable)")
-    p.add_argument("--revisions", type=int, help="generate revisions 0..N (default 2; the paper: 5)")
-    p.add_argument("--temperature", type=float, help="sampling temperature (default 0: greedy)")
-    p.add_argument("--top-p", type=float, help="nucleus sampling mass (default 1)")
-    p.add_argument("--max-new-tokens", type=int, help="completion budget in tokens (default 64)")
-    p.add_argument("--judge", help="judge: local-lm (offline proxy, default), openai, reward-model (harness list judges)")
-    p.add_argument("--judge-arg", action="append", metavar="KEY=VALUE", help="judge option, e.g. model=gpt-4o or base_url=URL (repeatable)")
-    p.add_argument("--no-head-to-head", dest="head_to_head", action="store_false", default=None, help="skip the method-vs-method judging")
-    p.add_argument("--single-order", dest="both_orders", action="store_false", default=None, help="judge one seeded random order instead of both")
-    p.add_argument("--bootstrap-arg", action="append", metavar="KEY=VALUE", help="n_items, resamples, sample_size or level (repeatable)")
-    p.add_argument("--seed", type=int, help="seed for sampling, initialisation and bootstrap (default 0)")
-    p.add_argument("--output-dir", help="run folder (default: runs/TASK-CONFIGHASH, reused by a rerun)")
+def _add_run_options(p, kinds: tuple[str, ...] = ("text", "synthetic")) -> None:
+    """One flag per field of the run schema (harness/runconfig.py) that applies to ``kinds``;
+    every flag defaults to None, so only what the user typed reaches the config."""
+    from harness.runconfig import FIELDS
+
+    for key, field in FIELDS.items():
+        extra = field.json_schema_extra or {}
+        if not set(extra["applies"]) & set(kinds):
+            continue
+        for sub, (flag, help) in extra.get("subflags", {}).items():
+            p.add_argument(flag, dest=f"{key}.{sub}", metavar=sub.upper(), help=help)
+        flag = extra.get("flag")
+        if flag is None:
+            continue
+        if extra.get("action"):
+            p.add_argument(flag, dest=key, action=extra["action"], default=None, help=extra["flag_help"])
+        elif extra.get("assign"):
+            p.add_argument(flag, dest=key, action="append", metavar=extra.get("metavar", "KEY=VALUE"), help=f"{field.description} (repeatable; VALUE is YAML)")
+        else:
+            p.add_argument(flag, dest=key, help=field.description)
+    p.add_argument("--config", help="YAML or JSON file with the keys of these flags (see harness/runconfig.py)")
+
+
+def cli_layer(args) -> dict:
+    """The config layer of the flags the user typed."""
+    from harness.runconfig import FIELDS
+
+    layer: dict = {}
+    for key, field in FIELDS.items():
+        extra = field.json_schema_extra or {}
+        for sub in extra.get("subflags", {}):
+            value = getattr(args, f"{key}.{sub}", None)
+            if value is not None:
+                layer.setdefault(key, {})[sub] = value
+        value = getattr(args, key, None)
+        if value is not None:
+            layer[key] = parse_assignments(value, extra["flag"]) if extra.get("assign") else value
+    return layer
 
 
 def resolve_args(args):
-    from harness import registry
+    from harness.config import deep_merge, nest_dotted
     from harness.presets import preset_layer
-    from harness.runconfig import merge, resolve
+    from harness.runconfig import FIELDS, resolve
 
     file_config = load_config_file(args.config) if args.config else {}
-    cli_config = {
-        "preset": args.preset,
-        "task": args.task,
-        "methods": args.methods,
-        "behaviors": getattr(args, "behaviors", None),
-        "model": args.model,
-        "limit": args.limit,
-        "train_limit": args.train_limit,
-        "build_pairs": args.build_pairs,
-        "sft": args.sft,
-        "seed": args.seed,
-        "output_dir": args.output_dir,
-        "task_args": parse_assignments(args.task_arg, "--task-arg") or None,
-        "train_task": args.train_task,
-        "train_task_args": parse_assignments(args.train_task_arg, "--train-task-arg") or None,
-        "method_args": parse_assignments(args.method_arg, "--method-arg") or None,
-        "train": parse_assignments(args.train_arg, "--train-arg") or None,
-        "engine": args.engine,
-        "engine_args": parse_assignments(args.engine_arg, "--engine-arg") or None,
-        "revisions": args.revisions,
-        "judge": args.judge,
-        "judge_args": parse_assignments(args.judge_arg, "--judge-arg") or None,
-        "head_to_head": args.head_to_head,
-        "both_orders": args.both_orders,
-        "bootstrap": parse_assignments(args.bootstrap_arg, "--bootstrap-arg") or None,
-        "sampling": {k: v for k, v in (("temperature", args.temperature), ("top_p", args.top_p), ("max_new_tokens", args.max_new_tokens)) if v is not None} or None,
-    }
-    task_name = cli_config["task"] or file_config.get("task")
-    kind = getattr(registry.tasks.get(task_name), "kind", None) if task_name else None
-    preset = preset_layer(cli_config["preset"] or file_config.get("preset"), task_name, kind)
-    return resolve(merge(preset, file_config, cli_config))  # every check happens before the run folder exists
+    for key, field in FIELDS.items():  # dotted keys in a file mean what they mean in a flag
+        if (field.json_schema_extra or {}).get("assign") and isinstance(file_config.get(key), dict):
+            file_config[key] = nest_dotted(file_config[key], f"config file key {key!r}")
+    flags = cli_layer(args)
+    task_name = flags.get("task") or file_config.get("task")
+    kind = getattr(registry.tasks.get(task_name), "kind", None) if isinstance(task_name, str) else None
+    preset = preset_layer(flags.get("preset") or file_config.get("preset"), task_name, kind)
+    return resolve(deep_merge(preset, file_config, flags))  # every check happens before the run folder exists
 
 
 def _run_parser(sub) -> None:
@@ -111,7 +95,7 @@ def _stage_parsers(sub) -> None:
     }
     for name, (text, handler) in stages.items():
         p = sub.add_parser(name, help=text)
-        _add_run_options(p, synthetic=False)
+        _add_run_options(p, kinds=("text",))
         p.set_defaults(handler=handler)
 
 
@@ -153,7 +137,7 @@ def _score_parser(sub) -> None:
 def cmd_score(args, console: Console) -> int:
     import dataclasses
 
-    from harness.config import build_dataclass
+    from harness.config import build_options
     from harness.scoring import BootstrapConfig
     from harness.stages.judge import current_judgments
     from harness.stages.score import score_judgments
@@ -165,7 +149,7 @@ def cmd_score(args, console: Console) -> int:
     if summary is None or not store.path("judgments.jsonl").exists():
         raise HarnessError(f"{args.run_dir!r} holds no judged run (summary.json and judgments.jsonl): run `harness run` or `harness judge` first")
     old = summary["meta"]["bootstrap"]
-    config = build_dataclass(BootstrapConfig, {**old, **parse_assignments(args.bootstrap_arg, "--bootstrap-arg")}, "bootstrap")
+    config = build_options(BootstrapConfig, {**old, **parse_assignments(args.bootstrap_arg, "--bootstrap-arg")}, "bootstrap")
     fingerprint = (store.read_json("manifest.json") or {}).get("inputs", {}).get("judge", {}).get("fingerprint")
     judgments = current_judgments(store.root, fingerprint)
     order = {eid: i for i, eid in enumerate(summary["meta"]["example_ids"])}
@@ -252,7 +236,7 @@ def cmd_leaderboard(args, console: Console) -> int:
 
     runs = load_runs(args.run_dirs)
     out = Path(args.out) if args.out else (runs[0][1] / "leaderboard.html" if len(runs) == 1 else Path("leaderboard.html"))
-    console.print(f"leaderboard: [bold]{write_pages(out, runs)}[/bold]")
+    console.print(f"leaderboard: {write_pages(out, runs)}")
     return 0
 
 
@@ -265,15 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    console = Console(stderr=False)
+    # Plain text: paths, names and data a user typed are printed as they are, never read as markup.
+    console = Console(stderr=False, markup=False, highlight=False)
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args, console)
     except HarnessError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True)
+        sys.stdout.flush()
+        sys.stderr.write(f"error: {exc}\n")
         return 2
     except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted: finished stages are kept; rerun the same command to resume")
+        sys.stderr.write("interrupted: finished work is kept; rerun the same command to resume\n")
         return 130
 
 

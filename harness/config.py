@@ -1,23 +1,32 @@
-"""Configuration: files, ``key=value`` overrides and checked construction of plugin dataclasses.
+"""Configuration: files, ``KEY=VALUE`` overrides, deep merges and checked construction of options.
 
-A run's config is one plain dict (YAML or JSON on disk, the same keys as the CLI flags). Plugins
-declare their options as dataclass fields, so one function checks every option of every method,
-task, judge and engine: unknown keys and wrong types fail with the known keys and the closest match.
+A run's config is one mapping (YAML or JSON on disk, flags on the command line) validated by the
+schema in ``harness/runconfig.py``. Plugins (methods, tasks, judges, engines) and the option groups
+(trainer, sampling, bootstrap) declare their options as dataclass fields; pydantic checks and
+coerces every one of them, so a wrong name or type fails with the known options and the closest
+match before anything is loaded or written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from harness.errors import HarnessError
+
+
+class Options:
+    """Base of every options dataclass: pydantic validates it (lax coercion of flag strings,
+    unknown keys refused, NaN and infinity refused) when it is built through ``build_options``."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid", allow_inf_nan=False, coerce_numbers_to_str=True)
 
 
 def load_config_file(path: str | Path) -> dict:
@@ -26,8 +35,10 @@ def load_config_file(path: str | Path) -> dict:
         raise HarnessError(f"config file {str(path)!r} does not exist")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise HarnessError(f"config file {str(path)!r} is not valid YAML/JSON: {exc}") from exc
+        raise HarnessError(f"config file {str(path)!r} is not valid YAML/JSON: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -36,85 +47,113 @@ def load_config_file(path: str | Path) -> dict:
 
 
 def parse_assignments(pairs: list[str] | None, flag: str) -> dict[str, Any]:
-    """``["beta=0.1", "matrix=[[0.5, 1], [0, 0.5]]"]`` -> {"beta": 0.1, "matrix": [[...]]}."""
+    """``["beta=0.1", "dpo.lr=1e-6"]`` -> {"beta": 0.1, "dpo": {"lr": 1e-6}}: VALUE is YAML, and a
+    dotted KEY nests at its first dot (see ``nest_dotted``)."""
     out: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key or key.startswith(".") or key.endswith("."):
             raise HarnessError(f"{flag} expects KEY=VALUE, got {pair!r}")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
-            raise HarnessError(f"{flag} {key}: cannot parse value {raw!r}: {exc}") from exc
+            raise HarnessError(f"{flag} {key}: cannot parse value {raw!r}: {str(exc).splitlines()[0]}") from None
+        out = deep_merge(out, nest_dotted({key: value}, flag))
     return out
 
 
-def build_dataclass(cls: type, options: dict[str, Any], what: str):
-    """Instantiate dataclass ``cls`` from ``options``, checking names and coercing simple types."""
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    kwargs = {}
+def nest_dotted(options: dict, where: str) -> dict:
+    """``{"dpo.lr": 1e-6, "adapter_models.runs/x.y/adapter": "a"}`` -> ``{"dpo": {"lr": 1e-6},
+    "adapter_models": {"runs/x.y/adapter": "a"}}``: a key nests at its first dot only, so a path
+    or a split-qualified name after it stays whole. Flags and config files read alike."""
+    out: dict[str, Any] = {}
     for key, value in options.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise HarnessError(f"{what} has no option {key!r}{hint} (options: {', '.join(sorted(fields))})")
-        kwargs[key] = _coerce(value, _field_type(cls, key), f"{what} option {key!r}")
+        head, dot, rest = str(key).partition(".")
+        item = {rest: value} if dot else value
+        if dot and head in out and not isinstance(out[head], dict):
+            raise HarnessError(f"{where} sets {head!r} both as a whole and as {key!r}")
+        out[head] = deep_merge(out[head], item) if isinstance(out.get(head), dict) and isinstance(item, dict) else item
+    return out
+
+
+def deep_merge(*layers: dict | None) -> dict:
+    """Later layers win; mappings merge key by key at every depth; ``None`` values are unset."""
+    out: dict = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if value is None:
+                continue
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = deep_merge(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
+def build_options(cls: type, options: dict[str, Any], what: str):
+    """``cls`` (an options dataclass) built from ``options`` by pydantic; a user's mistake becomes
+    one HarnessError that names ``what``, the option and the rule it broke."""
+    if not isinstance(options, dict):
+        raise HarnessError(f"{what}: options must be a mapping of KEY: VALUE, got {type(options).__name__} {options!r}")
     try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise HarnessError(f"{what}: {exc}") from exc
+        return TypeAdapter(cls).validate_python(nest_dotted(options, what))
+    except ValidationError as exc:
+        raise HarnessError(describe_validation_error(exc, what, _option_names(cls))) from None
+    except (TypeError, ValueError) as exc:  # a __post_init__ check outside pydantic's own
+        raise HarnessError(f"{what}: {exc}") from None
 
 
-def _field_type(cls: type, name: str):
-    return typing.get_type_hints(cls).get(name, Any)
+def _option_names(cls: type) -> list[str]:
+    if dataclasses.is_dataclass(cls):
+        return sorted(f.name for f in dataclasses.fields(cls) if f.init)
+    return sorted(getattr(cls, "model_fields", {}))
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value is None:
-            return None
-        errors = []
-        for arg in args:
-            try:
-                return _coerce(value, arg, where)
-            except HarnessError as exc:
-                errors.append(str(exc))
-        raise HarnessError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise HarnessError(f"{where} must be true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise HarnessError(f"{where} must be an integer, got {value!r}")
-        try:
-            as_float = float(value)
-        except ValueError:
-            raise HarnessError(f"{where} must be an integer, got {value!r}") from None
-        if not as_float.is_integer():
-            raise HarnessError(f"{where} must be an integer, got {value!r}")
-        return int(as_float)
-    if annotation is float:
-        if isinstance(value, bool):
-            raise HarnessError(f"{where} must be a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise HarnessError(f"{where} must be a number, got {value!r}") from None
-    if annotation is str:
-        if not isinstance(value, (str, int, float)):
-            raise HarnessError(f"{where} must be a string, got {value!r}")
-        return str(value)
-    return value  # containers and Any: the plugin's __post_init__ validates them
+def describe_validation_error(exc: ValidationError, what: str, known: list[str], flags: dict[str, str] | None = None) -> str:
+    """The first error of ``exc`` as one line: where, what is wrong, what was given."""
+    error = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in error["loc"])
+    if error["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        name = str(error["loc"][-1])
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{what} has no option {name!r}{hint} (options: {', '.join(known)})"
+    message = error["msg"]
+    if error["type"] == "value_error":  # raised by a check of ours: its text is the message
+        message = message.removeprefix("Value error, ")
+    where = f"{what} option {loc!r}" if loc else what
+    if flags and loc.split(".")[0] in flags:
+        where += f" ({flags[loc.split('.')[0]]})"
+    given = error.get("input")
+    shown = "" if error["type"] == "value_error" or isinstance(given, dict) else f" (got {_short(given)})"
+    return f"{where}: {message[0].lower() + message[1:]}{shown}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON data for a key or a record: a dataclass becomes its fields plus its class (two
+    plugins with the same fields are not the same inputs), a Path its text, an object with a
+    ``__key__`` method (many rows) what that method returns (their digest)."""
+    if hasattr(obj, "__key__") and not isinstance(obj, type):
+        return obj.__key__()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+        return {"__class__": f"{type(obj).__module__}.{type(obj).__qualname__}", **fields}
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
 
 
 def stable_hash(obj: Any) -> str:
-    """A short content hash of JSON-able data, stable across runs and machines."""
-    import hashlib
-
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    """A short content hash of JSON-able data (dataclasses included), stable across runs and machines."""
+    blob = json.dumps(jsonable(obj), sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

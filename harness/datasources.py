@@ -19,6 +19,10 @@ from urllib.parse import urlparse
 
 from harness.errors import HarnessError
 
+class NoSourceError(HarnessError):
+    """A split that no source provides (as opposed to a source that is broken)."""
+
+
 LOCAL_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv"}
 
 
@@ -27,6 +31,27 @@ class Field:
     name: str  # canonical name the task's templates use
     kind: str = "text"  # "text": non-empty string; "id": string or integer; "any": kept as is
     optional: bool = False
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows a stage reads, with the digest of their content: keys hash the digest, not the rows."""
+
+    items: tuple[dict, ...]
+    digest: str
+
+    @classmethod
+    def of(cls, rows) -> "Rows":
+        from harness.config import stable_hash
+
+        items = tuple(rows)
+        return cls(items, stable_hash(list(items)))
+
+    def __key__(self) -> str:
+        return self.digest
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 @dataclass
@@ -67,6 +92,10 @@ def validate_row(raw: dict, fields: Iterable[Field], where: str) -> dict:
                 raise HarnessError(f"{where}: field {f.name!r} must be text, got {type(value).__name__} {str(value)[:40]!r}")
             if not value.strip():
                 raise HarnessError(f"{where}: field {f.name!r} is empty")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate such as "\ud800": no file or API can carry it
+                raise HarnessError(f"{where}: field {f.name!r} holds an invalid character ({value[exc.start]!r} at position {exc.start})") from None
         row[f.name] = value
     for key, value in raw.items():  # keep extra columns (provenance, categories) untouched
         row.setdefault(key, value)
@@ -88,6 +117,25 @@ def keep_valid(rows: Iterable[dict | None], fields: Iterable[Field], origin: str
             first = first or str(exc)
     if dropped:
         notes.append(f"dropped {dropped} invalid row(s) of {origin} (first: {first})")
+    return kept
+
+
+def unique_ids(loaded: Loaded) -> list[dict]:
+    """Rows with distinct ids. A user's file with a repeated id is refused (its verdicts would be
+    joined with the wrong example); a published dataset keeps the first and says so."""
+    seen: dict[str, int] = {}
+    kept = []
+    for i, row in enumerate(loaded.rows):
+        rid = str(row["id"])
+        if rid in seen:
+            if loaded.kind == "local":
+                raise HarnessError(f"{loaded.origin}: id {rid!r} appears twice (rows {seen[rid] + 1} and {i + 1}); "
+                                   "every test example needs its own id")  # fmt: skip
+            continue
+        seen[rid] = i
+        kept.append(row)
+    if len(kept) < len(loaded.rows):
+        loaded.notes.append(f"dropped {len(loaded.rows) - len(kept)} row(s) whose id repeats an earlier row's")
     return kept
 
 

@@ -8,22 +8,21 @@ revision loop drives a local model, vLLM or any OpenAI-compatible server.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
+
+from pydantic import Field
 
 from harness import registry
+from harness.config import Options
 from harness.plugin import Plugin
 
 
 @dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.0  # 0: greedy decoding
-    top_p: float = 1.0  # nucleus sampling mass (ignored when greedy)
-    max_new_tokens: int = 64  # completion budget (XSum summaries are one sentence)
-    seed: int = 0  # seeds sampling; batch k of a generation uses seed + k
-
-    def __post_init__(self):
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
-            raise ValueError("temperature must be >= 0, top_p in (0, 1] and max_new_tokens positive")
+class SamplingParams(Options):
+    temperature: Annotated[float, Field(ge=0)] = 0.0  # 0: greedy decoding
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0  # nucleus sampling mass (ignored when greedy)
+    max_new_tokens: Annotated[int, Field(ge=1)] = 64  # completion budget (XSum summaries are one sentence)
+    seed: Annotated[int, Field(ge=0)] = 0  # seeds sampling; each chunk of a generation derives its own seed from it
 
     @property
     def greedy(self) -> bool:
@@ -47,7 +46,11 @@ class Engine(Plugin):
 
     chat_native: ClassVar[bool] = False  # True: takes chat messages itself (an API), not template text
 
-    def generate(self, prompts: list[str], params: SamplingParams, adapter: str | None = None, stop: tuple[str, ...] = ()) -> list[Generation]:
+    def generate(
+        self, prompts: list[str], params: SamplingParams, adapter: str | None = None, stop: tuple[str, ...] = (), seeds: list[int] | None = None,
+    ) -> list[Generation]:
+        """One completion per prompt. ``seeds`` gives each prompt's sampling seed (so a sampled
+        text does not depend on the batch it ran in); None: ``params.seed`` plus its index."""
         raise NotImplementedError
 
     def tokenizer(self):
@@ -58,6 +61,10 @@ class Engine(Plugin):
         """Free what the engine holds (models, connections)."""
 
 
+def prompt_seeds(params: SamplingParams, n: int, seeds: list[int] | None) -> list[int]:
+    return list(seeds) if seeds is not None else [params.seed + i for i in range(n)]
+
+
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     """The text up to the first stop string (leading whitespace ignored), and whether one was hit."""
     stripped = text.lstrip()
@@ -66,9 +73,9 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
 
 
 def build_engine(name: str, options: dict | None = None) -> Engine:
-    from harness.config import build_dataclass
+    from harness.config import build_options
 
-    return build_dataclass(registry.engines.get(name), options or {}, what=f"engine {name!r}")
+    return build_options(registry.engines.get(name), options or {}, what=f"engine {name!r}")
 
 
 def build_engine_for(name: str, options: dict, model: str) -> Engine:

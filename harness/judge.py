@@ -82,17 +82,22 @@ class PairVerdict:
     error: str = ""
 
 
-def judge_pairs(judge: Judge, items: list[tuple[str, str, str, str, str]], both_orders: bool = True, seed: int = 0) -> list[PairVerdict]:
+def judge_pairs(
+    judge: Judge, items: list[tuple[str, str, str, str, str]], both_orders: bool = True, seed: int = 0, keys: list[str] | None = None,
+) -> list[PairVerdict]:
     """Judge (family, instruction, source, candidate, opponent) items with the position protocol.
 
     Both orders: p = (p1 + (1 - p2)) / 2 where p1 judges candidate-first and p2 opponent-first.
-    One order: a seeded coin per item decides which side is shown first."""
+    One order: a seeded coin per item decides which side is shown first; the coin reads the
+    item's identity (``keys``: example, method, opponent, revision; by default its texts), never
+    its position, so a resumed or re-chunked run shows every pair as an uninterrupted one did."""
     comparisons, plan = [], []
     for i, (family, instruction, source, cand, opp) in enumerate(items):
         if both_orders:
             orders = [False, True]
         else:
-            coin = int(hashlib.sha256(f"{seed}/{i}/{source}".encode()).hexdigest()[:8], 16) % 2
+            identity = keys[i] if keys is not None else f"{source}/{cand}/{opp}"
+            coin = int(hashlib.sha256(f"{seed}/{identity}".encode()).hexdigest()[:8], 16) % 2
             orders = [bool(coin)]
         plan.append((len(comparisons), orders))
         for swapped in orders:
@@ -112,9 +117,9 @@ def judge_pairs(judge: Judge, items: list[tuple[str, str, str, str, str]], both_
 
 
 def build_judge(name: str, options: dict | None = None) -> Judge:
-    from harness.config import build_dataclass
+    from harness.config import build_options
 
-    return build_dataclass(registry.judges.get(name), options or {}, what=f"judge {name!r}")
+    return build_options(registry.judges.get(name), options or {}, what=f"judge {name!r}")
 
 
 register = registry.judges.register

@@ -18,6 +18,7 @@ from typing import ClassVar
 import torch
 
 from harness import registry
+from harness.errors import HarnessError
 from harness.plugin import Plugin
 
 CHOSEN = "chosen"
@@ -71,11 +72,70 @@ class Method(Plugin):
         return logp - reference.get(key, average) if reference is not None else logp
 
 
+SIDES = (CHOSEN, REJECTED)
+KNOWN_KEYS = (*SIDES, *(revision(c, i) for i in SIDES for c in SIDES))
+
+
+def check_method_class(cls, name: str) -> None:
+    """What can be checked when a method registers: a Method dataclass with a loss and valid needs."""
+    import dataclasses
+
+    def broken(rule: str) -> HarnessError:
+        return HarnessError(f"method {name!r} ({cls.__module__}.{cls.__qualname__}) breaks the method contract: {rule}")
+
+    if not (isinstance(cls, type) and issubclass(cls, Method) and dataclasses.is_dataclass(cls)):
+        raise broken("it must be a @dataclass subclass of harness.method.Method")
+    if cls.loss is Method.loss:
+        raise broken("it must define loss(policy, reference)")
+    needs = getattr(cls, "needs", None)
+    if not isinstance(needs, tuple) or not needs:
+        raise broken(f"`needs` must be a non-empty tuple of sequence keys, got {needs!r}")
+    for key in needs:
+        if key not in KNOWN_KEYS:
+            raise broken(f"`needs` names {key!r}, which is not a sequence key (keys: {', '.join(KNOWN_KEYS)})")
+
+
+def check_method(method: Method, batch: int = 3) -> None:
+    """Run ``method``'s loss on random log-probabilities of ``batch`` pairs and check what the
+    trainer relies on: per-pair losses [B], finite and differentiable, per-pair metrics [B].
+    The harness calls it before every run; a plugin author can call it in their own tests."""
+    name = getattr(method, "registered_name", type(method).__name__)
+
+    def broken(rule: str) -> HarnessError:
+        return HarnessError(f"method {name!r} breaks the method contract: {rule}")
+
+    generator = torch.Generator().manual_seed(0)
+
+    def logprobs(grad: bool) -> LogProbs:
+        sums = {k: (-5 * torch.rand(batch, generator=generator)).requires_grad_(grad) for k in method.needs}
+        return LogProbs(sums, {k: torch.randint(1, 20, (batch,), generator=generator).float() for k in method.needs})
+
+    policy = logprobs(True)
+    try:
+        out = method.loss(policy, logprobs(False) if method.uses_reference else None)
+    except KeyError as exc:
+        raise broken(f"loss() read the sequence key {exc} that `needs` does not list ({', '.join(method.needs)})") from None
+    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+        raise broken("loss() must return (per-pair losses, {metric name: per-pair values})")
+    losses, metrics = out
+    if not isinstance(losses, torch.Tensor) or losses.shape != (batch,):
+        shape = list(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
+        raise broken(f"loss() must return one loss per pair, shape [B] (here [{batch}]), got {shape}; do not reduce with .mean()")
+    if not torch.isfinite(losses).all():
+        raise broken("loss() returned a non-finite loss on ordinary log-probabilities")
+    if not losses.requires_grad:
+        raise broken("loss() is not differentiable in the policy's log-probabilities (detached or built from constants)")
+    for metric, value in metrics.items():
+        if not isinstance(value, torch.Tensor) or value.shape != (batch,):
+            shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise broken(f"metric {metric!r} must hold one value per pair, shape [B] (here [{batch}]), got {shape}")
+
+
 def build_method(name: str, overrides: dict | None = None) -> Method:
     """The registered method ``name`` with its defaults and ``overrides`` applied, checked."""
-    from harness.config import build_dataclass
+    from harness.config import build_options
 
-    return build_dataclass(registry.methods.get(name), overrides or {}, what=f"method {name!r}")
+    return build_options(registry.methods.get(name), overrides or {}, what=f"method {name!r}")
 
 
 register = registry.methods.register

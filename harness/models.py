@@ -12,8 +12,10 @@ import fcntl
 import os
 import shutil
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+from harness.config import stable_hash
 from harness.datasources import package_file
 from harness.errors import HarnessError
 
@@ -72,6 +74,23 @@ def _converted_smollm2() -> Path:
         tokenizer.save_pretrained(tmp)
         os.replace(tmp, target)  # atomic: a half-converted folder is never seen as the model
     return target
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as a stage reads it: what ``from_pretrained`` loads, and a fingerprint of its
+    weights when they are local files, so new weights in the same folder are new inputs."""
+
+    path: str  # a local folder (a model or a PEFT adapter) or a hub id
+    fingerprint: str | None = None  # names, sizes and mtimes of the weight files; None: a hub id
+
+
+def model_ref(path: str) -> ModelRef:
+    folder = Path(path)
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin")) if folder.is_dir() else []
+    if not files:
+        return ModelRef(str(path))
+    return ModelRef(str(path), stable_hash([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]))
 
 
 def load_tokenizer(path: str):

@@ -18,4 +18,4 @@ def run(resolved: ResolvedRun, console: Console) -> RunStore:
         from harness.stages.text import run_text
 
         return run_text(resolved, console)
-    raise HarnessError(f"task {resolved.config['task']!r} is a {resolved.task.kind} task, which `harness run` cannot run")
+    raise HarnessError(f"task {resolved.task.registered_name!r} is a {resolved.task.kind} task, which `harness run` cannot run")

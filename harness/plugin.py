@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+from harness.config import Options
 
-class Plugin:
+
+class Plugin(Options):
     registered_name: ClassVar[str]  # set by the registry's decorator: the one place a name is written
 
     @classmethod

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from harness.errors import HarnessError
 
 PAPER_BOOTSTRAP = {"n_items": 1024, "resamples": 20, "sample_size": 512}
@@ -36,7 +38,7 @@ SUMMARY_PAPER = {
         "lr": 2e-6, "epochs": 5, "batch_size": 128, "warmup_steps": 150, "weight_decay": 0.1, "schedule": "cosine",
         "dpo": {"lr": 1e-6, "schedule": "constant"}, "rpo": {"lr": 1e-6, "schedule": "constant"},
     },  # fmt: skip
-    "method_args": {"srpo.beta": 0.01, "ipo.beta": 0.01, "dpo.beta": 0.1, "rpo.beta": 0.1},
+    "method_args": {"srpo": {"beta": 0.01}, "ipo": {"beta": 0.01}, "dpo": {"beta": 0.1}, "rpo": {"beta": 0.1}},
     "limit": 1024,
     "revisions": 5,
     "sampling": {"max_new_tokens": 128},
@@ -49,7 +51,7 @@ CHAT_PAPER = {
     "model": "meta-llama/Llama-3.1-8B",
     "train_task": "ultrafeedback",
     "train": {"lr": 1.25e-6, "min_lr_ratio": 0.1, "schedule": "cosine", "warmup_steps": 128, "batch_size": 32, "epochs": 1},
-    "method_args": {"average_log_prob": True, "srpo.beta": 1.3, "ipo.beta": 1.0, "dpo.beta": 10.0, "rpo.beta": 10.0, "simpo.beta": 50.0},
+    "method_args": {"average_log_prob": True, "srpo": {"beta": 1.3}, "ipo": {"beta": 1.0}, "dpo": {"beta": 10.0}, "rpo": {"beta": 10.0}, "simpo": {"beta": 50.0}},
     "task_args": {"reference_model": "Llama-3.1-8B-Instruct"},
     "revisions": 5,
     "sampling": {"max_new_tokens": 1024},
@@ -69,15 +71,15 @@ def preset_layer(name: str | None, task_name: str | None, task_kind: str | None)
         return {}
     name = name or "offline"
     if name == "offline":
-        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in OFFLINE.items()}
+        return copy.deepcopy(OFFLINE)
     if name == "paper":
         if task_name in ("xsum", "tldr"):
-            layer = {k: (dict(v) if isinstance(v, dict) else v) for k, v in SUMMARY_PAPER.items()}
+            layer = copy.deepcopy(SUMMARY_PAPER)
             if task_name == "xsum":
                 layer["task_args"] = {"variant": "xlsum"}  # the paper's "XSum" is XL-Sum English, with titles
             return layer
         if task_name in ("arena-hard", "ultrafeedback"):
-            layer = {k: (dict(v) if isinstance(v, dict) else v) for k, v in CHAT_PAPER.items()}
+            layer = copy.deepcopy(CHAT_PAPER)
             if task_name != "arena-hard":
                 layer.pop("task_args")
             return layer

@@ -1,8 +1,11 @@
-"""A run's config: one dict from defaults, an optional file and CLI flags, checked before any write.
+"""A run's config: one schema from which the flags, the config-file keys and every check come.
 
-Precedence, lowest first: plugin defaults < the task's protocol (``method_defaults``) < preset <
-config file < command line. ``resolve`` builds every plugin from the merged dict, so a bad name or
-option fails here, before a run folder exists.
+``RunConfig`` is the single source of truth: each field carries its help text, its flag and the
+task kinds it applies to. The command line's flags are generated from it (``harness/cli.py``), a
+config file is validated by it, and the presets are layers of the same keys. Layers merge deeply,
+lowest first: plugin defaults < the task's protocol (``method_defaults``) < preset < config file <
+command line. ``resolve`` then builds every plugin from the merged config, so a bad name, option
+or value fails here, before a run folder exists.
 """
 
 from __future__ import annotations
@@ -10,50 +13,104 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness import registry
-from harness.config import build_dataclass, stable_hash
+from harness.config import build_options, describe_validation_error, stable_hash
 from harness.engine import SamplingParams, build_engine
 from harness.errors import HarnessError
-from harness.judge import build_judge
-from harness.method import Method, build_method
+from harness.judge import Judge, build_judge
+from harness.method import Method, build_method, check_method
 from harness.scoring import BootstrapConfig
 from harness.task import Task, build_task
 from harness.training.config import TrainConfig
 
+TEXT, SYNTHETIC = "text", "synthetic"
+BOTH = (TEXT, SYNTHETIC)
+DEFAULT_TEXT_JUDGE = "local-lm"
+DEFAULT_MODEL = "smollm2-135m"
 # Sec. 6's SFT recipe, scaled to what a run asks for: cosine, 3% warm-up, weight decay 0.1, peak 2e-5.
 SFT_DEFAULTS = {"lr": 2e-5, "warmup_ratio": 0.03, "weight_decay": 0.1, "schedule": "cosine"}
 
-RUN_KEYS = {
-    "task": "task name",
-    "methods": "method names",
-    "task_args": "task options",
-    "train_task_args": "options of the training task",
-    "method_args": "method options: KEY for every method that has it, METHOD.KEY for one",
-    "behaviors": "behaviour policies to run (synthetic tasks)",
-    "seed": "seeds data sampling, initialisation and bootstrap",
-    "output_dir": "run folder",
-    "model": "base model: a hub id, a local folder, or smollm2-135m (offline)",
-    "train": "trainer options (harness/training/config.py); METHOD: {...} overrides them for one method",
-    "train_task": "task whose sft and preference splits train the model (default: the evaluated task)",
-    "build_pairs": "when the training task has no preference split: build this many gold-vs-policy pairs from held-out test examples",
-    "preset": "named defaults below the config file and flags: offline (the default) or paper",
-    "sft": "true, or trainer options, to run an SFT stage on the task's sft split first",
-    "limit": "evaluate the first N test examples",
-    "train_limit": "train on at most N rows of the sft and preference splits",
-    "engine": "generation engine name (harness list engines)",
-    "engine_args": "generation engine options",
-    "revisions": "generate revisions 0..N",
-    "sampling": "temperature, top_p, max_new_tokens (seeded by seed)",
-    "judge": "judge name (harness list judges); text tasks default to the offline local-lm proxy",
-    "judge_args": "judge options",
-    "head_to_head": "also judge every pair of methods at each revision (default: when there are two or more)",
-    "both_orders": "judge each pair in both orders and average (default true); false: one seeded random order",
-    "bootstrap": "n_items, resamples, sample_size, level (the paper: 1024, 20, 512)",
-}
-DEFAULT_TEXT_JUDGE = "local-lm"
-DEFAULT_MODEL = "smollm2-135m"
-MERGED_BY_KEY = ("task_args", "train_task_args", "method_args", "train", "engine_args", "sampling", "judge_args", "bootstrap", "sft")
+
+def option(default: Any, help: str, flag: str | None = None, applies: tuple[str, ...] = BOTH, **cli: Any):
+    """A schema field: its help text, its flag (``None``: config files only), the task kinds it
+    applies to, and how the flag reads (``action`` with its own ``flag_help``, ``assign`` for
+    repeatable KEY=VALUE, ``subflags`` for flags that set one key of a mapping)."""
+    return Field(default, description=help, json_schema_extra={"flag": flag, "applies": list(applies), **cli})
+
+
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    task: str | None = option(None, "task name (harness list tasks)", "--task")
+    methods: list[str] | None = option(None, "method name(s), comma-separated (harness list methods)", "--method")
+    behaviors: list[str] | None = option(None, "behaviour policies of a synthetic task, comma-separated (default: all of the task's)", "--behavior", (SYNTHETIC,))
+    preset: str | None = option(None, "named defaults below the config file and flags: offline (default for text tasks) or paper (the paper's protocol)", "--preset")
+    model: str = option(DEFAULT_MODEL, "base model: a hub id, a local folder, or smollm2-135m (the offline default)", "--model", (TEXT,))
+    limit: PositiveInt | None = option(None, "evaluate the first N test examples", "--limit", (TEXT,))
+    build_pairs: NonNegativeInt = option(0, "when the training task has no preference split: build N gold-vs-policy pairs from held-out test examples", "--build-pairs", (TEXT,))
+    train_limit: PositiveInt | None = option(None, "train on at most N rows of the sft and preference splits", "--train-limit", (TEXT,))
+    sft: bool | dict = option(False, "true, or trainer options, to run an SFT stage on the training task's sft split first", "--sft", (TEXT,), action="store_true", flag_help="run an SFT stage on the training task's sft split first (SFT options: the config key sft)")
+    task_args: dict = option({}, "task options (harness list tasks)", "--task-arg", assign=True)
+    train_task: str | None = option(None, "task whose sft and preference splits train the model (default: the evaluated task)", "--train-task", (TEXT,))
+    train_task_args: dict = option({}, "options of the training task", "--train-task-arg", (TEXT,), assign=True)
+    method_args: dict = option({}, "method options: KEY for every method that has it, METHOD.KEY for one", "--method-arg", assign=True, metavar="[METHOD.]KEY=VALUE")
+    train: dict = option({}, "trainer options (harness/training/config.py); METHOD.KEY for one method", "--train-arg", (TEXT,), assign=True, metavar="[METHOD.]KEY=VALUE")
+    engine: str = option("transformers", "generation engine: transformers, vllm or openai (harness list engines)", "--engine", (TEXT,))
+    engine_args: dict = option({}, "generation engine options", "--engine-arg", (TEXT,), assign=True)
+    revisions: NonNegativeInt = option(2, "generate revisions 0..N (the paper: 5)", "--revisions", (TEXT,))
+    sampling: dict = option({}, "temperature, top_p and max_new_tokens (seeded by seed)", None, (TEXT,), subflags={
+        "temperature": ("--temperature", "sampling temperature (default 0: greedy)"),
+        "top_p": ("--top-p", "nucleus sampling mass (default 1)"),
+        "max_new_tokens": ("--max-new-tokens", "completion budget in tokens (default 64)"),
+    })  # fmt: skip
+    judge: str | None = option(None, "judge: local-lm (offline proxy, the default), openai, reward-model (harness list judges)", "--judge", (TEXT,))
+    judge_args: dict = option({}, "judge options, e.g. model=gpt-4o or base_url=URL", "--judge-arg", (TEXT,), assign=True)
+    head_to_head: bool | None = option(None, "also judge every pair of methods at each revision (default: when there are two or more)", "--no-head-to-head", (TEXT,), action="store_false", flag_help="skip the method-vs-method judging")
+    both_orders: bool = option(True, "judge each pair in both orders and average; false: one seeded random order per item", "--single-order", (TEXT,), action="store_false", flag_help="judge one seeded random order per item instead of both")
+    bootstrap: dict = option({}, "scoring options: resamples, level, the paper's protocol (harness/scoring.py)", "--bootstrap-arg", (TEXT,), assign=True)
+    seed: NonNegativeInt = option(0, "seeds data sampling, initialisation, generation, judging order and bootstrap", "--seed")
+    output_dir: str | None = option(None, "run folder (default: runs/TASK-CONFIGHASH, the same folder for the same config)", "--output-dir")
+
+    @field_validator("methods", "behaviors", mode="before")
+    @classmethod
+    def _names(cls, value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",")]
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            items = [v.strip() for v in value]
+        else:
+            raise ValueError(f"must be a comma-separated string or a list of names, got {value!r}")
+        items = [v for v in items if v]
+        if not items:
+            raise ValueError("lists no name")
+        if len(set(items)) != len(items):
+            raise ValueError(f"lists a name twice: {items}")
+        return items
+
+
+FIELDS = RunConfig.model_fields
+
+
+def flag_of(key: str) -> str | None:
+    return (FIELDS[key].json_schema_extra or {}).get("flag")
+
+
+def validate(raw: dict) -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        flags = {k: f for k in FIELDS if (f := flag_of(k))}
+        raise HarnessError(describe_validation_error(exc, "config", sorted(FIELDS), flags)) from None
 
 
 @dataclass
@@ -70,6 +127,7 @@ class ResolvedRun:
     sft: TrainConfig | None  # None: no SFT stage
     limit: int | None  # test examples
     train_limit: int | None  # rows of the training splits
+    model: str  # the base model's name as given (an alias, a folder or a hub id)
     engine_name: str
     engine_options: dict
     revisions: int
@@ -79,54 +137,20 @@ class ResolvedRun:
     head_to_head: bool
     both_orders: bool
     bootstrap: BootstrapConfig
-
-
-def merge(*layers: dict) -> dict:
-    """Later layers win; ``task_args`` and ``method_args`` merge key by key."""
-    out: dict = {}
-    for layer in layers:
-        for key, value in (layer or {}).items():
-            if value is None:
-                continue
-            if key not in RUN_KEYS:
-                raise HarnessError(f"unknown config key {key!r} (known: {', '.join(RUN_KEYS)})")
-            if key in MERGED_BY_KEY and isinstance(value, dict):
-                earlier = out.get(key)
-                out[key] = {**(earlier if isinstance(earlier, dict) else {}), **value}
-            else:
-                out[key] = value
-    return out
-
-
-def _as_list(value, what: str) -> list[str]:
-    if isinstance(value, str):
-        items = [v.strip() for v in value.split(",")]
-    elif isinstance(value, (list, tuple)):
-        items = [str(v).strip() for v in value]
-    else:
-        raise HarnessError(f"{what} must be a comma-separated string or a list, got {value!r}")
-    items = [v for v in items if v]
-    if not items:
-        raise HarnessError(f"no {what} given")
-    if len(set(items)) != len(items):
-        raise HarnessError(f"{what} lists a name twice: {items}")
-    return items
+    behaviors: list[str] | None = None  # synthetic tasks: the behaviour policies to run
 
 
 def method_options(names: list[str], task: Task, method_args: dict) -> dict[str, dict]:
-    """Split ``method_args`` into each method's options over the task's protocol defaults."""
+    """Split ``method_args`` into each method's options over the task's protocol defaults:
+    ``{KEY: V}`` for every method of the run that has KEY, ``{METHOD: {KEY: V}}`` for one."""
     classes = {name: registry.methods.get(name) for name in names}
-    fields = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in classes.items()}
+    fields = {name: {f.name for f in dataclasses.fields(cls) if f.init} for name, cls in classes.items()}
     options = {name: {k: v for k, v in task.method_defaults.items() if k in fields[name]} for name in names}
-    known_methods = registry.methods.names()
     for key, value in method_args.items():
-        method, dot, option = key.partition(".")
-        if isinstance(value, dict) or dot:  # {srpo: {alpha: 0.5}} or srpo.alpha=0.5: one method's option
-            target = key if isinstance(value, dict) else method
-            if target not in known_methods:
-                registry.methods.get(target)  # fails with the known names and the closest match
-            if target in classes:  # a registered method outside this run: its options wait for a run that has it
-                options[target].update(value if isinstance(value, dict) else {option: value})
+        if isinstance(value, dict):  # one method's options
+            registry.methods.get(key)  # an unknown name fails with the known names and the closest match
+            if key in classes:  # a registered method outside this run: its options wait for a run that has it
+                options[key].update(value)
             continue
         takers = [n for n in names if key in fields[n]]
         if not takers:
@@ -137,66 +161,70 @@ def method_options(names: list[str], task: Task, method_args: dict) -> dict[str,
     return options
 
 
-def resolve(config: dict) -> ResolvedRun:
-    if "task" not in config:
+def _trainer_options(train: dict, methods: dict[str, Method]) -> tuple[TrainConfig, dict[str, TrainConfig]]:
+    """The shared trainer options and each method's, where ``{METHOD: {...}}`` overrides them."""
+    shared = {k: v for k, v in train.items() if not (isinstance(v, dict) and k in registry.methods.names())}
+    config = build_options(TrainConfig, shared, "train")
+    by_method = {}
+    for name in methods:
+        override = train.get(name) or {}
+        by_method[name] = build_options(TrainConfig, {**shared, **override}, f"train ({name})") if override else config
+    return config, by_method
+
+
+def _refuse_inapplicable(config: RunConfig, kind: str, task_name: str) -> None:
+    for key in sorted(config.model_fields_set):
+        extra = FIELDS[key].json_schema_extra or {}
+        if kind not in extra.get("applies", BOTH) and getattr(config, key) != FIELDS[key].default:
+            flag = f" ({extra['flag']})" if extra.get("flag") else ""
+            what = "a synthetic task: it has no model, generations or judge to configure" if kind == SYNTHETIC else "a text task"
+            raise HarnessError(f"option {key!r}{flag} does not apply to task {task_name!r}, {what}; remove it")
+
+
+def resolve(raw: dict) -> ResolvedRun:
+    config = validate(raw)
+    if not config.task:
         raise HarnessError("no task given: pass --task NAME (see `harness list tasks`)")
-    if "methods" not in config:
+    if not config.methods:
         raise HarnessError("no method given: pass --method NAME[,NAME...] (see `harness list methods`)")
-    config = dict(config)
-    config["methods"] = _as_list(config["methods"], "methods")
-    if "behaviors" in config:
-        config["behaviors"] = _as_list(config["behaviors"], "behaviours")
-    seed = config.setdefault("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise HarnessError(f"seed must be an integer, got {seed!r}")
-    task = build_task(config["task"], config.get("task_args"))
-    per_method = method_options(config["methods"], task, config.get("method_args", {}))
-    methods = {name: build_method(name, per_method[name]) for name in config["methods"]}
-    if config.get("output_dir"):
-        output_dir = Path(config["output_dir"])
+    task = build_task(config.task, config.task_args)
+    _refuse_inapplicable(config, task.kind, config.task)
+    per_method = method_options(config.methods, task, config.method_args)
+    methods = {name: build_method(name, per_method[name]) for name in config.methods}
+    for method in methods.values():
+        check_method(method)
+    dumped = config.model_dump(exclude_none=True)
+    if config.output_dir:
+        output_dir = Path(config.output_dir)
     else:  # same config -> same folder, so a rerun resumes instead of starting over
-        output_dir = Path("runs") / f"{config['task']}-{stable_hash({k: v for k, v in config.items() if k != 'output_dir'})[:10]}"
-    if output_dir.exists() and not output_dir.is_dir():
-        raise HarnessError(f"output dir {str(output_dir)!r} exists and is not a folder")
-    train_options = dict(config.get("train") or {})
-    # {dpo: {lr: 1e-6}} overrides the trainer for one method; a registered method outside this run is skipped
-    overrides = {name: train_options.pop(name) for name in list(train_options) if isinstance(train_options[name], dict) and name in registry.methods.names()}
-    train = build_dataclass(TrainConfig, train_options, "train")
-    train_by_method = {name: build_dataclass(TrainConfig, {**train_options, **overrides.get(name, {})}, f"train ({name})") for name in methods}
-    train_task = build_task(config["train_task"], config.get("train_task_args")) if config.get("train_task") else task
-    build_pairs = config.get("build_pairs", 0)
-    if isinstance(build_pairs, bool) or not isinstance(build_pairs, int) or build_pairs < 0:
-        raise HarnessError(f"build_pairs must be a non-negative integer, got {build_pairs!r}")
-    sft = config.get("sft")
-    if sft in (None, False):
-        sft_config = None
-    elif sft is True or isinstance(sft, dict):
-        sft_config = build_dataclass(TrainConfig, {**SFT_DEFAULTS, **(sft if isinstance(sft, dict) else {})}, "sft")
+        output_dir = Path("runs") / f"{config.task}-{stable_hash({k: v for k, v in dumped.items() if k != 'output_dir'})[:10]}"
+    train, train_by_method = _trainer_options(config.train, methods)
+    train_task = build_task(config.train_task, config.train_task_args) if config.train_task else task
+    if config.sft is False:
+        sft = None
     else:
-        raise HarnessError(f"sft must be true, false or a mapping of trainer options, got {sft!r}")
-    limit, train_limit = config.get("limit"), config.get("train_limit")
-    for flag, value in (("limit", limit), ("train_limit", train_limit)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise HarnessError(f"{flag} must be a positive integer, got {value!r}")
-    engine_name = config.get("engine") or "transformers"
-    engine_options = dict(config.get("engine_args") or {})  # the model comes from training: build_engine_for
-    build_engine(engine_name, engine_options)  # checks names and options; loads nothing
-    revisions = config.get("revisions", 2)
-    if isinstance(revisions, bool) or not isinstance(revisions, int) or revisions < 0:
-        raise HarnessError(f"revisions must be a non-negative integer, got {revisions!r}")
-    sampling = build_dataclass(SamplingParams, {"seed": seed, **(config.get("sampling") or {})}, "sampling")
-    judge_name = config.get("judge") or (DEFAULT_TEXT_JUDGE if task.kind == "text" else "oracle")
-    judge_options = dict(config.get("judge_args") or {})
-    if task.kind == "text":
-        build_judge(judge_name, judge_options)  # checks names and options; loads nothing
-    head_to_head = config.get("head_to_head", len(methods) > 1)
-    both_orders = config.get("both_orders", True)
-    for flag, value in (("head_to_head", head_to_head), ("both_orders", both_orders)):
-        if not isinstance(value, bool):
-            raise HarnessError(f"{flag} must be true or false, got {value!r}")
-    bootstrap = build_dataclass(BootstrapConfig, {"seed": seed, **(config.get("bootstrap") or {})}, "bootstrap")
-    config["resolved_method_args"] = {n: dataclasses.asdict(m) for n, m in methods.items()}
-    config["resolved_task_args"] = dataclasses.asdict(task)
-    config["resolved_train"] = {name: dataclasses.asdict(t) for name, t in train_by_method.items()}
-    return ResolvedRun(config, task, methods, output_dir, seed, train, train_by_method, train_task, build_pairs, sft_config, limit, train_limit,
-                       engine_name, engine_options, revisions, sampling, judge_name, judge_options, head_to_head, both_orders, bootstrap)  # fmt: skip
+        sft = build_options(TrainConfig, {**SFT_DEFAULTS, **(config.sft if isinstance(config.sft, dict) else {})}, "sft")
+    build_engine(config.engine, config.engine_args)  # checks names and options; loads nothing
+    sampling = build_options(SamplingParams, {"seed": config.seed, **config.sampling}, "sampling")
+    judge_name = config.judge or (DEFAULT_TEXT_JUDGE if task.kind == TEXT else "oracle")
+    if task.kind == TEXT:
+        judge_class = registry.judges.get(judge_name)
+        if not (isinstance(judge_class, type) and issubclass(judge_class, Judge)):
+            text_judges = [n for n, c in registry.judges.items() if isinstance(c, type) and issubclass(c, Judge)]
+            raise HarnessError(f"judge {judge_name!r} does not judge text; text tasks take: {', '.join(text_judges)}")
+        build_judge(judge_name, config.judge_args)  # checks names and options; loads nothing
+    if task.kind == SYNTHETIC and config.behaviors:
+        unknown = [b for b in config.behaviors if b not in task.behaviors]
+        if unknown:
+            raise HarnessError(f"unknown behaviour {unknown[0]!r} (this task's behaviours: {', '.join(task.behaviors)}; add one with --task-arg behaviors=...)")
+    bootstrap = build_options(BootstrapConfig, {"seed": config.seed, **config.bootstrap}, "bootstrap")
+    snapshot = {**dumped, "resolved_method_args": {n: dataclasses.asdict(m) for n, m in methods.items()},
+                "resolved_task_args": dataclasses.asdict(task), "resolved_train": {n: dataclasses.asdict(t) for n, t in train_by_method.items()}}  # fmt: skip
+    return ResolvedRun(
+        config=snapshot, task=task, methods=methods, output_dir=output_dir, seed=config.seed, train=train,
+        train_by_method=train_by_method, train_task=train_task, build_pairs=config.build_pairs, sft=sft, limit=config.limit,
+        train_limit=config.train_limit, model=config.model, engine_name=config.engine, engine_options=dict(config.engine_args),
+        revisions=config.revisions, sampling=sampling, judge_name=judge_name, judge_options=dict(config.judge_args),
+        head_to_head=len(methods) > 1 if config.head_to_head is None else config.head_to_head, both_orders=config.both_orders,
+        bootstrap=bootstrap, behaviors=config.behaviors,
+    )  # fmt: skip

@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from harness.config import Options
+
 
 @dataclass(frozen=True)
-class BootstrapConfig:
+class BootstrapConfig(Options):
     n_items: int = 1024  # score the first n items (the paper's first 1,024 test examples)
     resamples: int = 20  # bootstrap resamples (the paper's 20)
     sample_size: int = 512  # items per resample, drawn with replacement (the paper's 512); capped at n

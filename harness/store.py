@@ -1,14 +1,19 @@
 """The run store: one folder per run holding its config, manifest, artifacts and summary.
 
 Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so a
-crash leaves either the old file or the new one, never half of one. A stage records the hash of
+crash leaves either the old file or the new one, never half of one; logs that grow row by row
+(generations, verdicts, training metrics) are ``JsonlLog``s, whose appends are fsynced and whose
+torn last line, if a kill left one, is cut off before the next append. A stage records the hash of
 its inputs in ``stages/<name>.json`` only after its artifacts are written: rerunning the same
 config finds the record and skips the stage; a changed input gives a new hash and redoes it.
+
+One process writes a run folder at a time: ``RunStore.open`` holds an exclusive lock on it.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import json
 import os
 import platform
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import stable_hash
+from harness.errors import HarnessError
 
 TRACKED_PACKAGES = (
     "preference-harness", "torch", "numpy", "scipy", "transformers", "peft", "accelerate",
@@ -51,7 +57,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """JSON with NaN refused (``NaN`` is not JSON: a diverged number must fail where it arises)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=_json_default) + "\n")
 
 
 def _json_default(obj):
@@ -62,17 +69,68 @@ def _json_default(obj):
     return str(obj)
 
 
+def dumps_row(row: dict) -> str:
+    """One JSONL line. Only "\n" ends a line: U+2028 and friends inside a text stay in their row."""
+    return json.dumps(row, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n"
+
+
+class JsonlLog:
+    """An append-only JSONL file. Each ``append`` is one write, flushed and fsynced; a kill can
+    only tear the last line, which ``read`` ignores and the first ``append`` cuts off."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._repaired = False
+
+    def read(self) -> list[dict]:
+        data = self.path.read_bytes() if self.path.exists() else b""
+        rows = []
+        for number, line in enumerate(data.split(b"\n")[:-1], start=1):  # the piece after the last "\n" is torn or empty
+            try:
+                rows.append(json.loads(line.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise HarnessError(f"{self.path}, line {number}: not a JSON row ({exc}); the harness never writes such a line: "
+                                   "was the file edited? Remove the line or the file to redo its rows") from None  # fmt: skip
+        return rows
+
+    def _repair(self) -> None:
+        """Cut a torn last line (everything after the last "\n") off the file."""
+        if self._repaired or not self.path.exists():
+            return
+        with self.path.open("r+b") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            pos = end
+            while pos > 0:
+                step = min(pos, 4096)
+                fh.seek(pos - step)
+                newline = fh.read(step).rfind(b"\n")
+                if newline >= 0:
+                    pos = pos - step + newline + 1
+                    break
+                pos -= step
+            if pos < end:
+                fh.truncate(pos)
+        self._repaired = True
+
+    def append(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        text = "".join(dumps_row(r) for r in rows).encode("utf-8")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
+        with self.path.open("ab") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def rewrite(self, rows: list[dict]) -> None:
+        """Replace the whole log atomically (e.g. drop rows past a resumed checkpoint)."""
+        atomic_write_text(self.path, "".join(dumps_row(r) for r in rows))
+        self._repaired = True
+
+
 def read_jsonl(path: Path) -> list[dict]:
-    """Rows of an append-only JSONL file; a torn last line (a kill mid-write) is dropped."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+    return JsonlLog(path).read()
 
 
 def package_versions() -> dict[str, str]:
@@ -85,16 +143,33 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+MARKERS = ("manifest.json", "config.json")  # what makes a folder a run folder
+
+
 class RunStore:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._lock = None
 
     @classmethod
-    def open(cls, root: Path, config: dict, seed: int) -> "RunStore":
-        """Create (or reopen) the run folder and snapshot the config and the environment."""
+    def open(cls, root: Path, config: dict, seed: int, writer: bool = True) -> "RunStore":
+        """Create (or reopen) the run folder, lock it and snapshot the config and the environment.
+        ``writer=False`` (a non-main process of a distributed run) only opens it."""
         store = cls(root)
-        store.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(store.root / "config.json", config)
+        if not writer:
+            return store
+        root = store.root
+        if root.exists() and not root.is_dir():
+            raise HarnessError(f"output dir {str(root)!r} exists and is not a folder: choose another --output-dir")
+        if root.is_dir() and any(root.iterdir()) and not any((root / m).exists() for m in MARKERS):
+            raise HarnessError(f"output dir {str(root)!r} holds files but no run (no manifest.json): the harness will not write "
+                               "into it; choose an empty or new --output-dir")  # fmt: skip
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            store.lock()
+            atomic_write_json(root / "config.json", config)
+        except OSError as exc:
+            raise HarnessError(f"cannot write the run folder {str(root)!r}: {exc.strerror or exc}; choose another --output-dir") from None
         manifest = store.read_json("manifest.json") or {}
         manifest.update(
             {
@@ -111,12 +186,37 @@ class RunStore:
         atomic_write_json(store.root / "manifest.json", manifest)
         return store
 
+    def lock(self) -> None:
+        """Hold the folder's lock until this process ends: a second writer fails at once."""
+        if self._lock is not None:
+            return
+        fh = open(self.root / ".lock", "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise HarnessError(f"run folder {str(self.root)!r} is in use by {holder}: wait for it to finish, or use another --output-dir") from None
+        fh.truncate(0)
+        fh.write(f"pid {os.getpid()} ({' '.join(sys.argv[:3])})")
+        fh.flush()
+        self._lock = fh
+
+    def log(self, relative: str) -> JsonlLog:
+        return JsonlLog(self.root / relative)
+
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
 
     def read_json(self, relative: str) -> Any:
         path = self.root / relative
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HarnessError(f"{path} is not valid JSON ({exc}); the harness writes it atomically: was it edited or copied half?") from None
 
     def write_json(self, relative: str, obj: Any) -> Path:
         path = self.root / relative

@@ -22,10 +22,12 @@ from harness.datasources import (
     Field,
     HubSource,
     Loaded,
+    NoSourceError,
     hub_reachable,
     keep_valid,
     load_hub,
     read_local,
+    unique_ids,
 )
 from harness.errors import HarnessError
 from harness.plugin import Plugin
@@ -93,13 +95,13 @@ class TextTask(Task):
         notes: list[str] = []
         if split in self.data_files and self.source in ("auto", "local"):
             loaded = read_local(self.data_files[split], list(spec.fields), self._field_map(split), limit, spec.local_convert)
-            return self._finish(loaded, limit)
+            return self._finish(loaded, limit, split)
         if self.source == "local":
             raise HarnessError(f"source is 'local' but no file is given for split {split!r}: pass --task-arg data_files.{split}=PATH")
         if spec.hub is not None and self.source in ("auto", "hub"):
             reachable, why = hub_reachable()
             if reachable:
-                return self._finish(load_hub(spec.hub, list(spec.fields), limit), limit)
+                return self._finish(load_hub(spec.hub, list(spec.fields), limit), limit, split)
             if self.source == "hub":
                 raise HarnessError(f"source is 'hub' but the hub is unreachable ({why}) for {spec.hub.describe()}")
             notes.append(f"hub skipped: {why}")
@@ -111,9 +113,9 @@ class TextTask(Task):
                     continue
                 loaded = read_local(path, [], None, None)  # validated below, after conversion
                 rows = keep_valid((offline.convert(r) if offline.convert else r for r in loaded.rows), spec.fields, str(path), notes)
-                return self._finish(Loaded(rows, "offline", f"{offline.label} ({path})", notes), limit)
+                return self._finish(Loaded(rows, "offline", f"{offline.label} ({path})", notes), limit, split)
         hub = f" or the hub ({spec.hub.describe()})" if spec.hub else ""
-        raise HarnessError(
+        raise NoSourceError(
             f"no source for split {split!r} of task {self.registered_name!r}: give a local file (the task option "
             f"data_files.{split}=PATH: --task-arg, or --train-task-arg for a training task){hub}; tried: {'; '.join(notes) or 'nothing'}"
         )
@@ -134,7 +136,9 @@ class TextTask(Task):
                 out[key] = value
         return out
 
-    def _finish(self, loaded: Loaded, limit: int | None) -> Loaded:
+    def _finish(self, loaded: Loaded, limit: int | None, split: str) -> Loaded:
+        if split == "test":  # a test id names one example: its verdicts and references are joined by it
+            loaded.rows = unique_ids(loaded)
         if limit is not None:
             loaded.rows = loaded.rows[:limit]
         return self.attach_references(loaded)
@@ -180,27 +184,9 @@ class TextTask(Task):
 
 
 def build_task(name: str, options: dict | None = None) -> Task:
-    from harness.config import build_dataclass
+    from harness.config import build_options
 
-    return build_dataclass(registry.tasks.get(name), _nest_dotted(options or {}), what=f"task {name!r}")
-
-
-def _nest_dotted(options: dict) -> dict:
-    """``{"data_files.test": "x.jsonl"}`` (from --task-arg) -> ``{"data_files": {"test": "x.jsonl"}}``."""
-    out: dict = {}
-    for key, value in options.items():
-        head, dot, tail = key.partition(".")
-        if dot:
-            out.setdefault(head, {})
-            if not isinstance(out[head], dict):
-                raise HarnessError(f"task option {head!r} is set both as a whole and as {key!r}")
-            out[head][tail] = value
-        else:
-            if isinstance(out.get(key), dict) and isinstance(value, dict):
-                out[key] = {**value, **out[key]}
-            else:
-                out[key] = value
-    return out
+    return build_options(registry.tasks.get(name), options or {}, what=f"task {name!r}")
 
 
 register = registry.tasks.register

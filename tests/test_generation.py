@@ -14,6 +14,7 @@ from openai_server import FakeOpenAIServer
 from tiny import build_tiny
 
 from harness.engine import SamplingParams, build_engine, cut_at_stop
+from harness.models import model_ref
 from harness.prompting import PromptFormatter
 from harness.stages.generate import Candidate, generate_revisions, prompt_hash
 from harness.store import RunStore, read_jsonl
@@ -38,14 +39,14 @@ def tiny(tmp_path_factory):
 
 def _loop(store_dir, engine, candidates, params, revisions=2, chunk_size=2):
     store = RunStore.open(store_dir, {"t": 1}, seed=0)
-    formatter = PromptFormatter(build_task("xsum"), engine.tokenizer())
-    rows = generate_revisions(store, formatter, lambda c: engine, {"name": "test"}, ARTICLES, candidates, revisions, params, chunk_size)
-    return rows, formatter
+    task = build_task("xsum")
+    rows = generate_revisions(store, task, engine.tokenizer(), lambda c: engine, ("test", {}), ARTICLES, candidates, revisions, params, chunk_size)
+    return rows, PromptFormatter(task, engine.tokenizer())
 
 
 def test_revision_loop_on_the_transformers_engine(tiny, tmp_path):
     engine = build_engine("transformers", {"model": tiny, "batch_size": 3})
-    cands = [Candidate("base", tiny, None), Candidate("other", tiny, None)]
+    cands = [Candidate("base", model_ref(tiny), None), Candidate("other", model_ref(tiny), None)]
     rows, formatter = _loop(tmp_path / "run", engine, cands, SamplingParams(max_new_tokens=8))
     assert len(rows) == len(ARTICLES) * 2 * 3
     keys = {(r["example_id"], r["method"], r["revision"]) for r in rows}
@@ -65,7 +66,7 @@ def test_revision_loop_on_the_transformers_engine(tiny, tmp_path):
 
 
 def test_sampling_is_deterministic_under_a_seed_and_batching(tiny, tmp_path):
-    cands = [Candidate("base", tiny, None)]
+    cands = [Candidate("base", model_ref(tiny), None)]
     params = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=10, seed=3)
     a, _ = _loop(tmp_path / "a", build_engine("transformers", {"model": tiny, "batch_size": 2}), cands, params, revisions=1)
     b, _ = _loop(tmp_path / "b", build_engine("transformers", {"model": tiny, "batch_size": 2}), cands, params, revisions=1)
@@ -79,7 +80,7 @@ def test_revision_loop_against_an_openai_compatible_server(tmp_path):
     answer = lambda prompt: f"Summary {len(prompt)}."  # noqa: E731
     with FakeOpenAIServer(answer) as server:
         engine = build_engine("openai", {"model": "served", "base_url": server.base_url, "api": "completions", "concurrency": 4})
-        rows, formatter = _loop(tmp_path / "run", engine, [Candidate("m", "served", None)], SamplingParams(max_new_tokens=20))
+        rows, formatter = _loop(tmp_path / "run", engine, [Candidate("m", model_ref("served"), None)], SamplingParams(max_new_tokens=20))
         assert server.served == len(ARTICLES) * 3
     by_key = {(r["example_id"], r["revision"]): r for r in rows}
     for ex in ARTICLES:

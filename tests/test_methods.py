@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness import registry
-from harness.config import build_dataclass
+from harness.config import build_options
 from harness.errors import HarnessError
 from harness.method import LogProbs, build_method
 
@@ -153,8 +153,8 @@ def test_paper_defaults():
         ("srpo", {"alpha": 1.5}, "alpha must be in [0, 1]"),
         ("dpo", {"beta": -1}, "beta must be positive"),
         ("dpo", {"betta": 1}, "did you mean 'beta'"),
-        ("ipo", {"beta": "strong"}, "must be a number"),
-        ("srpo", {"average_log_prob": "maybe"}, "true or false"),
+        ("ipo", {"beta": "strong"}, "option 'beta': input should be a valid number"),
+        ("srpo", {"average_log_prob": "maybe"}, "should be a valid boolean"),
     ],
 )
 def test_bad_options_fail_clearly(name, options, message):
@@ -163,5 +163,5 @@ def test_bad_options_fail_clearly(name, options, message):
 
 
 def test_string_values_from_the_command_line_are_coerced():
-    method = build_dataclass(registry.methods.get("srpo"), {"beta": "0.5", "average_log_prob": "true"}, "srpo")
+    method = build_options(registry.methods.get("srpo"), {"beta": "0.5", "average_log_prob": "true"}, "srpo")
     assert method.beta == 0.5 and method.average_log_prob is True

@@ -4,11 +4,12 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.presets import preset_layer
-from harness.runconfig import merge, resolve
+from harness.config import deep_merge
+from harness.runconfig import resolve
 
 
 def _resolve(preset, task, **cli):
-    return resolve(merge(preset_layer(preset, task, "text"), {"task": task, "methods": "srpo", **cli}))
+    return resolve(deep_merge(preset_layer(preset, task, "text"), {"task": task, "methods": "srpo", **cli}))
 
 
 def test_paper_preset_for_xsum_is_the_papers_protocol():
@@ -34,17 +35,17 @@ def test_paper_preset_for_arena_hard_uses_appendix_d():
 
 
 def test_flags_override_the_preset():
-    run = _resolve("paper", "xsum", limit=8, revisions=1, judge_args={"model": "gpt-4o"}, method_args={"srpo.beta": 0.5})
+    run = _resolve("paper", "xsum", limit=8, revisions=1, judge_args={"model": "gpt-4o"}, method_args={"srpo": {"beta": 0.5}})
     assert run.limit == 8 and run.revisions == 1 and run.judge_options["model"] == "gpt-4o" and run.methods["srpo"].beta == 0.5
 
 
 def test_offline_default_needs_nothing_but_the_install():
     run = _resolve(None, "xsum")
-    assert run.config.get("model") is None and run.judge_name == "local-lm" and run.build_pairs == 16 and run.limit == 16
+    assert run.model == "smollm2-135m" and run.judge_name == "local-lm" and run.build_pairs == 16 and run.limit == 16
 
 
 def test_unknown_preset_and_misspelled_method_options_fail_clearly():
     with pytest.raises(HarnessError, match="unknown preset 'papper'"):
         preset_layer("papper", "xsum", "text")
     with pytest.raises(HarnessError, match="did you mean 'srpo'"):
-        _resolve(None, "xsum", method_args={"srop.beta": 1.0})
+        _resolve(None, "xsum", method_args={"srop": {"beta": 1.0}})

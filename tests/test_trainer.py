@@ -19,7 +19,9 @@ from harness.policies.lm import SequenceScorer
 from harness.prompting import PromptFormatter
 from harness.task import build_task
 from harness.training.config import TrainConfig
-from harness.training.trainer import Trainer
+from harness.datasources import Rows
+from harness.models import model_ref
+from harness.training.trainer import Trainer, TrainInputs
 
 ARTICLES = [
     "The council said the new bridge will open next year after a delay caused by flooding in the town.",
@@ -38,10 +40,10 @@ def tiny(tmp_path_factory):
     return str(build_tiny(tmp_path_factory.mktemp("tiny") / "model"))
 
 
-def _trainer(method_name, tiny, out, **train):
+def _trainer(method_name, tiny, out, method=None, **train):
     options = {"lr": 0.01, "batch_size": 2, "epochs": 8, "lora_dropout": 0.0, "checkpoint_every": 0, **train}
-    method = build_method(method_name, {} if method_name == "simpo" else {"beta": 0.5})
-    return Trainer(method, TrainConfig(**options), build_task("xsum"), tiny, out, seed=0)
+    method = method or build_method(method_name, {} if method_name == "simpo" else {"beta": 0.5})
+    return Trainer(TrainInputs(method, TrainConfig(**options), build_task("xsum"), model_ref(tiny), Rows.of(ROWS), seed=0), out)
 
 
 def _evaluate(trainer, model, tokenizer):
@@ -61,7 +63,7 @@ def test_each_method_improves_its_own_objective(tiny, tmp_path, name):
     trainer = _trainer(name, tiny, tmp_path / name)
     tokenizer = load_tokenizer(tiny)
     before_loss, before = _evaluate(trainer, load_causal_lm(tiny).eval(), tokenizer)
-    result = trainer.train(ROWS)
+    result = trainer.train()
     trained = PeftModel.from_pretrained(load_causal_lm(tiny), result.model_dir).eval()  # the standard PEFT format
     after_loss, after = _evaluate(trainer, trained, tokenizer)
     assert after_loss < before_loss
@@ -76,16 +78,16 @@ def test_reference_logprobs_are_computed_once_and_cached(tiny, tmp_path, monkeyp
     calls = []
     original = Trainer.reference_logprobs
 
-    def counting(self, scorer, pairs):
+    def counting(self, scorer, pairs, batch_size=1):
         calls.append(len(pairs))
-        return original(self, scorer, pairs)
+        return original(self, scorer, pairs, batch_size)
 
     monkeypatch.setattr(Trainer, "reference_logprobs", counting)
-    _trainer("srpo", tiny, tmp_path / "a", epochs=3).train(ROWS)
+    _trainer("srpo", tiny, tmp_path / "a", epochs=3).train()
     assert calls == [len(ROWS)]  # once for the whole dataset, never per step or epoch
-    _trainer("srpo", tiny, tmp_path / "a", epochs=3).train(ROWS)
+    _trainer("srpo", tiny, tmp_path / "a", epochs=3).train()
     assert calls == [len(ROWS)]  # a rerun reads the cached file
-    _trainer("simpo", tiny, tmp_path / "b", epochs=1).train(ROWS)
+    _trainer("simpo", tiny, tmp_path / "b", epochs=1).train()
     assert calls == [len(ROWS)]  # reference-free: never computed
 
 
@@ -100,9 +102,8 @@ def _full_forward_logprob(model, context: list[int], completion: list[int]) -> t
 def test_trainer_srpo_loss_equals_eq17_from_six_logprobs_computed_one_by_one(tiny, tmp_path):
     from peft import PeftModel
 
-    trainer = _trainer("srpo", tiny, tmp_path / "srpo", epochs=3)
-    trainer.method = build_method("srpo", {"beta": 0.5, "alpha": 0.3})
-    result = trainer.train(ROWS)
+    trainer = _trainer("srpo", tiny, tmp_path / "srpo", method=build_method("srpo", {"beta": 0.5, "alpha": 0.3}), epochs=3)
+    result = trainer.train()
     tokenizer = load_tokenizer(tiny)
     model = PeftModel.from_pretrained(load_causal_lm(tiny), result.model_dir).eval()
     pairs = trainer._encode(ROWS, tokenizer)
@@ -207,7 +208,7 @@ def test_sft_stage_then_preference_training_from_the_sft_model(tiny, tmp_path):
 def test_merged_adapter_equals_adapter_on_base(tiny, tmp_path):
     from peft import PeftModel
 
-    result = _trainer("dpo", tiny, tmp_path / "dpo", epochs=2, merge_adapter=True).train(ROWS)
+    result = _trainer("dpo", tiny, tmp_path / "dpo", epochs=2, merge_adapter=True).train()
     ids = torch.tensor([[5, 17, 42, 99, 7]])
     with torch.no_grad():
         adapted = PeftModel.from_pretrained(load_causal_lm(tiny), result.model_dir).eval()(input_ids=ids).logits

@@ -11,7 +11,7 @@ import asyncio
 import os
 from dataclasses import dataclass, field
 
-from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, register
+from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
 from harness.errors import HarnessError
 
 
@@ -61,19 +61,19 @@ class OpenAIEngine(Engine):
             raise HarnessError(f"engine 'openai' cannot load adapter {adapter!r}: serve it (e.g. vllm --lora-modules) and map it with --engine-arg adapter_models.{adapter}=NAME")
         return self.adapter_models[adapter]
 
-    def generate(self, prompts, params: SamplingParams, adapter=None, stop=()) -> list[Generation]:
-        return asyncio.run(self._generate_all(prompts, params, self._served_model(adapter), stop))
+    def generate(self, prompts, params: SamplingParams, adapter=None, stop=(), seeds=None) -> list[Generation]:
+        return asyncio.run(self._generate_all(prompts, params, self._served_model(adapter), stop, prompt_seeds(params, len(prompts), seeds)))
 
-    async def _generate_all(self, prompts, params, model, stop):
+    async def _generate_all(self, prompts, params, model, stop, seeds):
         from openai import APIError
 
         limit = asyncio.Semaphore(self.concurrency)
         async with self._client() as client:
 
-            async def one(prompt: str) -> Generation:
+            async def one(prompt: str, seed: int) -> Generation:
                 async with limit:
                     common = dict(model=model, max_tokens=params.max_new_tokens, temperature=params.temperature,
-                                  top_p=params.top_p, seed=params.seed, stop=list(stop) or None)  # fmt: skip
+                                  top_p=params.top_p, seed=seed, stop=list(stop) or None)  # fmt: skip
                     try:
                         if self.api == "chat":
                             response = await client.chat.completions.create(messages=[{"role": "user", "content": prompt}], **common)
@@ -88,4 +88,4 @@ class OpenAIEngine(Engine):
                     return Generation(text.strip(), getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
                                       "length" if response.choices[0].finish_reason == "length" else "stop")  # fmt: skip
 
-            return list(await asyncio.gather(*(one(p) for p in prompts)))
+            return list(await asyncio.gather(*(one(p, s) for p, s in zip(prompts, seeds))))

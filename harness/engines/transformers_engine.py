@@ -1,8 +1,9 @@
 """The transformers engine: batched generation with left padding and the KV cache, CPU or GPU.
 
 LoRA adapters saved by the trainer are loaded once each and switched per call, so every method
-shares one copy of the base model. Batches are fixed slices of the prompt list and batch k is
-seeded with seed + k: a sampled generation is the same whether it runs whole or resumes.
+shares one copy of the base model. Sampling draws each row's token with that row's own seeded
+generator (``SeededRowSampler``), so a sampled completion depends on its seed, not on the other
+prompts of its batch: it is the same whether its run went whole or resumed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, register
+from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
 from harness.models import load_causal_lm, load_tokenizer, resolve_model
 
 
@@ -64,19 +65,19 @@ class TransformersEngine(Engine):
         return nullcontext()
 
     @torch.no_grad()
-    def generate(self, prompts, params: SamplingParams, adapter=None, stop=()) -> list[Generation]:
+    def generate(self, prompts, params: SamplingParams, adapter=None, stop=(), seeds=None) -> list[Generation]:
         tokenizer = self.tokenizer()
         encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        seeds = prompt_seeds(params, len(prompts), seeds)
         out: list[Generation | None] = [None] * len(prompts)
         with self._use_adapter(adapter):
             model = self._model
-            for k, idx in enumerate(self._batches(encoded)):
+            for idx in self._batches(encoded):
                 enc = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(model.device)
-                torch.manual_seed(params.seed + k)
-                sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p}
+                sampler = None if params.greedy else [SeededRowSampler([seeds[i] for i in idx], params.temperature, params.top_p, model.device)]
                 stopping = [_StopAfterText(tokenizer, stop, enc["input_ids"].shape[1])] if stop else None
                 generated = model.generate(
-                    **enc, max_new_tokens=params.max_new_tokens, do_sample=not params.greedy, **sampling,
+                    **enc, max_new_tokens=params.max_new_tokens, do_sample=False, logits_processor=sampler,
                     pad_token_id=tokenizer.pad_token_id, stopping_criteria=stopping,
                 )  # fmt: skip
                 new = generated[:, enc["input_ids"].shape[1] :]  # [B, new]: left padding aligns every prompt's end
@@ -104,6 +105,25 @@ class TransformersEngine(Engine):
     def close(self) -> None:
         self._model = None
         self._adapters = {}
+
+
+class SeededRowSampler:
+    """Samples every row's next token with temperature and top-p from that row's own generator,
+    and hands ``generate`` (run greedy) scores that leave only that token: a row's draws depend
+    on its seed and its step alone, not on the batch it shares."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device):
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)  # [B, V]
+        if self.top_p < 1:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(dim=-1) - sorted_probs > self.top_p  # the nucleus keeps the top tokens up to mass top_p
+            probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+        picks = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)])  # [B]
+        return torch.full_like(scores, float("-inf")).scatter_(-1, picks[:, None], 0.0)
 
 
 class _StopAfterText:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, register
+from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
 from harness.errors import HarnessError
 from harness.models import resolve_model
 
@@ -46,7 +46,7 @@ class VLLMEngine(Engine):
     def tokenizer(self):
         return self._load().get_tokenizer()
 
-    def generate(self, prompts, params: SamplingParams, adapter=None, stop=()) -> list[Generation]:
+    def generate(self, prompts, params: SamplingParams, adapter=None, stop=(), seeds=None) -> list[Generation]:
         from vllm import SamplingParams as VLLMSampling
         from vllm.lora.request import LoRARequest
 
@@ -55,10 +55,10 @@ class VLLMEngine(Engine):
         if adapter is not None:
             lora_id = self._lora_ids.setdefault(adapter, len(self._lora_ids) + 1)
             request = LoRARequest(f"adapter{lora_id}", lora_id, adapter)
-        sampling = VLLMSampling(
-            temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens, seed=params.seed,
-            stop=list(stop) or None,
-        )  # fmt: skip
+        sampling = [
+            VLLMSampling(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens, seed=seed, stop=list(stop) or None)
+            for seed in prompt_seeds(params, len(prompts), seeds)
+        ]  # one per prompt: each with its own seed
         outputs = llm.generate(prompts, sampling, lora_request=request, use_tqdm=False)
         results = []
         for out in outputs:

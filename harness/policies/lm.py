@@ -89,7 +89,7 @@ class SequenceScorer(nn.Module):
             scored = self._score_shared(pair, keys) if self.share_prefixes else self._score_separately(pair, keys)
             for k in keys:
                 sums[k].append(scored[k])
-        counts = {k: torch.tensor([float(len(p.sequence(k)[1])) for p in pairs]) for k in keys}
+        counts = {k: torch.tensor([float(len(p.sequence(k)[1])) for p in pairs], device=self._device()) for k in keys}
         return LogProbs({k: torch.stack(v) for k, v in sums.items()}, counts)
 
     def _parts(self):

@@ -51,7 +51,18 @@ def uniform_reference(n_arms: int, batch: int, keys: tuple[str, ...]) -> LogProb
 def train_tabular(
     method: Method, winners: np.ndarray, losers: np.ndarray, n_arms: int, steps: int, lr: float, seed: int
 ) -> tuple[TabularPolicy, list[float]]:
-    """Full-batch Adam on the mean of the method's per-pair losses; returns the policy and loss curve."""
+    """Full-batch Adam on the mean of the method's per-pair losses; returns the policy and loss curve.
+    One torch thread: the tensors have three or nine entries, and a thread pool's hand-offs cost
+    more than the arithmetic (16-90 s per policy on a busy 2-core machine, about 1 s on one thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_tabular(method, winners, losers, n_arms, steps, lr, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_tabular(method: Method, winners, losers, n_arms: int, steps: int, lr: float, seed: int) -> tuple[TabularPolicy, list[float]]:
     torch.manual_seed(seed)
     policy = TabularPolicy(n_arms)
     w = torch.as_tensor(winners, dtype=torch.long)  # [N]

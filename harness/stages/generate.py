@@ -1,112 +1,120 @@
 """The revision loop: revision 0 from the 0-revision prompt, revision k from the N-revision prompt
 with revision k-1 in context, for every method (baselines are revised in context too, as in Sec. 6).
 
-Every completion is appended to ``generations.jsonl`` as soon as its chunk is generated. Chunks
-are fixed slices of the example list with a seed of their own, so a killed generation resumes by
-regenerating only the chunks it lacks, gets the same texts it would have, and ends with exactly
-one row per (example, method, revision).
+Every completion is appended to ``generations.jsonl`` as soon as its chunk is generated, with a
+key: the hash of what it was generated from (the candidate's ``GenerationInputs``, its example and
+the in-context text it revised). A rerun reuses exactly the rows whose key still holds, so a new
+model, option or revision k-1 text regenerates what depends on it and nothing else; rows that no
+longer hold move to ``generations.stale.jsonl``. Each completion's sampling seed is a function of
+the run's seed, its example id, its method and its revision, never of its place in a batch, so a
+killed generation resumes to the texts it would have had.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from tqdm.auto import tqdm
 
 from harness.config import stable_hash
 from harness.engine import Engine, SamplingParams
+from harness.models import ModelRef
 from harness.prompting import PromptFormatter
-from harness.store import RunStore, read_jsonl
+from harness.store import RunStore
+from harness.task import TextTask
 
 GENERATIONS = "generations.jsonl"
+STALE = "generations.stale.jsonl"
 
 
 @dataclass(frozen=True)
 class Candidate:
     method: str  # the name rows carry
-    model: str  # the model the engine loads (the base, the SFT model, or a fully fine-tuned model)
-    adapter: str | None  # trained LoRA adapter folder on top of ``model``, or None
+    model: ModelRef  # what the engine loads (the base, the SFT model, or a fully fine-tuned model)
+    adapter: ModelRef | None  # trained LoRA adapter on top of ``model``, or None
+    prompt_format: str = "auto"  # the prompt format this method was trained with
 
 
-def _chunk_seed(seed: int, method: str, revision: int, chunk: int) -> int:
-    digest = hashlib.sha256(f"{seed}/{method}/{revision}/{chunk}".encode()).hexdigest()
-    return int(digest[:8], 16)
+@dataclass(frozen=True)
+class GenerationInputs:
+    """What every completion of one candidate reads, besides its example and in-context text."""
+
+    engine: str
+    engine_options: dict
+    sampling: SamplingParams
+    task: TextTask
+    candidate: Candidate
+
+
+def item_seed(seed: int, example_id: str, method: str, revision: int) -> int:
+    """The sampling seed of one completion: its identity, not its position."""
+    return int(hashlib.sha256(f"{seed}/{example_id}/{method}/{revision}".encode()).hexdigest()[:8], 16)
 
 
 def prompt_hash(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
 
 
-def _append(path: Path, rows: list[dict]) -> None:
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        fh.flush()
-        os.fsync(fh.fileno())
+def row_key(inputs_key: str, example: dict, previous: str | None) -> str:
+    return stable_hash([inputs_key, example, previous])
+
+
+def _current(rows: list[dict], examples: list[dict], keys: dict[str, str]) -> dict[tuple, dict]:
+    """The rows whose key holds, by (example id, method, revision): walk each chain from revision
+    0, where a revision holds only when its key matches the text of the revision it revised."""
+    by_key = {r.get("key"): r for r in rows}
+    current = {}
+    for method, inputs_key in keys.items():
+        for ex in examples:
+            previous, revision = None, 0
+            while (row := by_key.get(row_key(inputs_key, ex, previous))) is not None and row["revision"] == revision:
+                current[(str(ex["id"]), method, revision)] = row
+                previous, revision = row["text"], revision + 1
+    return current
 
 
 def generate_revisions(
-    store: RunStore, formatter: PromptFormatter, engine_for: Callable[[Candidate], Engine], engine_label: dict,
+    store: RunStore, task: TextTask, tokenizer, engine_for: Callable[[Candidate], Engine], engine: tuple[str, dict],
     examples: list[dict], candidates: list[Candidate], revisions: int, params: SamplingParams, chunk_size: int = 16,
 ) -> list[dict]:
-    """Generate revisions 0..``revisions`` for every candidate; returns all rows.
-    ``engine_for`` gives the engine holding a candidate's model (one per distinct model)."""
-    path = store.path(GENERATIONS)
-    key = {"engine": engine_label, "sampling": params.as_dict(), "task": formatter.task.registered_name,
-           "task_options": dataclasses.asdict(formatter.task), "format": formatter.mode, "chunk_size": chunk_size,
-           "examples": stable_hash([ex["id"] for ex in examples]),
-           "candidates": [(c.method, c.model, c.adapter, _adapter_fingerprint(c.adapter or c.model)) for c in candidates]}  # fmt: skip
-    key_path = store.path("generations.key.json")
-    if path.exists() and (not key_path.exists() or json.loads(key_path.read_text()) != json.loads(json.dumps(key))):
-        path.rename(path.with_name(f"generations.stale-{stable_hash(key)[:8]}.jsonl"))  # other inputs: keep, never mix
-    store.write_json("generations.key.json", key)
-    rows = read_jsonl(path)
-    if path.exists():  # rewrite without a torn last line before appending
-        store.write_text(GENERATIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    done = {(r["example_id"], r["method"], r["revision"]): r for r in rows}
-    stop = formatter.task.stop
+    """Generate revisions 0..``revisions`` for every candidate; returns their rows.
+    ``engine_for`` gives the engine holding a candidate's model (one per distinct model);
+    ``engine`` is the engine's name and options, as the rows' keys record them."""
+    log = store.log(GENERATIONS)
+    inputs = {c.method: GenerationInputs(engine[0], engine[1], params, task, c) for c in candidates}
+    keys = {method: stable_hash(i) for method, i in inputs.items()}
+    rows = log.read()
+    done = _current(rows, examples, keys)
+    kept = {id(r) for r in done.values()}
+    if len(kept) < len(rows):  # rows of other inputs: kept aside, never mixed with these
+        store.log(STALE).append([r for r in rows if id(r) not in kept])
+        log.rewrite(list(done.values()))
+    formatters = {c.method: PromptFormatter(task, tokenizer, c.prompt_format) for c in candidates}
+    label = {"name": engine[0], **{k: v for k, v in engine[1].items() if k != "model"}}
     total = (revisions + 1) * len(candidates) * len(examples)
     bar = tqdm(total=total, initial=sum(1 for k in done if k[2] <= revisions), desc="generate", unit="completion")
     for revision in range(revisions + 1):
         for cand in candidates:
-            for c, start in enumerate(range(0, len(examples), chunk_size)):
-                chunk = examples[start : start + chunk_size]
-                missing = [ex for ex in chunk if (str(ex["id"]), cand.method, revision) not in done]
-                if not missing:
-                    continue
-                prompts = [
-                    formatter.prompt(ex) if revision == 0
-                    else formatter.revision_prompt(ex, done[(str(ex["id"]), cand.method, revision - 1)]["text"])
-                    for ex in chunk
-                ]  # fmt: skip
-                chunk_params = SamplingParams(params.temperature, params.top_p, params.max_new_tokens, _chunk_seed(params.seed, cand.method, revision, c))
-                outputs = engine_for(cand).generate(prompts, chunk_params, cand.adapter, stop)
+            formatter = formatters[cand.method]
+            missing = [ex for ex in examples if (str(ex["id"]), cand.method, revision) not in done]
+            for start in range(0, len(missing), chunk_size):
+                chunk = missing[start : start + chunk_size]
+                previous = [None if revision == 0 else done[(str(ex["id"]), cand.method, revision - 1)]["text"] for ex in chunk]
+                prompts = [formatter.prompt(ex) if prev is None else formatter.revision_prompt(ex, prev) for ex, prev in zip(chunk, previous)]
+                seeds = [item_seed(params.seed, str(ex["id"]), cand.method, revision) for ex in chunk]
+                adapter = cand.adapter.path if cand.adapter else None
+                outputs = engine_for(cand).generate(prompts, params, adapter, task.stop, seeds)
                 new = []
-                for ex, prompt, gen in zip(chunk, prompts, outputs):
-                    k = (str(ex["id"]), cand.method, revision)
-                    if k in done:
-                        continue
-                    row = {"example_id": k[0], "method": cand.method, "revision": revision, "prompt_hash": prompt_hash(prompt),
-                           "text": gen.text, "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-                           "finish_reason": gen.finish_reason, "sampling": chunk_params.as_dict(), "engine": engine_label,
-                           "model": cand.model, "adapter": cand.adapter}  # fmt: skip
-                    done[k] = row
+                for ex, prev, prompt, seed, gen in zip(chunk, previous, prompts, seeds, outputs):
+                    row = {"example_id": str(ex["id"]), "method": cand.method, "revision": revision, "text": gen.text,
+                           "prompt_hash": prompt_hash(prompt), "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
+                           "finish_reason": gen.finish_reason, "seed": seed, "sampling": params.as_dict(), "engine": label,
+                           "model": cand.model.path, "adapter": adapter, "key": row_key(keys[cand.method], ex, prev)}  # fmt: skip
+                    done[(row["example_id"], cand.method, revision)] = row
                     new.append(row)
-                _append(path, new)
+                log.append(new)
                 bar.update(len(new))
     bar.close()
     return [done[k] for k in sorted(done, key=lambda k: (k[2], k[1], k[0])) if k[2] <= revisions]
-
-
-def _adapter_fingerprint(folder: str) -> str | None:
-    """Changes when a local model's or adapter's weights change, so new weights never reuse old
-    completions (a hub id has no local files and is taken as is)."""
-    files = sorted(Path(folder).glob("*.safetensors")) or sorted(Path(folder).glob("*.bin"))
-    if not files:
-        return None
-    return stable_hash([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files])

@@ -3,16 +3,17 @@
 Pairs go to the judge in chunks of ``chunk`` (both orders: twice as many comparisons), small
 enough for steady progress and persistence, large enough to keep an API judge's requests in flight.
 
-Verdicts are appended to ``judgments.jsonl`` chunk by chunk, tagged with a hash of the judge's
-configuration and prompts; a rerun (or a resumed run) judges only what is missing, and the
-judge's own cache keeps even those from costing a request twice.
+Verdicts are appended to ``judgments.jsonl`` chunk by chunk, each tagged with the judge's
+fingerprint (the hash of its ``JudgeInputs``) and the hash of the two texts it compared. A rerun
+(or a resumed run) judges what has no successful verdict yet, failed ones included; the latest
+verdict of a pair is the one that counts. The judge's usage (requests, tokens, cost) is appended
+to ``judge-usage.jsonl`` chunk by chunk, so totals add up across reruns and crashes.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -24,18 +25,39 @@ from harness.store import RunStore, read_jsonl
 from harness.task import TextTask
 
 JUDGMENTS = "judgments.jsonl"
+USAGE = "judge-usage.jsonl"
 REFERENCE = "reference"
 
 
-def judge_fingerprint(judge: Judge, family: str, both_orders: bool) -> str:
-    return stable_hash({"judge": judge.describe_config(), "prompt": prompt_template(family), "both_orders": both_orders})
+@dataclass(frozen=True)
+class JudgeInputs:
+    """What a verdict is computed from besides its two texts: the judge (its model and options),
+    the prompt it fills, and the position protocol."""
+
+    judge: dict  # the judge's describe_config(): model, endpoint, sampling, parser
+    prompt: str  # the prompt template's text
+    both_orders: bool
+    order_seed: int | None  # seeds the single-order coin; None when both orders are judged
+
+
+def judge_fingerprint(judge: Judge, family: str, both_orders: bool, seed: int) -> str:
+    return stable_hash(JudgeInputs(judge.describe_config(), prompt_template(family), both_orders, None if both_orders else seed))
+
+
+def _identity(row: dict) -> tuple:
+    return (row["example_id"], row["revision"], row["method"], row["opponent"], row.get("texts"))
+
+
+def latest_verdicts(rows: list[dict], fingerprint: str) -> dict[tuple, dict]:
+    """The latest verdict of each pair judged with ``fingerprint`` (a retried pair's last word)."""
+    return {_identity(r): r for r in rows if r.get("judge") == fingerprint}
 
 
 def judge_stage(
     store: RunStore, task: TextTask, judge: Judge, examples: list[dict], generations: list[dict], methods: list[str],
     head_to_head: bool, both_orders: bool, seed: int, console: Console, chunk: int = 32,
 ) -> list[dict]:
-    fingerprint = judge_fingerprint(judge, task.family, both_orders)
+    fingerprint = judge_fingerprint(judge, task.family, both_orders, seed)
     by_id = {str(ex["id"]): ex for ex in examples}
     text = {(g["example_id"], g["method"], g["revision"]): g["text"] for g in generations}
     wanted = []  # (example_id, revision, method, opponent, candidate text, opponent text)
@@ -47,39 +69,51 @@ def judge_stage(
             for eid in by_id:
                 if (eid, x, rev) in text and (eid, y, rev) in text:
                     wanted.append((eid, rev, x, y, text[(eid, x, rev)], text[(eid, y, rev)]))
-    path = store.path(JUDGMENTS)
+    log = store.log(JUDGMENTS)
     # A verdict is reused only for the same judge and the very same two texts: regenerated
-    # completions (other sampling, other weights) are judged again.
-    rows = [r for r in read_jsonl(path) if r.get("judge") == fingerprint]
-    done = {(r["example_id"], r["revision"], r["method"], r["opponent"], r.get("texts")) for r in rows}
-    todo = [w for w in wanted if (*w[:4], _texts_hash(w)) not in done]
-    stats: dict[str, float] = {}
+    # completions (other sampling, other weights) are judged again; failed verdicts are retried.
+    verdicts = latest_verdicts(log.read(), fingerprint)
+    identity = lambda w: (*w[:4], _texts_hash(w))  # noqa: E731
+    todo = [w for w in wanted if verdicts.get(identity(w), {}).get("preference") is None]
     bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), desc=f"judge ({judge.registered_name})", unit="pair")
+    usage = store.log(USAGE)
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
         items = [(task.family, task.instruction, task.judge_source(by_id[w[0]]), w[4], w[5]) for w in part]
-        verdicts = judge_pairs(judge, items, both_orders=both_orders, seed=seed)
-        for key, value in judge.stats.items():
-            stats[key] = stats.get(key, 0) + value
+        keys = ["/".join(map(str, w[:4])) for w in part]
+        pair_verdicts = judge_pairs(judge, items, both_orders=both_orders, seed=seed, keys=keys)
         new = [
             {"example_id": w[0], "revision": w[1], "method": w[2], "opponent": w[3], "preference": v.preference,
              "error": v.error, "orders": [asdict(o) for o in v.orders], "judge": fingerprint, "texts": _texts_hash(w)}
-            for w, v in zip(part, verdicts)
+            for w, v in zip(part, pair_verdicts)
         ]  # fmt: skip
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new))
-        rows.extend(new)
+        log.append(new)
+        if judge.stats:
+            usage.append([{"judge": fingerprint, **judge.stats}])
+        verdicts.update({_identity(r): r for r in new})
         bar.update(len(part))
     bar.close()
-    failed = sum(1 for r in rows if r["preference"] is None)
+    current = [verdicts[identity(w)] for w in wanted]
+    failed = sum(1 for r in current if r["preference"] is None)
+    totals = usage_totals(store.root, fingerprint)
     store.record_input("judge", {"config": judge.describe_config(), "fingerprint": fingerprint, "both_orders": both_orders,
-                                 "proxy": judge.is_proxy(), "stats_this_run": stats, "failed_verdicts": failed})  # fmt: skip
+                                 "proxy": judge.is_proxy(), "usage": totals, "failed_verdicts": failed})  # fmt: skip
     if failed:
-        console.print(f"[yellow]{failed} verdict(s) failed and are left out of the scores (see {path})[/yellow]")
-    if stats:
-        console.print("judge: " + ", ".join(f"{k} {v:g}" for k, v in stats.items()), highlight=False)
-    keep = {(*w[:4], _texts_hash(w)) for w in wanted}
-    return [r for r in rows if (r["example_id"], r["revision"], r["method"], r["opponent"], r.get("texts")) in keep]
+        console.print(f"{failed} of {len(current)} verdict(s) failed and are left out of the scores (see {log.path}); a rerun retries them", style="yellow")
+    if totals:
+        console.print("judge: " + ", ".join(f"{k} {v:g}" for k, v in totals.items()))
+    return current
+
+
+def usage_totals(folder: Path, fingerprint: str) -> dict[str, float]:
+    """The judge's usage summed over every chunk it judged in this folder, reruns included."""
+    totals: dict[str, float] = {}
+    for row in read_jsonl(Path(folder) / USAGE):
+        if row.get("judge") == fingerprint:
+            for key, value in row.items():
+                if key != "judge" and isinstance(value, (int, float)):
+                    totals[key] = round(totals.get(key, 0) + value, 6)
+    return totals
 
 
 def _texts_hash(item: tuple) -> str:
@@ -99,4 +133,5 @@ def current_judgments(folder: Path, fingerprint: str | None) -> list[dict]:
         opponent = references.get(j["example_id"]) if j["opponent"] == REFERENCE else texts.get((j["example_id"], j["opponent"], j["revision"]))
         return stable_hash([candidate, opponent])
 
-    return [j for j in read_jsonl(folder / JUDGMENTS) if j.get("judge") == fingerprint and j.get("texts") == judged_texts(j)]
+    latest = latest_verdicts(read_jsonl(folder / JUDGMENTS), fingerprint)
+    return [j for j in latest.values() if j.get("texts") == judged_texts(j)]

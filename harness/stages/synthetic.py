@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
-from harness.errors import HarnessError
 from harness.policies.tabular import train_tabular
 from harness.runconfig import ResolvedRun
 from harness.store import RunStore
@@ -21,12 +20,9 @@ from harness.judges.oracle import OracleJudge
 
 def run_synthetic(resolved: ResolvedRun, console: Console) -> RunStore:
     task, seed = resolved.task, resolved.seed
-    behaviors = resolved.config.get("behaviors") or list(task.behaviors)
-    unknown = [b for b in behaviors if b not in task.behaviors]
-    if unknown:
-        raise HarnessError(f"unknown behaviour {unknown[0]!r} (this task's behaviours: {', '.join(task.behaviors)}; add one with --task-arg behaviors=...)")
+    behaviors = resolved.behaviors or list(task.behaviors)
     store = RunStore.open(resolved.output_dir, resolved.config, seed)
-    console.print(f"run folder: [bold]{store.root}[/bold]")
+    console.print(f"run folder: {store.root}")
     judge = OracleJudge(task.matrix)
     uniform = np.full(task.n_arms, 1.0 / task.n_arms)
     rows = []
@@ -59,7 +55,7 @@ def run_synthetic(resolved: ResolvedRun, console: Console) -> RunStore:
             "final_loss": trained["final_loss"], "revision_policy": trained["revision_policy"],
         })  # fmt: skip
     summary = {
-        "task": resolved.config["task"],
+        "task": task.registered_name,
         "results": rows,
         "meta": {"judge": "oracle (exact expected preference from P)", "seed": seed, "config": resolved.config},
     }
@@ -91,4 +87,4 @@ def _finish(store: RunStore, summary: dict, console: Console) -> None:
     store.write_json("summary.json", summary)
     page = write_pages(store.path("leaderboard.html"), [(summary, store.root)])
     console.print(f"summary: {store.path('summary.json')}")
-    console.print(f"leaderboard: [bold]{page}[/bold]")
+    console.print(f"leaderboard: {page}")

@@ -3,41 +3,42 @@ train -> generate revisions -> judge -> score -> leaderboard."""
 
 from __future__ import annotations
 
-import json
-
 from rich.console import Console
 
 from harness.distributed import is_main_process
 from harness.engine import Engine, build_engine_for
 from harness.errors import HarnessError
-from harness.prompting import PromptFormatter
+from harness.models import model_ref
 from harness.runconfig import ResolvedRun
-from harness.stages.generate import Candidate, generate_revisions
+from harness.stages.generate import GENERATIONS, Candidate, generate_revisions
 from harness.stages.train import load_split
-from harness.store import RunStore
+from harness.store import RunStore, dumps_row
 from harness.task import TextTask
+
+EXAMPLES = "examples.jsonl"
 
 
 def open_store(resolved: ResolvedRun, console: Console) -> RunStore:
     if not isinstance(resolved.task, TextTask):
-        raise HarnessError(f"task {resolved.config['task']!r} is not a text task")
-    store = RunStore.open(resolved.output_dir, resolved.config, resolved.seed)
-    console.print(f"run folder: [bold]{store.root}[/bold]")
+        raise HarnessError(f"task {resolved.task.registered_name!r} is not a text task")
+    store = RunStore.open(resolved.output_dir, resolved.config, resolved.seed, writer=is_main_process())
+    console.print(f"run folder: {store.root}")
     return store
 
 
 def candidates(resolved: ResolvedRun, store: RunStore) -> list[Candidate]:
-    """Each method's trained model, as the training stage left it in the run folder."""
+    """Each method's trained model as the training stage left it, read with that method's own
+    trainer options (one method may train LoRA and another every weight)."""
     out = []
     for name in resolved.methods:
-        path = store.path("train", name, "result.json")
-        if not path.exists():
+        result = store.read_json(f"train/{name}/result.json")
+        if result is None:
             raise HarnessError(f"method {name!r} is not trained in {store.root}: run `harness train` (or `harness run`) with the same options first")
-        result = json.loads(path.read_text())
-        if resolved.train.lora:
-            out.append(Candidate(name, result["base_model"], result["model_dir"]))
+        train = resolved.train_by_method[name]
+        if train.lora:
+            out.append(Candidate(name, model_ref(result["base_model"]), model_ref(result["model_dir"]), train.prompt_format))
         else:
-            out.append(Candidate(name, result["model_dir"], None))
+            out.append(Candidate(name, model_ref(result["model_dir"]), None, train.prompt_format))
     return out
 
 
@@ -45,30 +46,27 @@ def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> 
     """Generate revisions 0..N of every method; returns (generation rows, the evaluated examples)."""
     examples = load_split(store, resolved.task, "test", resolved.limit, console).rows
     if is_main_process():  # what the leaderboard's example browser shows beside the generations
-        store.write_text("examples.jsonl", "".join(
-            json.dumps({"id": str(ex["id"]), "source": resolved.task.judge_source(ex), "reference": ex["reference"]}, ensure_ascii=False) + "\n"
-            for ex in examples
-        ))  # fmt: skip
+        store.write_text(EXAMPLES, "".join(dumps_row({"id": str(ex["id"]), "source": resolved.task.judge_source(ex), "reference": ex["reference"]})
+                                           for ex in examples))  # fmt: skip
     cands = candidates(resolved, store)
     engines: dict[str, Engine] = {}
 
     def engine_for(candidate: Candidate) -> Engine:
-        if candidate.model not in engines:
-            engines[candidate.model] = build_engine_for(resolved.engine_name, resolved.engine_options, candidate.model)
-        return engines[candidate.model]
+        if candidate.model.path not in engines:
+            engines[candidate.model.path] = build_engine_for(resolved.engine_name, resolved.engine_options, candidate.model.path)
+        return engines[candidate.model.path]
 
     tokenizer = engine_for(cands[0]).tokenizer()  # every candidate shares the base tokenizer
-    formatter = PromptFormatter(resolved.task, tokenizer, resolved.train.prompt_format)
-    label = {"name": resolved.engine_name, **{k: v for k, v in resolved.engine_options.items() if k != "model"}}
+    engine = (resolved.engine_name, resolved.engine_options)
     try:
-        rows = generate_revisions(store, formatter, engine_for, label, examples, cands, resolved.revisions, resolved.sampling)
+        rows = generate_revisions(store, resolved.task, tokenizer, engine_for, engine, examples, cands, resolved.revisions, resolved.sampling)
     finally:
-        for engine in engines.values():
-            engine.close()
+        for loaded in engines.values():
+            loaded.close()
     if is_main_process():
-        store.record_input("generation", {"engine": label, "sampling": resolved.sampling.as_dict(), "revisions": resolved.revisions,
-                                          "examples": len(examples), "rows": len(rows)})  # fmt: skip
-    console.print(f"generations: {store.path('generations.jsonl')} ({len(rows)} completions)")
+        store.record_input("generation", {"engine": {"name": resolved.engine_name, **resolved.engine_options}, "sampling": resolved.sampling.as_dict(),
+                                          "revisions": resolved.revisions, "examples": len(examples), "rows": len(rows)})  # fmt: skip
+    console.print(f"generations: {store.path(GENERATIONS)} ({len(rows)} completions)")
     return rows, examples
 
 
@@ -82,12 +80,18 @@ def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, ex
 
     if examples is None:
         examples = load_split(store, resolved.task, "test", resolved.limit, console).rows
-    generations = read_jsonl(store.path(GENERATIONS))
+    ids = {str(ex["id"]) for ex in examples}
+    generations = [g for g in read_jsonl(store.path(GENERATIONS))
+                   if g["example_id"] in ids and g["method"] in resolved.methods and g["revision"] <= resolved.revisions]  # fmt: skip
     if not generations:
         raise HarnessError(f"no generations in {store.root}: run `harness generate` (or `harness run`) with the same options first")
     judge = build_judge(resolved.judge_name, resolved.judge_options)
     judgments = judge_stage(store, resolved.task, judge, examples, generations, list(resolved.methods),
                             resolved.head_to_head, resolved.both_orders, resolved.seed, console)  # fmt: skip
+    if all(j["preference"] is None for j in judgments):
+        first = next((j["error"] for j in judgments if j["error"]), "no reason given")
+        raise HarnessError(f"every verdict failed ({len(judgments)} of {len(judgments)}), so there is nothing to score; the first error: {first}. "
+                           f"The failed verdicts are in {store.path('judgments.jsonl')}; fix the judge and rerun: they are retried")  # fmt: skip
     order = {str(ex["id"]): i for i, ex in enumerate(examples)}
     rows = score_judgments(judgments, resolved.bootstrap, order)
     summary = build_summary(resolved, store, rows, judge, [str(ex["id"]) for ex in examples])
@@ -99,7 +103,7 @@ def build_summary(resolved: ResolvedRun, store: RunStore, rows: list[dict], judg
     manifest = store.read_json("manifest.json") or {}
     proxy = judge.is_proxy()
     return {
-        "task": resolved.config["task"],
+        "task": resolved.task.registered_name,
         "results": rows,
         "meta": {
             "judge": judge.describe_config(),
@@ -110,8 +114,8 @@ def build_summary(resolved: ResolvedRun, store: RunStore, rows: list[dict], judg
                 "(OPENAI_API_KEY in the environment) or --judge-arg base_url=http://HOST:PORT/v1 for any OpenAI-compatible server."
                 if proxy else ""
             ),
-            "model": resolved.config.get("model") or "smollm2-135m",
-            "dataset": getattr(resolved.task, "dataset_label", resolved.config["task"]),
+            "model": resolved.model,
+            "dataset": getattr(resolved.task, "dataset_label", resolved.task.registered_name),
             "training_data": (manifest.get("inputs", {}).get("data/preference") or {}).get("origin", ""),
             "bootstrap": {k: getattr(resolved.bootstrap, k) for k in ("n_items", "resamples", "sample_size", "level", "seed")},
             "revisions": resolved.revisions,
@@ -146,9 +150,9 @@ def write_summary(store: RunStore, summary: dict, console: Console) -> None:
                       str(r["n"]), f"{r['wins']}/{r['ties']}/{r['losses']}", str(r["failed"]))  # fmt: skip
     console.print(table)
     if summary["meta"].get("judge_note"):
-        console.print(f"[yellow]note:[/yellow] {summary['meta']['judge_note']}", highlight=False)
+        console.print(f"note: {summary['meta']['judge_note']}", style="yellow")
     console.print(f"summary: {store.path('summary.json')}")
-    console.print(f"leaderboard: [bold]{page}[/bold]")
+    console.print(f"leaderboard: {page}")
 
 
 def run_text(resolved: ResolvedRun, console: Console) -> RunStore:

@@ -6,12 +6,14 @@ cache computed once per dataset, and hands both to the method's pure loss. Distr
 from ``accelerate``: ``accelerate launch`` with DDP or FSDP runs this code unchanged; each
 process takes every world-th micro-batch of a step, and gradients are averaged over the step.
 
-Data order is a seeded permutation per epoch, so a resumed run replays the same batches.
+Everything a run reads is one frozen ``TrainInputs``; its hash keys the stage record, the cached
+reference log-probabilities and the checkpoints, so nothing is reused for other inputs. Data order
+is a seeded permutation per epoch, so a resumed run replays the same batches. A loss that turns
+non-finite stops the run with a clear error instead of saving a broken adapter.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from contextlib import nullcontext
 import shutil
@@ -23,15 +25,28 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.config import stable_hash
+from harness.datasources import Rows
 from harness.errors import HarnessError
 from harness.method import LogProbs, Method
-from harness.models import load_causal_lm, load_tokenizer
+from harness.models import ModelRef, load_causal_lm, load_tokenizer
 from harness.policies.lm import EncodedPair, PairEncoder, SequenceScorer
 from harness.prompting import PromptFormatter
-from harness.store import atomic_write_json
+from harness.store import JsonlLog, atomic_write_json
 from harness.task import TextTask
 from harness.training.checkpoint import load_checkpoint, save_checkpoint
 from harness.training.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """What one training run reads, and nothing else: its hash is the run's key."""
+
+    method: Method  # the loss and its options
+    config: TrainConfig  # this method's trainer options
+    task: TextTask  # formats the prompts (its options: templates, token budget)
+    model: ModelRef  # the base model: the policy's start and the reference
+    rows: Rows  # the training pairs (or SFT rows)
+    seed: int  # data order, initialisation, dropout
 
 
 @dataclass
@@ -67,16 +82,21 @@ def _wrap_model(model, config: TrainConfig):
         r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, task_type="CAUSAL_LM",
         target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
     )  # fmt: skip
-    return get_peft_model(model, lora)
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:  # peft names the modules it could not find
+        raise HarnessError(f"train option lora_target_modules={targets!r} does not fit this model: {str(exc).splitlines()[0][:300]}") from None
 
 
 class Trainer:
-    def __init__(self, method: Method, config: TrainConfig, task: TextTask, base_model: str, output_dir: Path, seed: int = 0):
-        self.method, self.config, self.task = method, config, task
-        self.base_model, self.output_dir, self.seed = base_model, Path(output_dir), seed
+    def __init__(self, inputs: TrainInputs, output_dir: Path):
+        self.inputs, self.output_dir = inputs, Path(output_dir)
+        self.method, self.config, self.task = inputs.method, inputs.config, inputs.task
+        self.base_model, self.seed = inputs.model.path, inputs.seed
+        self.key = stable_hash(inputs)
 
     # -- set-up ----------------------------------------------------------------------------------
-    def _encode(self, rows: list[dict], tokenizer) -> list[EncodedPair]:
+    def _encode(self, rows, tokenizer) -> list[EncodedPair]:
         formatter = PromptFormatter(self.task, tokenizer, self.config.prompt_format)
         encoder = PairEncoder(formatter, self.method.needs, self.config.max_completion_tokens)
         return [encoder.encode(row, i) for i, row in enumerate(rows)]
@@ -98,15 +118,12 @@ class Trainer:
             raise HarnessError(f"{n_pairs} pairs make no optimizer step with batch_size {c.batch_size} on {world} process(es)")
         return steps
 
-    def _run_key(self, rows: list[dict]) -> str:
-        return stable_hash({"method": type(self.method).__name__, "options": asdict(self.method), "train": asdict(self.config),
-                            "rows": stable_hash(rows), "model": self.base_model, "seed": self.seed, "task": self.task.registered_name})  # fmt: skip
-
     # -- reference log-probs, once per dataset ---------------------------------------------------
     @torch.no_grad()
-    def reference_logprobs(self, scorer: SequenceScorer, pairs: list[EncodedPair]) -> LogProbs:
+    def reference_logprobs(self, scorer: SequenceScorer, pairs: list[EncodedPair], batch_size: int = 1) -> LogProbs:
         """log pi_ref for every pair and needed sequence, with LoRA adapters disabled (so the
-        reference is the base model, not a second copy) or, in full fine-tuning, before any step."""
+        reference is the base model, not a second copy) or, in full fine-tuning, before any step.
+        Computed on the model's device; kept on the CPU (one float per pair and key)."""
         model = scorer.model
         was_training = model.training
         model.eval()
@@ -114,24 +131,25 @@ class Trainer:
         sums = {k: [] for k in self.method.needs}
         counts = {k: [] for k in self.method.needs}
         with context:
-            for pair in tqdm(pairs, desc="reference log-probs", unit="pair", leave=False):
-                lp = scorer(pairs=[pair], keys=self.method.needs)
+            for start in tqdm(range(0, len(pairs), batch_size), desc="reference log-probs", unit="batch", leave=False):
+                lp = scorer(pairs=pairs[start : start + batch_size], keys=self.method.needs)
                 for k in self.method.needs:
-                    sums[k].append(lp.sums[k][0].float().cpu())
-                    counts[k].append(lp.counts[k][0])
+                    sums[k].append(lp.sums[k].float().cpu())
+                    counts[k].append(lp.counts[k].float().cpu())
         model.train(was_training)
-        return LogProbs({k: torch.stack(v) for k, v in sums.items()}, {k: torch.stack(v) for k, v in counts.items()})
+        return LogProbs({k: torch.cat(v) for k, v in sums.items()}, {k: torch.cat(v) for k, v in counts.items()})
 
-    def _cached_reference(self, scorer, pairs, key: str, accelerator) -> LogProbs | None:
+    def _cached_reference(self, scorer, pairs, accelerator) -> LogProbs | None:
         if not self.method.uses_reference:
             return None
+        key = stable_hash([self.key, "reference"])
         path = self.output_dir / "reference_logps.pt"
         with accelerator.main_process_first():  # the main process computes, the others read its file
             if path.exists():
                 saved = torch.load(path, weights_only=False)
                 if saved.get("key") == key:
                     return saved["logps"]
-            logps = self.reference_logprobs(scorer, pairs)
+            logps = self.reference_logprobs(scorer, pairs, self.config.micro_batch_size)
             if accelerator.is_main_process:
                 tmp = path.with_suffix(".partial")
                 torch.save({"key": key, "logps": logps}, tmp)
@@ -143,7 +161,7 @@ class Trainer:
         """The method's per-pair losses [B] and metrics on the policy's log-probs of ``batch``."""
         return self.method.loss(scorer(pairs=batch, keys=self.method.needs), reference)
 
-    def train(self, rows: list[dict]) -> TrainResult:
+    def train(self) -> TrainResult:
         c = self.config
         started = time.time()
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -154,21 +172,20 @@ class Trainer:
         tokenizer = load_tokenizer(self.base_model)
         model = _wrap_model(load_causal_lm(self.base_model), c)
         scorer = SequenceScorer(model, tokenizer.pad_token_id, share_prefixes=c.share_prefixes and not c.gradient_checkpointing)
-        pairs = self._encode(rows, tokenizer)
-        key = self._run_key(rows)
-        reference = self._cached_reference(scorer, pairs, stable_hash([key, "reference"]), accelerator)
+        pairs = self._encode(self.inputs.rows.items, tokenizer)
 
         world, rank = accelerator.num_processes, accelerator.process_index
         schedule = self._schedule(len(pairs), world)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=c.lr, betas=(c.adam_beta1, c.adam_beta2), weight_decay=c.weight_decay)
         scheduler = self._scheduler(optimizer, len(schedule))
+        scorer, optimizer = accelerator.prepare(scorer, optimizer)  # the model is on its device from here on
+        reference = self._cached_reference(accelerator.unwrap_model(scorer), pairs, accelerator)
         checkpoint_dir = self.output_dir / "checkpoint"
-        start = load_checkpoint(checkpoint_dir, model, optimizer, scheduler, key) or 0
-        scorer, optimizer = accelerator.prepare(scorer, optimizer)
-        metrics_path = self.output_dir / "metrics.jsonl"
-        if accelerator.is_main_process:
-            _truncate_metrics(metrics_path, start)
+        start = load_checkpoint(checkpoint_dir, model, optimizer, scheduler, self.key) or 0
+        metrics = JsonlLog(self.output_dir / "metrics.jsonl")
+        if accelerator.is_main_process:  # on resume, steps past the checkpoint are dropped: none is logged twice
+            metrics.rewrite([m for m in metrics.read() if m["step"] <= start])
         model.train()
         bar = tqdm(total=len(schedule), initial=start, desc=f"train {self.method.registered_name}", unit="step",
                    disable=not accelerator.is_local_main_process)  # fmt: skip
@@ -179,22 +196,23 @@ class Trainer:
             losses, metric_values, tokens = [], {}, 0
             for i, micro in enumerate(mine):
                 batch = [pairs[j] for j in micro]
-                ref = _select(reference, micro) if reference is not None else None
+                ref = _select(reference, micro, accelerator.device) if reference is not None else None
                 sync = i == len(mine) - 1
                 with _maybe_no_sync(accelerator, scorer, sync), accelerator.autocast():
-                    per_pair, metrics = self.pair_losses(scorer, batch, ref)
+                    per_pair, metric = self.pair_losses(scorer, batch, ref)
                     accelerator.backward(per_pair.mean() * len(micro) / sum(map(len, mine)))
                 losses.append(per_pair.detach().float())
-                for name, value in metrics.items():
+                for name, value in metric.items():
                     metric_values.setdefault(name, []).append(value.detach().float())
                 tokens += sum(p.n_tokens(self.method.needs) for p in batch)
+            step_losses = accelerator.gather_for_metrics(torch.cat(losses))
+            self._stop_if_diverged(step_losses, step, scheduler.get_last_lr()[0], start)
             if c.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(trainable, c.max_grad_norm)
             step_lr = scheduler.get_last_lr()[0]  # the rate this step used
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step_losses = accelerator.gather_for_metrics(torch.cat(losses))
             step_tokens = accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum").item()
             record = {"step": step + 1, "loss": step_losses.mean().item(), "lr": step_lr,
                       "pairs": int(step_losses.numel()), "tokens": int(step_tokens), "processes": world,
@@ -203,16 +221,28 @@ class Trainer:
                 record[name] = accelerator.gather_for_metrics(torch.cat(values)).mean().item()
             last_loss = record["loss"]
             if accelerator.is_main_process:
-                with metrics_path.open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(record) + "\n")
+                metrics.append([record])
                 done = step + 1
                 if c.checkpoint_every and done % c.checkpoint_every == 0 and done < len(schedule):
-                    save_checkpoint(checkpoint_dir, accelerator.unwrap_model(scorer).model, optimizer, scheduler, done, key)
+                    save_checkpoint(checkpoint_dir, accelerator.unwrap_model(scorer).model, optimizer, scheduler, done, self.key)
             accelerator.wait_for_everyone()
             bar.set_postfix({k: f"{record[k]:.4g}" for k in ("loss", "margin", "accuracy") if k in record})
             bar.update(1)
         bar.close()
+        if not all(torch.isfinite(p).all() for p in trainable):
+            self._stop_if_diverged(torch.tensor([float("nan")]), len(schedule) - 1, scheduler.get_last_lr()[0], start, "its weights")
         return self._save(accelerator, scorer, tokenizer, len(schedule), last_loss, time.time() - started)
+
+    def _stop_if_diverged(self, losses: torch.Tensor, step: int, lr: float, resumed_at: int, what: str = "its loss") -> None:
+        """A non-finite loss or weight ends the run here, before it is saved or generates from."""
+        if torch.isfinite(losses).all():
+            return
+        kept = f"the checkpoint at step {resumed_at} is kept" if resumed_at else "nothing was saved"
+        raise HarnessError(
+            f"training {self.method.registered_name!r} diverged at step {step + 1}: {what} became non-finite "
+            f"(lr {lr:.3g}, method options {asdict(self.method)}); {kept}. Lower the learning rate (--train-arg lr=...) "
+            f"or check the method's options"
+        )
 
     def _scheduler(self, optimizer, total: int):
         from transformers import get_scheduler
@@ -248,18 +278,10 @@ class Trainer:
         return result
 
 
-def _select(logps: LogProbs, indices: list[int]) -> LogProbs:
+def _select(logps: LogProbs, indices: list[int], device: torch.device) -> LogProbs:
+    """The cached log-probs of the pairs ``indices``, on the device of the policy's log-probs."""
     idx = torch.tensor(indices)
-    return LogProbs({k: v[idx] for k, v in logps.sums.items()}, {k: v[idx] for k, v in logps.counts.items()})
-
-
-def _truncate_metrics(path: Path, keep_steps: int) -> None:
-    """On resume, drop metric lines past the checkpoint so no step is logged twice."""
-    if not path.exists():
-        return
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line)["step"] <= keep_steps]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    return LogProbs({k: v[idx].to(device) for k, v in logps.sums.items()}, {k: v[idx].to(device) for k, v in logps.counts.items()})
 
 
 def _maybe_no_sync(accelerator, model, sync: bool):
