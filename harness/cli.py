@@ -128,34 +128,28 @@ def cmd_judge(args, console: Console) -> int:
 
 
 def _score_parser(sub) -> None:
-    p = sub.add_parser("score", help="rescore a run's judgments (e.g. other bootstrap settings) without judging again")
-    p.add_argument("run_dir", help="a run folder holding judgments.jsonl")
-    p.add_argument("--bootstrap-arg", action="append", metavar="KEY=VALUE", help="n_items, resamples, sample_size, level or seed")
+    p = sub.add_parser("score", help="rescore a run's stored verdicts (other intervals, level, seed) and reprint every table; no judging")
+    p.add_argument("run_dir", help="a run folder holding summary.json and judgments.jsonl")
+    p.add_argument("--bootstrap-arg", action="append", metavar="KEY=VALUE", help="resamples, level, seed or the paper protocol's sizes (harness/scoring.py)")
     p.set_defaults(handler=cmd_score)
 
 
 def cmd_score(args, console: Console) -> int:
-    import dataclasses
-
     from harness.config import build_options
+    from harness.runs import run_records
     from harness.scoring import BootstrapConfig
-    from harness.stages.judge import current_judgments
-    from harness.stages.score import score_judgments
-    from harness.stages.text import write_summary
+    from harness.stages.score import summarise, write_summary
     from harness.store import RunStore
 
     store = RunStore(Path(args.run_dir))
-    summary = store.read_json("summary.json")
-    if summary is None or not store.path("judgments.jsonl").exists():
-        raise HarnessError(f"{args.run_dir!r} holds no judged run (summary.json and judgments.jsonl): run `harness run` or `harness judge` first")
-    old = summary["meta"]["bootstrap"]
-    config = build_options(BootstrapConfig, {**old, **parse_assignments(args.bootstrap_arg, "--bootstrap-arg")}, "bootstrap")
-    fingerprint = (store.read_json("manifest.json") or {}).get("inputs", {}).get("judge", {}).get("fingerprint")
-    judgments = current_judgments(store.root, fingerprint)
-    order = {eid: i for i, eid in enumerate(summary["meta"]["example_ids"])}
-    summary["results"] = score_judgments(judgments, config, order)
-    summary["meta"]["bootstrap"] = dataclasses.asdict(config)
-    write_summary(store, summary, console)
+    if not store.path("judgments.jsonl").exists():
+        run_records(args.run_dir)  # a folder that is no run at all says so first
+        raise HarnessError(f"{args.run_dir!r} holds no verdicts (judgments.jsonl): score a text run after `harness run` or `harness judge`")
+    summary, examples, generations, judgments = run_records(args.run_dir)
+    config = build_options(BootstrapConfig, {**summary["meta"].get("bootstrap", {}), **parse_assignments(args.bootstrap_arg, "--bootstrap-arg")}, "bootstrap")
+    store.lock()
+    rescored = summarise(summary["task"], {k: v for k, v in summary["meta"].items() if k not in ("bootstrap", "scoring")}, judgments, generations, examples, config)
+    write_summary(store, rescored, console)
     return 0
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,19 @@ def load_config_file(path: str | Path) -> dict:
     except UnicodeDecodeError as exc:
         raise HarnessError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise HarnessError(f"config file {str(path)!r} is not valid YAML/JSON: {exc}") from None
+        raise HarnessError(f"config file {str(path)!r} is not valid YAML/JSON: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise HarnessError(f"config file {str(path)!r} must hold a mapping of options, not {type(data).__name__}")
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: the problem and where it is."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(exc, 'problem', None) or str(exc).splitlines()[0]}{where}"
 
 
 def parse_assignments(pairs: list[str] | None, flag: str) -> dict[str, Any]:
@@ -58,7 +66,7 @@ def parse_assignments(pairs: list[str] | None, flag: str) -> dict[str, Any]:
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
-            raise HarnessError(f"{flag} {key}: cannot parse value {raw!r}: {str(exc).splitlines()[0]}") from None
+            raise HarnessError(f"{flag} {key}: cannot parse value {raw!r}: {_yaml_problem(exc)}") from None
         out = deep_merge(out, nest_dotted({key: value}, flag))
     return out
 
@@ -113,7 +121,7 @@ def _option_names(cls: type) -> list[str]:
 def describe_validation_error(exc: ValidationError, what: str, known: list[str], flags: dict[str, str] | None = None) -> str:
     """The first error of ``exc`` as one line: where, what is wrong, what was given."""
     error = exc.errors(include_url=False)[0]
-    loc = ".".join(str(p) for p in error["loc"])
+    loc = ".".join(str(p) for p in error["loc"] if not _UNION_TAG.fullmatch(str(p)))
     if error["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
         name = str(error["loc"][-1])
         close = difflib.get_close_matches(name, known, n=1)
@@ -128,6 +136,9 @@ def describe_validation_error(exc: ValidationError, what: str, known: list[str],
     given = error.get("input")
     shown = "" if error["type"] == "value_error" or isinstance(given, dict) else f" (got {_short(given)})"
     return f"{where}: {message[0].lower() + message[1:]}{shown}"
+
+
+_UNION_TAG = re.compile(r"bool|int|float|str|none|[\w-]+\[.*\]")  # pydantic names a union's member in an error's location
 
 
 def _short(value: Any) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,13 +41,19 @@ def _file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def resolve_model(name: str) -> str:
-    """A local folder or hub id that ``from_pretrained`` accepts."""
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name
+
+
+def resolve_model(name: str, convert: bool = True) -> str:
+    """A local folder or hub id that ``from_pretrained`` accepts. ``convert=False`` only checks
+    the name (a resolved run checks it before any work; the offline model converts on first use)."""
     if name == SMOLLM2:
-        return str(_converted_smollm2())
-    if os.path.isdir(name) or "/" in name and not os.path.exists(name):
-        return name  # a local folder, or a hub id (owner/name)
-    raise HarnessError(f"model {name!r} is neither a folder, a hub id (owner/name) nor a known alias ({', '.join(ALIASES)})")
+        return str(_converted_smollm2()) if convert else name
+    if os.path.isdir(name):
+        return name
+    if name.startswith(("/", ".", "~")) or os.path.exists(name) or not HUB_ID.fullmatch(name):
+        raise HarnessError(f"model {name!r} is not a model folder, a hub id (owner/name) or a known alias ({', '.join(ALIASES)})")
+    return name
 
 
 def _converted_smollm2() -> Path:

@@ -5,7 +5,8 @@
   held-out test examples, revisions 0..2, the local proxy judge.
 - ``paper``: the paper's protocol (Sec. 6 and Appendix D; ../shared/DESIGN.md), per task family.
   TL;DR/XSum: LLaMA-7B, SFT on TL;DR, preference training on TL;DR comparisons, XL-Sum with
-  titles for "XSum", revisions 0..5, gpt-4-0613 as judge. Arena-Hard: LLaMA-3.1-8B base trained
+  titles for "XSum", revisions 0..5, gpt-4-0613 as judge. The paper's uncertainty (20 resamples of
+  512 of the first 1,024) is always reported beside the headline interval (harness/scoring.py). Arena-Hard: LLaMA-3.1-8B base trained
   on UltraFeedback with average log-likelihood, gpt-4o as judge against Llama-3.1-8B-Instruct's
   answers (supply them: model_answer/Llama-3.1-8B-Instruct.jsonl in data_dir, or reference_file).
   Not reproduced: the Arena-Hard SFT on ShareGPT (no ShareGPT task yet), so that preset starts
@@ -17,8 +18,6 @@ from __future__ import annotations
 import copy
 
 from harness.errors import HarnessError
-
-PAPER_BOOTSTRAP = {"n_items": 1024, "resamples": 20, "sample_size": 512}
 
 OFFLINE = {
     "limit": 16,  # test examples judged per revision
@@ -44,7 +43,6 @@ SUMMARY_PAPER = {
     "sampling": {"max_new_tokens": 128},
     "judge": "openai",
     "judge_args": {"model": "gpt-4-0613"},
-    "bootstrap": PAPER_BOOTSTRAP,
 }
 
 CHAT_PAPER = {
@@ -57,7 +55,6 @@ CHAT_PAPER = {
     "sampling": {"max_new_tokens": 1024},
     "judge": "openai",
     "judge_args": {"model": "gpt-4o"},
-    "bootstrap": PAPER_BOOTSTRAP,
 }
 
 PRESETS = ("offline", "paper")

@@ -23,6 +23,7 @@ from harness.engine import SamplingParams, build_engine
 from harness.errors import HarnessError
 from harness.judge import Judge, build_judge
 from harness.method import Method, build_method, check_method
+from harness.models import resolve_model
 from harness.scoring import BootstrapConfig
 from harness.task import Task, build_task
 from harness.training.config import TrainConfig
@@ -204,6 +205,8 @@ def resolve(raw: dict) -> ResolvedRun:
         sft = None
     else:
         sft = build_options(TrainConfig, {**SFT_DEFAULTS, **(config.sft if isinstance(config.sft, dict) else {})}, "sft")
+    if task.kind == TEXT:
+        resolve_model(config.model, convert=False)  # a missing folder fails here, not after work was done
     build_engine(config.engine, config.engine_args)  # checks names and options; loads nothing
     sampling = build_options(SamplingParams, {"seed": config.seed, **config.sampling}, "sampling")
     judge_name = config.judge or (DEFAULT_TEXT_JUDGE if task.kind == TEXT else "oracle")

@@ -1,80 +1,171 @@
-"""Win rates with the paper's bootstrap (Sec. 6, Appendix C.3).
+"""Win rates a reviewer can check: headline intervals that hold their level, the paper's protocol
+labelled as such, paired differences on the same examples, and a length-controlled win rate.
 
-A preference is the judge's verdict for the candidate against its opponent, in [0, 1]: 1 a win,
-0 a loss, 0.5 a tie (an order-inconsistent pair judged both ways averages to 0.5). The win rate is
-their mean. The paper's uncertainty: take the first n = 1024 items, draw 20 resamples of 512 with
-replacement, report the mean and std of the resampled win rates. We add a percentile confidence
-interval of the same resamples at a stated level, and the generator is seeded: the same
-preferences always give the same numbers.
+A verdict is the judge's preference for the candidate over its opponent, in [0, 1]: 1 a win, 0 a
+loss, 0.5 a tie (an order-inconsistent pair judged both ways averages to 0.5). Over n items:
+
+- **Headline**: the plain win rate (the mean of all n verdicts) with a BCa bootstrap interval
+  (Efron, 1987): ``resamples`` draws of n out of n, seeded. The mean of a few distinct values
+  (verdicts are mostly 0, 1/2 or 1) is resampled through multinomial counts of those values, which
+  is exact and takes milliseconds; many distinct values fall back to resampling indices.
+- **The paper's protocol** (Sec. 6, Appendix C.3): mean and std of 20 resamples of 512 out of the
+  first 1,024 items. It is reported beside the headline, labelled, with ``complete`` false when a
+  run has fewer items than the protocol takes (its numbers are then not the paper's).
+- **Paired differences**: two win rates compared on the examples both were judged on, with a BCa
+  interval of the mean per-example difference: method A vs method B at one revision, and revision k
+  vs revision 0 of one method. Overlapping marginal intervals do not answer "is A better than B".
+- **Length-controlled win rate**, after AlpacaEval 2's (Dubois et al., 2024, "Length-Controlled
+  AlpacaEval"): a logistic regression of the verdict on tanh(length difference / its std), read
+  off at zero length difference. Without AlpacaEval's per-instruction terms, that is sigmoid of
+  the intercept. Its interval is a Wald interval from the fit's sandwich covariance.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
+from scipy.special import expit, ndtr, ndtri
 
 from harness.config import Options
+
+FEW_VALUES = 64  # up to this many distinct verdict values, resample through multinomial counts
 
 
 @dataclass(frozen=True)
 class BootstrapConfig(Options):
-    n_items: int = 1024  # score the first n items (the paper's first 1,024 test examples)
-    resamples: int = 20  # bootstrap resamples (the paper's 20)
-    sample_size: int = 512  # items per resample, drawn with replacement (the paper's 512); capped at n
-    level: float = 0.95  # confidence level of the percentile interval
-    seed: int = 0  # seeds the resampling
+    resamples: Annotated[int, Field(ge=100)] = 10_000  # bootstrap resamples of n out of n behind every headline interval
+    level: Annotated[float, Field(gt=0, lt=1)] = 0.95  # confidence level of every interval the harness prints
+    seed: Annotated[int, Field(ge=0)] = 0  # seeds every resampling: the same verdicts always give the same numbers
+    paper_n_items: Annotated[int, Field(ge=1)] = 1024  # the paper's protocol: the first 1,024 items...
+    paper_resamples: Annotated[int, Field(ge=2)] = 20  # ...20 resamples...
+    paper_sample_size: Annotated[int, Field(ge=1)] = 512  # ...of 512 each, with replacement; mean and std
 
-    def __post_init__(self):
-        if self.n_items < 1 or self.resamples < 1 or self.sample_size < 1:
-            raise ValueError("n_items, resamples and sample_size must be positive")
-        if not 0 < self.level < 1:
-            raise ValueError(f"level must be in (0, 1), got {self.level}")
+    def describe(self) -> str:
+        return f"BCa bootstrap, {self.resamples:,} resamples of n out of n, seed {self.seed}, {self.level:.0%} level"
 
 
 @dataclass(frozen=True)
-class WinRate:
-    win_rate: float  # mean of the bootstrap win rates (the paper's headline number)
-    std: float  # std of the bootstrap win rates (the paper's shaded band)
-    ci: tuple[float, float]  # percentile interval of the bootstrap win rates at ``level``
-    level: float
-    point: float  # plain win rate over all n items, no resampling
-    n: int  # items scored
-    wins: int
-    ties: int
-    losses: int
-    resamples: int
-    sample_size: int
+class Interval:
+    estimate: float
+    low: float
+    high: float
 
-    def as_row(self) -> dict:
-        row = asdict(self)
-        row["ci"] = list(self.ci)
-        return row
+    def as_dict(self) -> dict:
+        return {"estimate": self.estimate, "ci": [self.low, self.high]}
 
 
-def bootstrap_win_rate(preferences, config: BootstrapConfig = BootstrapConfig()) -> WinRate:
-    prefs = np.asarray(preferences, dtype=float)[: config.n_items]  # [n]
-    if prefs.size == 0:
-        raise ValueError("no preferences to score")
-    if np.isnan(prefs).any() or (prefs < 0).any() or (prefs > 1).any():
-        raise ValueError("preferences must be numbers in [0, 1] (failed verdicts are excluded before scoring)")
-    n = prefs.size
-    size = min(config.sample_size, n)
+def _check(values: np.ndarray, what: str = "verdicts") -> None:
+    if values.size == 0:
+        raise ValueError(f"no {what} to score")
+    if not np.isfinite(values).all():
+        raise ValueError(f"{what} must be finite numbers (failed verdicts are left out before scoring)")
+
+
+def resampled_means(values, resamples: int, seed: int) -> np.ndarray:
+    """``resamples`` bootstrap means of ``values`` (n out of n, with replacement) [R]."""
+    x = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    distinct, counts = np.unique(x, return_counts=True)
+    if distinct.size <= FEW_VALUES:  # exact: how often each value is drawn is multinomial
+        drawn = rng.multinomial(x.size, counts / x.size, size=resamples)  # [R, k]
+        return drawn @ distinct / x.size
+    idx = rng.integers(0, x.size, size=(resamples, x.size))  # [R, n]
+    return x[idx].mean(axis=1)
+
+
+def bca_interval(values, config: BootstrapConfig) -> Interval:
+    """The mean of ``values`` with its BCa bootstrap interval at ``config.level``."""
+    x = np.asarray(values, dtype=float)
+    _check(x)
+    mean = float(x.mean())
+    means = resampled_means(x, config.resamples, config.seed)
+    if np.ptp(means) == 0:  # every resample gives the mean (one distinct value): nothing varies
+        return Interval(mean, mean, mean)
+    # bias correction: where the estimate sits in its bootstrap distribution (ties count half)
+    below = (np.count_nonzero(means < mean) + 0.5 * np.count_nonzero(means == mean)) / means.size
+    z0 = ndtri(np.clip(below, 1 / means.size, 1 - 1 / means.size))
+    # acceleration from the jackknife, in closed form for a mean: leave-one-out deviations are -(x_i - mean)/(n-1)
+    d = mean - x
+    denominator = 6.0 * (d**2).sum() ** 1.5
+    a = (d**3).sum() / denominator if denominator > 0 else 0.0
+    tail = (1 - config.level) / 2
+    z = ndtri(np.array([tail, 1 - tail]))
+    adjusted = ndtr(z0 + (z0 + z) / (1 - a * (z0 + z)))
+    low, high = np.quantile(means, adjusted)
+    return Interval(mean, float(low), float(high))
+
+
+def paper_protocol(values, config: BootstrapConfig) -> dict:
+    """Sec. 6's numbers: mean and std of ``paper_resamples`` resamples of ``paper_sample_size``
+    out of the first ``paper_n_items`` items. ``complete`` says whether the run had that many."""
+    x = np.asarray(values, dtype=float)[: config.paper_n_items]
+    _check(x)
+    size = min(config.paper_sample_size, x.size)
     rng = np.random.default_rng(config.seed)
-    idx = rng.integers(0, n, size=(config.resamples, size))  # [R, m]
-    rates = prefs[idx].mean(axis=1)  # [R]
-    tail = (1 - config.level) / 2 * 100
-    lo, hi = np.percentile(rates, [tail, 100 - tail])
-    return WinRate(
-        win_rate=float(rates.mean()),
-        std=float(rates.std(ddof=1)) if config.resamples > 1 else 0.0,
-        ci=(float(lo), float(hi)),
-        level=config.level,
-        point=float(prefs.mean()),
-        n=n,
-        wins=int((prefs > 0.5).sum()),
-        ties=int((prefs == 0.5).sum()),
-        losses=int((prefs < 0.5).sum()),
-        resamples=config.resamples,
-        sample_size=size,
-    )
+    rates = x[rng.integers(0, x.size, size=(config.paper_resamples, size))].mean(axis=1)  # [R]
+    return {"mean": float(rates.mean()), "std": float(rates.std(ddof=1)), "resamples": config.paper_resamples,
+            "sample_size": size, "items": int(x.size), "complete": x.size >= config.paper_n_items}  # fmt: skip
+
+
+def _fit_logistic(feature: np.ndarray, target: np.ndarray, steps: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """sigmoid(b0 + b1 x) fitted to soft targets in [0, 1] by Newton's method: the coefficients
+    [2] and their sandwich (robust) covariance [2, 2], which stays honest when targets are not
+    0/1 draws of the model (ties are 1/2, proxies give probabilities)."""
+    X = np.stack([np.ones_like(feature), feature], axis=1)  # [n, 2]
+    beta = np.zeros(2)
+    ridge = 1e-6 * np.eye(2)  # keeps the step finite when one side wins every item
+    for _ in range(steps):
+        p = expit(X @ beta)  # [n]
+        curvature = (X * (p * (1 - p))[:, None]).T @ X + ridge  # [2, 2]
+        step = np.linalg.solve(curvature, X.T @ (p - target))
+        beta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    p = expit(X @ beta)
+    bread = np.linalg.inv((X * (p * (1 - p))[:, None]).T @ X + ridge)
+    meat = (X * ((p - target) ** 2)[:, None]).T @ X
+    return beta, bread @ meat @ bread
+
+
+def length_controlled(values, length_difference, config: BootstrapConfig) -> Interval:
+    """The win rate at zero length difference, from a logistic model of the verdict on
+    tanh(length difference / its std) (AlpacaEval 2's length control), with a Wald interval of
+    the intercept from the model's sandwich covariance, mapped through the sigmoid."""
+    y = np.asarray(values, dtype=float)
+    diff = np.asarray(length_difference, dtype=float)
+    _check(y)
+    scale = diff.std()
+    feature = np.tanh(diff / scale) if scale > 0 else np.zeros_like(diff)
+    beta, covariance = _fit_logistic(feature, y)
+    z = ndtri(1 - (1 - config.level) / 2)
+    se = float(np.sqrt(max(covariance[0, 0], 0.0)))
+    return Interval(float(expit(beta[0])), float(expit(beta[0] - z * se)), float(expit(beta[0] + z * se)))
+
+
+def win_rate(values, lengths: tuple | None, config: BootstrapConfig) -> dict:
+    """Everything the harness says about one set of verdicts: the plain win rate and its BCa
+    interval, the counts, the paper's protocol, and, given (candidate lengths, opponent lengths),
+    the mean lengths and the length-controlled win rate."""
+    x = np.asarray(values, dtype=float)
+    headline = bca_interval(x, config)
+    row = {"win_rate": headline.estimate, "ci": [headline.low, headline.high], "n": int(x.size),
+           "wins": int((x > 0.5).sum()), "ties": int((x == 0.5).sum()), "losses": int((x < 0.5).sum()),
+           "paper": paper_protocol(x, config)}  # fmt: skip
+    if lengths is not None:
+        own, other = (np.asarray(v, dtype=float) for v in lengths)
+        lc = length_controlled(x, own - other, config)
+        row.update({"mean_length": float(own.mean()), "opponent_mean_length": float(other.mean()),
+                    "length_controlled": lc.estimate, "length_controlled_ci": [lc.low, lc.high]})  # fmt: skip
+    return row
+
+
+def paired_difference(a, b, config: BootstrapConfig) -> dict:
+    """Mean of a - b over items judged in both, with its BCa interval: the difference of two win
+    rates on the same examples."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    interval = bca_interval(d, config)
+    return {"difference": interval.estimate, "ci": [interval.low, interval.high], "n": int(d.size),
+            "a_better": int((d > 0).sum()), "same": int((d == 0).sum()), "b_better": int((d < 0).sum())}  # fmt: skip

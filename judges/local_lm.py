@@ -10,8 +10,10 @@ method is better. Use the openai judge for results.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
 from harness.judge import Comparison, Judge, Verdict, register, render_prompt
 from harness.models import load_causal_lm, load_tokenizer, resolve_model
@@ -24,8 +26,8 @@ class LocalLMJudge(Judge):
     """Offline proxy judge: a local LM's next-token probability of "A" vs "B", no API needed."""
 
     model: str = "smollm2-135m"  # any causal LM with a chat template; smollm2-135m works offline
-    batch_size: int = 8  # prompts per forward pass
-    max_source_tokens: int = 256  # the source is cut to this many tokens (the candidates never are): CPU time
+    batch_size: Annotated[int, Field(ge=1)] = 8  # prompts per forward pass
+    max_source_tokens: Annotated[int, Field(ge=0)] = 256  # the source is cut to this many tokens (the candidates never are): CPU time
 
     def __post_init__(self):
         self._model = None

@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field
 
 from harness.engines.openai_engine import api_key
 from harness.judge import (
@@ -38,12 +41,12 @@ class OpenAIJudge(Judge):
     model: str = "gpt-4o"  # the paper: gpt-4-0613 (TL;DR, XSum) and gpt-4o (Arena-Hard)
     base_url: str = ""  # empty: OpenAI; else e.g. http://127.0.0.1:8080/v1
     api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key
-    concurrency: int = 64  # requests in flight at once (the client retries 429s with backoff if a provider wants fewer)
-    max_retries: int = 5  # the client's retries on 429, 5xx and timeouts
-    timeout: float = 60.0  # seconds per request
-    parse_retries: int = 2  # extra asks when an answer holds no verdict
-    temperature: float = 0.0  # deterministic verdicts
-    max_tokens: int = 256  # room for the rationale and the verdict line
+    concurrency: Annotated[int, Field(ge=1)] = 64  # requests in flight at once (the client retries 429s with backoff if a provider wants fewer)
+    max_retries: Annotated[int, Field(ge=0)] = 5  # the client's retries on 429, 5xx and timeouts
+    timeout: Annotated[float, Field(gt=0)] = 60.0  # seconds per request
+    parse_retries: Annotated[int, Field(ge=0)] = 2  # extra asks when an answer holds no verdict
+    temperature: Annotated[float, Field(ge=0)] = 0.0  # deterministic verdicts
+    max_tokens: Annotated[int, Field(ge=1)] = 256  # room for the rationale and the verdict line
     parser: str = "preferred_line"  # a name in judges/parsers.py
     cache_path: str = ""  # SQLite file; empty: ~/.cache/harness/judgments.sqlite
     price_input: float = -1.0  # USD per million input tokens; -1: from the known-price table
@@ -52,8 +55,6 @@ class OpenAIJudge(Judge):
     def __post_init__(self):
         if self.parser not in PARSERS:
             raise ValueError(f"unknown parser {self.parser!r} (parsers: {', '.join(PARSERS)})")
-        if self.concurrency < 1:
-            raise ValueError("concurrency must be positive")
         import openai  # noqa: F401  (imported once here, not inside the first judging call's clock)
 
     def describe_config(self) -> dict:

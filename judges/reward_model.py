@@ -4,8 +4,10 @@ source; P(A > B) = sigmoid(r_A - r_B) (the Bradley-Terry reading of reward diffe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
 from harness.judge import Comparison, Judge, Verdict, register
 from harness.models import resolve_model
@@ -17,8 +19,8 @@ class RewardModelJudge(Judge):
     """A sequence-classification reward model: P(A > B) = sigmoid(r_A - r_B)."""
 
     model: str = ""  # a reward model with one output logit, e.g. a hub id or a local folder
-    batch_size: int = 8  # texts scored per forward pass
-    max_length: int = 2048  # tokens per scored text (the head of the source is kept)
+    batch_size: Annotated[int, Field(ge=1)] = 8  # texts scored per forward pass
+    max_length: Annotated[int, Field(ge=1)] = 2048  # tokens per scored text (the head of the source is kept)
 
     def __post_init__(self):
         if not self.model:

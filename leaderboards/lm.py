@@ -1,6 +1,7 @@
-"""The page of text runs: win rate against revisions (the paper's Fig. 3 and 5), head-to-head
-matrices (Table 1), a sortable table with CSV and Markdown export, an example browser and the
-runs' metadata.
+"""The page of text runs: win rate against revisions (the paper's Fig. 3 and 5) with their
+intervals, head-to-head matrices (Table 1), paired differences on the same examples (a table and
+a forest plot), a sortable table with CSV and Markdown export, an example browser and the runs'
+metadata. Every number comes from summary.json, which ``harness.stages.score`` computed.
 
 Every model and judge text reaches the page as JSON data that the page's script puts into the DOM
 with ``textContent``: a generation holding HTML or a script shows as text and never runs. The
@@ -16,12 +17,12 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from harness.stages.judge import current_judgments
-from harness.store import read_jsonl
 from harness.leaderboards.page import Section, Table, render_page
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-COLUMNS = ["method", "model", "training data", "judge", "revision", "win rate", "std", "CI", "n", "W/T/L", "failed", "run"]
+COLUMNS = ["method", "model", "training data", "judge", "revision", "win rate", "CI", "length-controlled", "LC CI", "words",
+           "opponent words", "paper mean", "paper std", "n", "W/T/L", "failed", "run"]  # fmt: skip
+PAIRED_COLUMNS = ["comparison", "revision", "difference", "CI", "n", "better/same/worse", "head to head", "head-to-head CI", "run"]
 
 
 def _label(run: dict, method: str, many_runs: bool) -> str:
@@ -33,8 +34,12 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+def _level(run: dict) -> float:
+    return run["summary"]["meta"].get("bootstrap", {}).get("level", 0.95)
+
+
 def revision_figure(runs: list[dict], many: bool) -> go.Figure:
-    """Win rate against the references per revision, mean +- bootstrap std as a band."""
+    """Win rate against the references per revision, with its interval as a band."""
     fig = go.Figure()
     i = 0
     for run in runs:
@@ -46,16 +51,40 @@ def revision_figure(runs: list[dict], many: bool) -> go.Figure:
             rows.sort(key=lambda r: r["revision"])
             x = [r["revision"] for r in rows]
             y = [r["win_rate"] for r in rows]
-            sd = [r["std"] for r in rows]
+            low, high = [r["ci"][0] for r in rows], [r["ci"][1] for r in rows]
             color = PALETTE[i % len(PALETTE)]
             name = _label(run, method, many)
-            fig.add_scatter(x=x + x[::-1], y=[a + b for a, b in zip(y, sd)] + [a - b for a, b in zip(y, sd)][::-1], fill="toself",
-                            fillcolor=_rgba(color, 0.15), line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=name)  # fmt: skip
-            fig.add_scatter(x=x, y=y, mode="lines+markers", name=name, line={"color": color}, legendgroup=name,
-                            customdata=sd, hovertemplate=f"{name}<br>revision %{{x}}: %{{y:.3f}} ± %{{customdata:.3f}}<extra></extra>")  # fmt: skip
+            fig.add_scatter(x=x + x[::-1], y=high + low[::-1], fill="toself", fillcolor=_rgba(color, 0.15), line={"width": 0},
+                            hoverinfo="skip", showlegend=False, legendgroup=name)  # fmt: skip
+            fig.add_scatter(x=x, y=y, mode="lines+markers", name=name, line={"color": color}, legendgroup=name, customdata=list(zip(low, high)),
+                            hovertemplate=f"{name}<br>revision %{{x}}: %{{y:.3f}} [%{{customdata[0]:.3f}}, %{{customdata[1]:.3f}}]<extra></extra>")  # fmt: skip
             i += 1
     fig.update_layout(height=420, xaxis_title="revision N", yaxis_title="win rate against the references",
                       xaxis={"dtick": 1}, yaxis={"range": [0, 1]}, legend_title="method")  # fmt: skip
+    return fig
+
+
+def _comparison(p: dict) -> str:
+    if p["kind"] == "methods":
+        return f"{p['method']} - {p['versus_method']}"
+    return f"{p['method']}: rev {p['revision']} - rev {p['versus_revision']}"
+
+
+def paired_figure(run: dict, many: bool) -> go.Figure | None:
+    """A forest plot: each paired difference of win rates with its interval; zero is no difference."""
+    paired = run["summary"].get("paired") or []
+    if not paired:
+        return None
+    labels = [f"{_comparison(p)} (rev {p['revision']})" + (f" [{run['name']}]" if many else "") for p in paired]
+    diff = [p["difference"] for p in paired]
+    fig = go.Figure()
+    fig.add_scatter(x=diff, y=labels, mode="markers", marker={"color": "#1f77b4", "size": 9}, showlegend=False,
+                    error_x={"type": "data", "symmetric": False, "array": [p["ci"][1] - p["difference"] for p in paired],
+                             "arrayminus": [p["difference"] - p["ci"][0] for p in paired]},
+                    hovertemplate="%{y}: %{x:+.3f}<extra></extra>")  # fmt: skip
+    fig.add_vline(x=0, line={"color": "#888", "dash": "dash"})
+    fig.update_layout(height=max(220, 28 * len(paired) + 120), xaxis_title="difference of win rates against the references",
+                      yaxis={"autorange": "reversed"}, margin={"l": 260})  # fmt: skip
     return fig
 
 
@@ -83,6 +112,14 @@ def head_to_head_figure(run: dict) -> go.Figure | None:
     return fig
 
 
+def _cell(value, fmt: str = ".3f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _ci_cell(interval) -> str:
+    return "-" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
 def table_rows(runs: list[dict]) -> list[list]:
     out = []
     for run in runs:
@@ -91,12 +128,22 @@ def table_rows(runs: list[dict]) -> list[list]:
         judge_label = f"{judge.get('judge', '?')}:{judge.get('model', '')}" + (" (proxy)" if meta.get("judge_is_proxy") else "")
         for r in run["summary"]["results"]:
             opponent = "" if r["opponent"] == "reference" else f" vs {r['opponent']}"
-            if r["win_rate"] is None:
-                stats = ["-", "-", "-"]
-            else:
-                stats = [f"{r['win_rate']:.3f}", f"{r['std']:.3f}", f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"]
+            paper = r.get("paper") or {}
+            paper_mean = _cell(paper.get("mean")) + ("" if paper.get("complete", True) else " *")
             out.append([r["method"] + opponent, meta.get("model", ""), meta.get("training_data", ""), judge_label, r["revision"],
-                        *stats, r["n"], f"{r['wins']}/{r['ties']}/{r['losses']}", r["failed"], run["name"]])  # fmt: skip
+                        _cell(r["win_rate"]), _ci_cell(r.get("ci")), _cell(r.get("length_controlled")), _ci_cell(r.get("length_controlled_ci")),
+                        _cell(r.get("mean_length"), ".1f"), _cell(r.get("opponent_mean_length"), ".1f"), paper_mean, _cell(paper.get("std")),
+                        r["n"], f"{r['wins']}/{r['ties']}/{r['losses']}", r["failed"], run["name"]])  # fmt: skip
+    return out
+
+
+def paired_table_rows(runs: list[dict]) -> list[list]:
+    out = []
+    for run in runs:
+        for p in run["summary"].get("paired") or []:
+            head = p.get("head_to_head") or {}
+            out.append([_comparison(p), p["revision"], f"{p['difference']:+.3f}", _ci_cell(p["ci"]), p["n"],
+                        f"{p['a_better']}/{p['same']}/{p['b_better']}", _cell(head.get("win_rate")), _ci_cell(head.get("ci")), run["name"]])  # fmt: skip
     return out
 
 
@@ -107,8 +154,19 @@ def to_csv(rows: list[list]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(COLUMNS)
-    writer.writerows(rows)
+    writer.writerows([[_inert(cell) for cell in row] for row in rows])
     return buf.getvalue()
+
+
+def _inert(cell):
+    """A text cell that a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a
+    leading apostrophe (OWASP's advice); numbers stay numbers."""
+    if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        try:
+            float(cell)
+        except ValueError:
+            return "'" + cell
+    return cell
 
 
 def to_markdown(rows: list[list]) -> str:
@@ -120,26 +178,16 @@ def to_markdown(rows: list[list]) -> str:
 
 def browser_data(run: dict) -> dict:
     """What the example browser shows, read from the run folder: sources, references, every
-    method's revisions, and the verdicts against the reference with their rationales."""
-    folder = Path(run["dir"])
-    gens = read_jsonl(folder / "generations.jsonl")
-    fingerprint = run["summary"]["meta"].get("inputs", {}).get("judge", {}).get("fingerprint")
-    judgments = current_judgments(folder, fingerprint)
-    examples = {}
-    test = {e["id"]: e for e in read_jsonl(folder / "examples.jsonl")}
-    for eid in run["summary"]["meta"].get("example_ids", []):
-        ex = test.get(eid, {})
-        examples[eid] = {"id": eid, "source": ex.get("source", ""), "reference": ex.get("reference", ""), "revisions": {}}
+    method's revisions the summary scored, and their verdicts against the reference with rationales."""
+    from harness.runs import run_records
+
+    _, test, gens, judgments = run_records(run["dir"])
+    examples = {ex["id"]: {"id": ex["id"], "source": ex.get("source", ""), "reference": ex.get("reference", ""), "revisions": {}} for ex in test}
     for g in gens:
-        e = examples.get(g["example_id"])
-        if e is not None:
-            e["revisions"].setdefault(g["method"], {})[str(g["revision"])] = {"text": g["text"]}
+        examples[g["example_id"]]["revisions"].setdefault(g["method"], {})[str(g["revision"])] = {"text": g["text"]}
     for j in judgments:
-        e = examples.get(j["example_id"])
-        if e is None or j["opponent"] != "reference":
-            continue
-        slot = e["revisions"].get(j["method"], {}).get(str(j["revision"]))
-        if slot is not None:
+        slot = examples[j["example_id"]]["revisions"].get(j["method"], {}).get(str(j["revision"]))
+        if slot is not None and j["opponent"] == "reference":
             slot["preference"] = j["preference"]
             slot["error"] = j.get("error", "")
             slot["rationales"] = [o.get("rationale") or o.get("error", "") for o in j.get("orders", [])]
@@ -147,13 +195,16 @@ def browser_data(run: dict) -> dict:
 
 
 def script_json(obj) -> str:
-    """JSON safe inside <script type="application/json">: no "</" can close the tag early."""
-    return json.dumps(obj, ensure_ascii=False).replace("</", "<\\/").replace("<!--", "<\\!--")
+    """JSON safe inside <script type="application/json">: every "<" is written as the JSON escape
+    \\u003c, so no text ("</script>", "<!--") can end or alter the tag, and the data stays valid JSON."""
+    return json.dumps(obj, ensure_ascii=False).replace("<", "\\u003c")
 
 
 def render(runs: list[dict]) -> str:
     many = len(runs) > 1
     tasks = list(dict.fromkeys(r["summary"]["task"] for r in runs))
+    levels = sorted({_level(r) for r in runs})
+    level = "/".join(f"{v:.0%}" for v in levels)
     sections = []
     for task in tasks:
         task_runs = [r for r in runs if r["summary"]["task"] == task]
@@ -162,12 +213,27 @@ def render(runs: list[dict]) -> str:
             h2h = head_to_head_figure(run)
             if h2h is not None:
                 figures.append(h2h)
-        text = "Win rate of each method's revision N against the task's references (ties count 1/2); the band is the bootstrap std."
+        text = (f"Win rate of each method's revision N against the task's references (ties count 1/2); the band is its {level} "
+                f"interval ({task_runs[0]['summary']['meta'].get('scoring', {}).get('interval', 'bootstrap')}).")  # fmt: skip
         if len(figures) > 1:
             text += " Heatmaps: head-to-head win rate of the row method against the column method at the same revision."
         sections.append(Section(title=f"{task}: win rate against revisions", text=text, figures=figures))
+    paired_rows = paired_table_rows(runs)
+    if paired_rows:
+        figures = [f for f in (paired_figure(r, many) for r in runs) if f is not None]
+        sections.append(Section(
+            title="Paired comparisons on the same examples",
+            text=(f"Difference of two win rates against the references, computed per example on the examples both were judged on, "
+                  f"with its {level} BCa bootstrap interval: an interval that excludes 0 says the first beats the second on these "
+                  "examples. Beside it, the head-to-head win rate where the two were judged against each other."),
+            figures=figures, tables=[Table(PAIRED_COLUMNS, paired_rows, caption="Click a column header to sort", id="paired")],
+        ))  # fmt: skip
     rows = table_rows(runs)
-    sections.append(Section(title="All results", tables=[Table(COLUMNS, rows, caption="Click a column header to sort")]))
+    notes = [r["summary"]["meta"].get("scoring", {}).get("paper_note") for r in runs]
+    caption = "Click a column header to sort. Length-controlled: the win rate at zero length difference (AlpacaEval 2's length control); words: mean completion length."
+    if any(notes):
+        caption += " * " + next(n for n in notes if n)
+    sections.append(Section(title="All results", tables=[Table(COLUMNS, rows, caption=caption, exports=True, id="results")]))
     proxies = [r["summary"]["meta"].get("judge_note") for r in runs if r["summary"]["meta"].get("judge_is_proxy")]
     note = proxies[0] if proxies else ""
     metadata = {r["name"]: {k: v for k, v in r["summary"]["meta"].items() if k not in ("example_ids",)} for r in runs}

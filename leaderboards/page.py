@@ -23,6 +23,8 @@ class Table:
     columns: list[str]
     rows: list[list]  # cells are formatted to text by the template's escape, never trusted as HTML
     caption: str = ""
+    exports: bool = False  # CSV and Markdown download buttons under it
+    id: str = ""  # the element id, for links and tests
 
 
 @dataclass

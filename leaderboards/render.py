@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -44,10 +43,6 @@ def write_pages(out: Path, runs: list[tuple[dict, Path]]) -> Path:
 
 
 def load_runs(run_dirs: list[str]) -> list[tuple[dict, Path]]:
-    runs = []
-    for d in run_dirs:
-        path = Path(d) / "summary.json"
-        if not path.is_file():
-            raise HarnessError(f"{str(path)!r} does not exist: is {d!r} a finished run folder?")
-        runs.append((json.loads(path.read_text(encoding="utf-8")), Path(d)))
-    return runs
+    from harness.runs import read_summary
+
+    return [(read_summary(d), Path(d)) for d in run_dirs]

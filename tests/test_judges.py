@@ -10,7 +10,7 @@ from openai_server import FakeOpenAIServer
 
 from harness.judge import Comparison, build_judge, judge_pairs, render_prompt
 from harness.scoring import BootstrapConfig
-from harness.stages.score import score_judgments
+from harness.stages.score import score_verdicts, verdict_frame
 from harness.judges.parsers import preferred_line
 
 ITEMS = [("summary", "Summarise.", f"Article number {i}.", f"good summary {i}", f"poor summary {i}") for i in range(6)]
@@ -173,6 +173,9 @@ def test_reward_model_judge_is_sigmoid_of_reward_difference(tmp_path):
 def test_scores_leave_failed_verdicts_out_and_count_them():
     judgments = [{"example_id": str(i), "revision": 0, "method": "srpo", "opponent": "reference", "preference": p}
                  for i, p in enumerate([1.0, 0.0, 0.5, None, 1.0])]  # fmt: skip
-    [row] = score_judgments(judgments, BootstrapConfig(resamples=10), {str(i): i for i in range(5)})
+    examples = [{"id": str(i), "reference": "gold text"} for i in range(5)]
+    generations = [{"example_id": str(i), "method": "srpo", "revision": 0, "text": "a summary"} for i in range(5)]
+    scores, _ = score_verdicts(verdict_frame(judgments, generations, examples), BootstrapConfig(resamples=200))
+    row = scores.iloc[0]
     assert row["failed"] == 1 and row["n"] == 4 and (row["wins"], row["ties"], row["losses"]) == (2, 1, 1)
-    assert row["point"] == pytest.approx(2.5 / 4)
+    assert row["win_rate"] == pytest.approx(2.5 / 4) and row["mean_length"] == 2 and row["opponent_mean_length"] == 2

@@ -8,41 +8,39 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 from harness.config import stable_hash
+from harness.scoring import BootstrapConfig
+from harness.stages.score import summarise
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+HOSTILE = "<!-- <script>alert(1)</script><img src=x onerror=alert(2)>"
 METHODS = ["srpo", "dpo", "ipo", "simpo", "rpo"]
 
 
 def _fake_run(folder: Path, n_examples: int, revisions: int, methods=METHODS) -> Path:
-    """A run folder as the pipeline writes it (summary, examples, generations, judgments)."""
+    """A run folder as the pipeline writes it (examples, generations, verdicts), scored by the real scoring."""
     folder.mkdir(parents=True)
     ids = [f"ex{i}" for i in range(n_examples)]
-    with (folder / "examples.jsonl").open("w") as fh:
-        for i, eid in enumerate(ids):
-            fh.write(json.dumps({"id": eid, "source": f"Article {i} text. " * 20, "reference": f"Gold summary {i}."}) + "\n")
-    with (folder / "generations.jsonl").open("w") as gens, (folder / "judgments.jsonl").open("w") as judg:
-        for m in methods:
-            for r in range(revisions):
-                for i, eid in enumerate(ids):
-                    text = HOSTILE if (i, m, r) == (0, "srpo", 1) else f"{m} revision {r} summary of article {i}."
-                    gens.write(json.dumps({"example_id": eid, "method": m, "revision": r, "text": text}) + "\n")
-                    judg.write(json.dumps({"example_id": eid, "revision": r, "method": m, "opponent": "reference", "preference": 0.5 + 0.1 * (r % 2),
-                                           "error": "", "orders": [{"preference": 1.0, "rationale": "A is tighter </script><b>bold</b>"}], "judge": "fp",
-                                           "texts": stable_hash([text, f"Gold summary {i}."])}) + "\n")  # fmt: skip
-    results = []
+    examples = [{"id": eid, "source": f"Article {i} text. " * 20, "reference": f"Gold summary {i}."} for i, eid in enumerate(ids)]
+    generations, judgments = [], []
     for k, m in enumerate(methods):
         for r in range(revisions):
-            wr = 0.4 + 0.05 * k + 0.02 * r
-            results.append({"method": m, "opponent": "reference", "revision": r, "win_rate": wr, "std": 0.02, "ci": [wr - 0.04, wr + 0.04],
-                            "n": n_examples, "wins": 3, "ties": 1, "losses": 2, "failed": 0, "level": 0.95})  # fmt: skip
-    for r in range(revisions):
-        results.append({"method": "srpo", "opponent": "dpo", "revision": r, "win_rate": 0.6, "std": 0.03, "ci": [0.55, 0.65],
-                        "n": n_examples, "wins": 5, "ties": 0, "losses": 3, "failed": 1, "level": 0.95})  # fmt: skip
+            for i, eid in enumerate(ids):
+                text = HOSTILE if (i, m, r) == (0, "srpo", 1) else f"{m} revision {r} summary of article {i}."
+                generations.append({"example_id": eid, "method": m, "revision": r, "text": text})
+                judgments.append({"example_id": eid, "revision": r, "method": m, "opponent": "reference", "preference": float((i + k + r) % 3 != 0),
+                                  "error": "", "orders": [{"preference": 1.0, "rationale": "A is tighter </script><b>bold</b>"}], "judge": "fp",
+                                  "texts": stable_hash([text, f"Gold summary {i}."])})  # fmt: skip
+                if m == "srpo" and "dpo" in methods:
+                    dpo_text = f"dpo revision {r} summary of article {i}."
+                    judgments.append({"example_id": eid, "revision": r, "method": "srpo", "opponent": "dpo", "preference": float(i % 4 != 0),
+                                      "error": "", "orders": [], "judge": "fp", "texts": stable_hash([text, dpo_text])})  # fmt: skip
+    for name, rows in (("examples.jsonl", examples), ("generations.jsonl", generations), ("judgments.jsonl", judgments)):
+        (folder / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
     meta = {"judge": {"judge": "local-lm", "model": "smollm2-135m"}, "judge_is_proxy": True, "judge_note": "offline proxy judge",
             "model": "smollm2-135m", "training_data": "built pairs", "example_ids": ids, "inputs": {"judge": {"fingerprint": "fp"}},
-            "bootstrap": {"n_items": 1024, "resamples": 20, "sample_size": 512, "level": 0.95, "seed": 0}}  # fmt: skip
-    (folder / "summary.json").write_text(json.dumps({"task": "xsum", "results": results, "meta": meta}))
+            "revisions": revisions - 1}  # fmt: skip
+    summary = summarise("xsum", meta, judgments, generations, examples, BootstrapConfig(resamples=1000))
+    (folder / "summary.json").write_text(json.dumps(summary))
     return folder
 
 
@@ -90,6 +88,12 @@ def test_page_works_offline_and_shows_hostile_text_as_text(browser, tmp_path):
     page.wait_for_timeout(200)
     assert dialogs == []
     assert "offline proxy judge" in page.inner_text("#judge-note")
+    # paired differences with their intervals, as summary.json holds them
+    summary = json.loads((run / "summary.json").read_text())
+    first = summary["paired"][0]
+    cells = page.locator("table#paired tbody tr").first.locator("td").all_inner_texts()
+    assert cells[2] == f"{first['difference']:+.3f}" and cells[3] == f"[{first['ci'][0]:.3f}, {first['ci'][1]:.3f}]"
+    assert page.locator("table#paired tbody tr").count() == len(summary["paired"]) > 0
 
 
 def test_table_sorts_and_exports(browser, tmp_path):
@@ -97,16 +101,16 @@ def test_table_sorts_and_exports(browser, tmp_path):
     out = tmp_path / "board.html"
     assert run_cli("leaderboard", str(run), "--out", str(out)).returncode == 0
     csv = out.with_suffix(".csv").read_text().splitlines()
-    assert csv[0].startswith("method,model,training data,judge,revision,win rate") and len(csv) == 1 + len(METHODS) * 2 + 2
+    assert csv[0].startswith("method,model,training data,judge,revision,win rate,CI,length-controlled") and len(csv) == 1 + len(METHODS) * 2 + 2
     md = out.with_suffix(".md").read_text()
     assert md.startswith("| method | model |") and "srpo vs dpo" in md
     page, problems, _, _ = _open(browser, out)
-    header = page.locator("table.sortable th", has_text="win rate").first
+    header = page.locator("table#results th", has_text="win rate").first
     header.click()
-    column = [float(t) for t in page.locator("table.sortable tbody tr td:nth-child(6)").all_inner_texts()]
+    column = [float(t) for t in page.locator("table#results tbody tr td:nth-child(6)").all_inner_texts()]
     assert column == sorted(column)
     header.click()
-    column = [float(t) for t in page.locator("table.sortable tbody tr td:nth-child(6)").all_inner_texts()]
+    column = [float(t) for t in page.locator("table#results tbody tr td:nth-child(6)").all_inner_texts()]
     assert column == sorted(column, reverse=True) and problems == []
     with page.expect_download() as download:
         page.click("#export-csv")

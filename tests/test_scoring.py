@@ -1,46 +1,113 @@
+"""Scoring: intervals that hold their level, the paper's protocol as the paper computes it, paired
+differences on the same examples, length control, and the DataFrame API the CLI and page share."""
+
 import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats
 
-from harness.scoring import BootstrapConfig, bootstrap_win_rate
+from harness.scoring import BootstrapConfig, bca_interval, length_controlled, paired_difference, paper_protocol, win_rate
+from harness.stages.score import score_verdicts
 
 
-def test_paper_bootstrap_matches_a_plain_loop():
-    rng = np.random.default_rng(1)
-    prefs = rng.choice([0.0, 0.5, 1.0], size=1500, p=[0.3, 0.1, 0.6])
-    result = bootstrap_win_rate(prefs, BootstrapConfig(seed=7))
-    # the same protocol written as a loop: first 1024 items, 20 resamples of 512 with replacement
-    items = prefs[:1024]
-    loop_rng = np.random.default_rng(7)
-    idx = loop_rng.integers(0, 1024, size=(20, 512))
+def test_the_95_interval_covers_a_known_rate_95_percent_of_the_time():
+    """Verdicts drawn from Bernoulli(p) over and over: the interval must contain p in 93-97% of draws."""
+    config = BootstrapConfig(resamples=2000)
+    for p, n in ((0.6, 200), (0.3, 60)):
+        hits = 0
+        for draw in range(800):
+            verdicts = (np.random.default_rng([draw, n]).random(n) < p).astype(float)
+            interval = bca_interval(verdicts, BootstrapConfig(resamples=config.resamples, seed=draw))
+            hits += interval.low <= p <= interval.high
+        assert 0.93 <= hits / 800 <= 0.97, (p, n, hits / 800)
+
+
+def test_the_interval_agrees_with_scipys_bca():
+    verdicts = np.random.default_rng(3).choice([0.0, 0.5, 1.0], size=300, p=[0.3, 0.2, 0.5])
+    ours = bca_interval(verdicts, BootstrapConfig(resamples=20_000, seed=1))
+    theirs = stats.bootstrap((verdicts,), np.mean, n_resamples=20_000, method="BCa", random_state=1).confidence_interval
+    assert ours.estimate == pytest.approx(verdicts.mean())
+    assert ours.low == pytest.approx(theirs.low, abs=0.006) and ours.high == pytest.approx(theirs.high, abs=0.006)
+
+
+def test_many_distinct_values_take_the_index_path_and_agree():
+    values = np.random.default_rng(4).random(500)  # a proxy judge's probabilities: every value distinct
+    interval = bca_interval(values, BootstrapConfig(resamples=5000))
+    se = values.std(ddof=1) / np.sqrt(values.size)
+    assert interval.high - interval.low == pytest.approx(2 * 1.96 * se, rel=0.1)
+
+
+def test_the_same_verdicts_and_seed_give_the_same_numbers():
+    verdicts = [1, 0.5, 0.5, 0, 1, 1]
+    assert win_rate(verdicts, None, BootstrapConfig(seed=3)) == win_rate(verdicts, None, BootstrapConfig(seed=3))
+    row = win_rate(verdicts, None, BootstrapConfig())
+    assert row["win_rate"] == pytest.approx(4 / 6) and (row["wins"], row["ties"], row["losses"]) == (3, 2, 1)
+    assert row["ci"][0] < row["win_rate"] < row["ci"][1]
+
+
+def test_the_papers_protocol_is_a_plain_loop_over_the_first_1024():
+    verdicts = np.random.default_rng(1).choice([0.0, 0.5, 1.0], size=1500, p=[0.3, 0.1, 0.6])
+    result = paper_protocol(verdicts, BootstrapConfig(seed=7))
+    items = verdicts[:1024]
+    idx = np.random.default_rng(7).integers(0, 1024, size=(20, 512))
     rates = [float(np.mean([items[j] for j in row])) for row in idx]
-    assert result.win_rate == pytest.approx(np.mean(rates))
-    assert result.std == pytest.approx(np.std(rates, ddof=1))
-    assert result.n == 1024 and result.sample_size == 512 and result.resamples == 20
-    assert result.point == pytest.approx(items.mean())
-    assert (result.wins, result.ties, result.losses) == (
-        int((items == 1).sum()), int((items == 0.5).sum()), int((items == 0).sum())
-    )
-    assert result.ci[0] <= result.win_rate <= result.ci[1] and result.level == 0.95
+    assert result["mean"] == pytest.approx(np.mean(rates)) and result["std"] == pytest.approx(np.std(rates, ddof=1))
+    assert (result["items"], result["sample_size"], result["resamples"], result["complete"]) == (1024, 512, 20, True)
+    short = paper_protocol(verdicts[:16], BootstrapConfig())
+    assert short["complete"] is False and short["items"] == 16 and short["sample_size"] == 16  # said, not pretended
 
 
-def test_ties_count_half_and_seed_makes_it_deterministic():
-    prefs = [1, 0.5, 0.5, 0]
-    a = bootstrap_win_rate(prefs, BootstrapConfig(resamples=50, seed=3))
-    b = bootstrap_win_rate(prefs, BootstrapConfig(resamples=50, seed=3))
-    assert a == b and a.point == 0.5 and a.sample_size == 4  # capped at n
-    assert a.ties == 2
+def test_length_control_removes_a_known_length_bias():
+    """The longer answer wins with probability 0.6, otherwise a fair coin decides; the candidates are
+    longer than their opponents: the raw win rate is biased, the length-controlled one is not."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    own, other = rng.normal(60, 15, n), rng.normal(40, 15, n)
+    verdicts = np.where(rng.random(n) < 0.6, (own > other).astype(float), (rng.random(n) < 0.5).astype(float))
+    row = win_rate(verdicts, (own, other), BootstrapConfig())
+    assert row["win_rate"] > 0.65  # raw: rewards length
+    assert row["length_controlled"] == pytest.approx(0.5, abs=0.03)
+    assert row["length_controlled_ci"][0] <= 0.5 <= row["length_controlled_ci"][1]
+    assert row["mean_length"] == pytest.approx(own.mean()) and row["opponent_mean_length"] == pytest.approx(other.mean())
+    # with no length effect at all, length control changes nothing
+    fair = (rng.random(n) < 0.7).astype(float)
+    assert length_controlled(fair, own - other, BootstrapConfig()).estimate == pytest.approx(fair.mean(), abs=0.02)
 
 
-def test_settable_sizes_and_level():
-    prefs = np.linspace(0, 1, 101)
-    result = bootstrap_win_rate(prefs, BootstrapConfig(n_items=50, resamples=200, sample_size=30, level=0.5))
-    assert result.n == 50 and result.sample_size == 30 and result.level == 0.5
-    narrow, wide = result.ci, bootstrap_win_rate(prefs, BootstrapConfig(n_items=50, resamples=200, sample_size=30, level=0.99)).ci
-    assert wide[0] <= narrow[0] and narrow[1] <= wide[1]
+def test_paired_difference_is_tighter_than_two_marginal_intervals():
+    rng = np.random.default_rng(2)
+    difficulty = rng.random(400)  # a shared per-example effect: what pairing cancels
+    a = (rng.random(400) < 0.15 + 0.7 * difficulty).astype(float)
+    b = np.where(rng.random(400) < 0.9, a, 1 - a)  # B agrees with A on most examples
+    diff = paired_difference(a, b, BootstrapConfig())
+    marginal = [bca_interval(v, BootstrapConfig()) for v in (a, b)]
+    assert diff["difference"] == pytest.approx(a.mean() - b.mean())
+    assert diff["ci"][1] - diff["ci"][0] < (marginal[0].high - marginal[0].low) + (marginal[1].high - marginal[1].low)
+    assert diff["n"] == 400 and diff["a_better"] + diff["same"] + diff["b_better"] == 400
 
 
-def test_rejects_bad_preferences():
-    with pytest.raises(ValueError):
-        bootstrap_win_rate([0.2, float("nan")])
-    with pytest.raises(ValueError):
-        bootstrap_win_rate([])
+def test_score_verdicts_builds_every_table_from_a_frame():
+    rows = []
+    for eid in range(40):
+        for method, rate in (("srpo", 0.8), ("dpo", 0.4)):
+            for rev in (0, 1):
+                p = float(((eid * 7 + rev) % 10) / 10 < rate)
+                rows.append({"example_id": str(eid), "position": eid, "method": method, "opponent": "reference", "revision": rev,
+                             "preference": p, "length": 20.0 + rev, "opponent_length": 22.0 + eid % 3})  # fmt: skip
+        rows.append({"example_id": str(eid), "position": eid, "method": "srpo", "opponent": "dpo", "revision": 0, "preference": 1.0,
+                     "length": 20.0, "opponent_length": 20.0})  # fmt: skip
+    rows.append({"example_id": "40", "position": 40, "method": "srpo", "opponent": "reference", "revision": 0, "preference": np.nan,
+                 "length": 1.0, "opponent_length": 1.0})  # a failed verdict: counted, never scored
+    scores, paired = score_verdicts(pd.DataFrame(rows))
+    first = scores.iloc[0]
+    assert (first["method"], first["opponent"], first["revision"], first["n"], first["failed"]) == ("dpo", "reference", 0, 40, 0)
+    srpo0 = scores[(scores["method"] == "srpo") & (scores["revision"] == 0) & (scores["opponent"] == "reference")].iloc[0]
+    assert srpo0["failed"] == 1 and srpo0["n"] == 40 and srpo0["win_rate"] == pytest.approx(0.8)
+    kinds = paired.groupby("kind").size().to_dict()
+    assert kinds == {"methods": 2, "revisions": 2}  # dpo-srpo at revisions 0 and 1; revision 1 - 0 of each method
+    by_revision = {p["revision"]: p for p in paired.to_dict("records") if p["kind"] == "methods"}
+    # oriented as the head-to-head was judged (srpo against dpo), with its verdicts beside the difference
+    assert (by_revision[0]["method"], by_revision[0]["versus_method"]) == ("srpo", "dpo")
+    assert by_revision[0]["difference"] == pytest.approx(0.8 - 0.4) and by_revision[0]["n"] == 40
+    assert by_revision[0]["head_to_head"]["win_rate"] == 1.0 and by_revision[0]["head_to_head"]["n"] == 40
+    assert by_revision[1]["head_to_head"] is None  # not judged head to head at revision 1

@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
 from harness.errors import HarnessError
@@ -31,20 +34,14 @@ class OpenAIEngine(Engine):
 
     model: str = "gpt-4o-mini"  # the served model name
     base_url: str = ""  # e.g. http://127.0.0.1:8000/v1 for a vLLM or llama.cpp server; empty: OpenAI
-    api: str = "chat"  # "chat": the prompt is one user message; "completions": the prompt text as is
+    api: Literal["chat", "completions"] = "chat"  # "chat": the prompt is one user message; "completions": the prompt text as is
     api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key
-    concurrency: int = 16  # requests in flight at once
-    max_retries: int = 5  # the client's retries on 429, 5xx and timeouts (exponential backoff, jitter)
-    timeout: float = 60.0  # seconds per request
-    adapter_models: dict = field(default_factory=dict)  # trained adapter folder -> the name the server serves it under
+    concurrency: Annotated[int, Field(ge=1)] = 16  # requests in flight at once
+    max_retries: Annotated[int, Field(ge=0)] = 5  # the client's retries on 429, 5xx and timeouts (exponential backoff, jitter)
+    timeout: Annotated[float, Field(gt=0)] = 60.0  # seconds per request
+    adapter_models: dict[str, str] = field(default_factory=dict)  # trained adapter folder -> the name the server serves it under
 
     chat_native = True
-
-    def __post_init__(self):
-        if self.api not in ("chat", "completions"):
-            raise ValueError(f"api must be 'chat' or 'completions', got {self.api!r}")
-        if self.concurrency < 1:
-            raise ValueError("concurrency must be positive")
 
     def _client(self):
         from openai import AsyncOpenAI

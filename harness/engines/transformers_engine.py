@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 
 from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
 from harness.models import load_causal_lm, load_tokenizer, resolve_model
@@ -23,14 +25,12 @@ class TransformersEngine(Engine):
     """Local generation with transformers: batched, left-padded, KV-cached; LoRA adapters by peft."""
 
     model: str = "smollm2-135m"  # base model: hub id, local folder or smollm2-135m
-    batch_size: int = 32  # at most this many prompts per generate() call
-    max_batch_tokens: int = 4096  # and at most this many (padded) prompt tokens: long prompts go in small batches
-    device: str = "auto"  # "auto": CUDA when present, else CPU
-    dtype: str = "auto"  # "auto": bfloat16 on a GPU that has it, float32 otherwise
+    batch_size: Annotated[int, Field(ge=1)] = 32  # at most this many prompts per generate() call
+    max_batch_tokens: Annotated[int, Field(ge=1)] = 4096  # and at most this many (padded) prompt tokens: long prompts go in small batches
+    device: Literal["auto", "cuda", "cpu"] = "auto"  # "auto": CUDA when present, else CPU
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # "auto": bfloat16 on a GPU that has it, float32 otherwise
 
     def __post_init__(self):
-        if self.batch_size < 1 or self.max_batch_tokens < 1:
-            raise ValueError("batch_size and max_batch_tokens must be positive")
         self._model = None
         self._adapters: dict[str, str] = {}  # adapter folder -> peft adapter name
 

@@ -1,28 +1,194 @@
-"""Scoring: judgments -> bootstrapped win rates per (method, opponent, revision), the summary rows."""
+"""Scoring a run: its verdicts as one DataFrame, and every table the harness prints from it.
+
+``verdict_frame`` joins the stored verdicts with the texts they judged (for lengths) and the
+examples' order in the test split (the paper's protocol takes the first 1,024). ``score_verdicts``
+turns any such frame into the summary's tables: win rates per (method, opponent, revision), and
+paired differences on the same examples. ``harness run``, ``harness score``, the leaderboard and
+a notebook (``harness.load_run``) all go through these two functions.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import itertools
+from dataclasses import asdict
 
-from harness.scoring import BootstrapConfig, bootstrap_win_rate
+import numpy as np
+import pandas as pd
+
+from harness.scoring import BootstrapConfig, paired_difference, win_rate
+
+REFERENCE = "reference"
+VERDICT_COLUMNS = ["example_id", "position", "method", "opponent", "revision", "preference", "error", "length", "opponent_length"]
 
 
-def score_judgments(judgments: list[dict], config: BootstrapConfig, order: dict[str, int]) -> list[dict]:
-    """One row per (method, opponent, revision): win rate of ``method`` against ``opponent``
-    ("reference" or another method), its bootstrap std and CI, and the verdicts that failed
-    (never scored, always counted). ``order`` gives each example's position in the test split:
-    the bootstrap takes the first n examples in that order, as the paper takes the first 1,024."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for j in judgments:
-        groups[(j["method"], j["opponent"], j["revision"])].append(j)
+def words(text: str | None) -> float:
+    """A text's length in words: the same measure for model completions and human references."""
+    return float(len(text.split())) if isinstance(text, str) else np.nan
+
+
+def verdict_frame(judgments: list[dict], generations: list[dict], examples: list[dict]) -> pd.DataFrame:
+    """One row per verdict: who was compared with whom, the preference (NaN: the verdict failed),
+    both texts' lengths in words, and the example's position in the test split."""
+    position = {str(ex["id"]): i for i, ex in enumerate(examples)}
+    reference = {str(ex["id"]): ex["reference"] for ex in examples}
+    text = {(g["example_id"], g["method"], g["revision"]): g["text"] for g in generations}
     rows = []
-    for (method, opponent, revision), items in sorted(groups.items(), key=lambda kv: (kv[0][1] != "reference", kv[0][2], kv[0][0], kv[0][1])):
-        items = sorted(items, key=lambda j: order[j["example_id"]])
-        prefs = [j["preference"] for j in items if j["preference"] is not None]
-        failed = len(items) - len(prefs)
-        base = {"method": method, "opponent": opponent, "revision": revision, "failed": failed}
-        if not prefs:
-            rows.append({**base, "win_rate": None, "std": None, "ci": None, "n": 0, "wins": 0, "ties": 0, "losses": 0})
+    for j in judgments:
+        eid, rev = j["example_id"], j["revision"]
+        opponent_text = reference.get(eid) if j["opponent"] == REFERENCE else text.get((eid, j["opponent"], rev))
+        rows.append({"example_id": eid, "position": position.get(eid, len(position)), "method": j["method"], "opponent": j["opponent"],
+                     "revision": rev, "preference": np.nan if j["preference"] is None else float(j["preference"]), "error": j.get("error", ""),
+                     "length": words(text.get((eid, j["method"], rev))), "opponent_length": words(opponent_text)})  # fmt: skip
+    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+
+
+def _sorted_groups(frame: pd.DataFrame):
+    groups = frame.sort_values("position").groupby(["method", "opponent", "revision"], sort=False)
+    return sorted(groups, key=lambda kv: (kv[0][1] != REFERENCE, kv[0][2], kv[0][0], kv[0][1]))
+
+
+def score_verdicts(frame: pd.DataFrame, config: BootstrapConfig = BootstrapConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(win rates, paired differences) of a verdict frame (the columns of ``verdict_frame``;
+    ``length`` and ``opponent_length`` may be missing, then no length control is computed)."""
+    has_lengths = {"length", "opponent_length"} <= set(frame.columns)
+    rows = []
+    for (method, opponent, revision), group in _sorted_groups(frame):
+        judged = group[group["preference"].notna()]
+        row = {"method": method, "opponent": opponent, "revision": int(revision), "failed": int(len(group) - len(judged)), "level": config.level}
+        if judged.empty:
+            rows.append({**row, "win_rate": None, "ci": None, "n": 0, "wins": 0, "ties": 0, "losses": 0})
             continue
-        rows.append({**base, **bootstrap_win_rate(prefs, config).as_row()})
-    return rows
+        lengths = (judged["length"].to_numpy(), judged["opponent_length"].to_numpy()) if has_lengths and judged[["length", "opponent_length"]].notna().all().all() else None
+        rows.append({**row, **win_rate(judged["preference"].to_numpy(), lengths, config)})
+    return pd.DataFrame(rows), pd.DataFrame(paired_rows(frame, config))
+
+
+def paired_rows(frame: pd.DataFrame, config: BootstrapConfig) -> list[dict]:
+    """Differences of win rates against the references on the same examples: every two methods at
+    each revision (with their head-to-head verdicts where judged), and every revision against
+    revision 0 of the same method."""
+    ref = frame[(frame["opponent"] == REFERENCE) & frame["preference"].notna()]
+    table = ref.pivot_table(index="example_id", columns=["method", "revision"], values="preference", aggfunc="last")
+    methods = list(dict.fromkeys(ref.sort_values("method")["method"]))
+    revisions = sorted(ref["revision"].unique())
+    out = []
+
+    def compare(kind: str, a: tuple, b: tuple, **extra) -> None:
+        if a not in table.columns or b not in table.columns:
+            return
+        both = table[[a, b]].dropna()
+        if both.empty:
+            return
+        out.append({"kind": kind, "method": a[0], "revision": int(a[1]), "versus_method": b[0], "versus_revision": int(b[1]),
+                    **paired_difference(both[a].to_numpy(), both[b].to_numpy(), config), "level": config.level, **extra})  # fmt: skip
+
+    judged = frame[(frame["opponent"] != REFERENCE) & frame["preference"].notna()]
+    for rev in revisions:
+        for x, y in itertools.combinations(methods, 2):
+            if not ((judged["method"] == x) & (judged["opponent"] == y)).any() and ((judged["method"] == y) & (judged["opponent"] == x)).any():
+                x, y = y, x  # the orientation the head-to-head verdicts were judged in
+            h2h = judged[(judged["method"] == x) & (judged["opponent"] == y) & (judged["revision"] == rev)]
+            head = win_rate(h2h.sort_values("position")["preference"].to_numpy(), None, config) if len(h2h) else None
+            compare("methods", (x, rev), (y, rev), head_to_head=None if head is None else {"win_rate": head["win_rate"], "ci": head["ci"], "n": head["n"]})
+    for method in methods:
+        for rev in revisions:
+            if rev > 0:
+                compare("revisions", (method, rev), (method, 0))
+    return out
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    """A table as JSON-ready rows (NaN as null)."""
+    return [] if frame.empty else [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _plain(value):
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def summarise(task: str, meta: dict, judgments: list[dict], generations: list[dict], examples: list[dict], config: BootstrapConfig) -> dict:
+    """summary.json: the tables of ``score_verdicts``, and how they were computed."""
+    results, paired = score_verdicts(verdict_frame(judgments, generations, examples), config)
+    scoring = {
+        "interval": config.describe(),
+        "paper_protocol": f"mean and std of {config.paper_resamples} resamples of {config.paper_sample_size} out of the first "
+                          f"{config.paper_n_items} items (the paper's Sec. 6 and Appendix C.3)",
+        "length_control": "logistic regression of the verdict on tanh(length difference in words / its std), read at zero "
+                          "difference (AlpacaEval 2's length control); Wald interval from the sandwich covariance",
+        "items": len(examples),
+    }  # fmt: skip
+    if len(examples) < config.paper_n_items:
+        scoring["paper_note"] = (f"this run has {len(examples)} examples, fewer than the {config.paper_n_items} the paper's protocol takes: "
+                                 f"its mean and std are of resamples of {min(config.paper_sample_size, len(examples))} out of "
+                                 f"{len(examples)} and are not comparable with the paper's")  # fmt: skip
+    return {"task": task, "results": records(results), "paired": records(paired),
+            "meta": {**meta, "bootstrap": asdict(config), "scoring": scoring}}  # fmt: skip
+
+
+def _ci(row: dict, key: str = "ci") -> str:
+    low, high = row[key]
+    return f"[{low:.3f}, {high:.3f}]"
+
+
+def print_tables(summary: dict, console) -> None:
+    """Every table of a summary, as ``harness run`` and ``harness score`` show them."""
+    from rich.table import Table
+
+    scoring, level = summary["meta"].get("scoring", {}), summary["meta"]["bootstrap"]["level"]
+    results = summary["results"]
+    ref = Table(title=f"{summary['task']}: win rate against the references ({level:.0%} CI)")
+    for col in ("method", "rev", "win rate", "CI", "length-controlled", "words (ref)", "paper: mean ± std", "n", "W/T/L", "failed"):
+        ref.add_column(col)
+    h2h = Table(title=f"head to head: the row's method against the opponent at the same revision ({level:.0%} CI)")
+    for col in ("method", "opponent", "rev", "win rate", "CI", "n", "W/T/L", "failed"):
+        h2h.add_column(col)
+    for r in results:
+        if r["win_rate"] is None:
+            cells = ["-"] * 5 if r["opponent"] == REFERENCE else ["-", "-"]
+        elif r["opponent"] == REFERENCE:
+            lc = f"{r['length_controlled']:.3f} {_ci(r, 'length_controlled_ci')}" if r.get("length_controlled") is not None else "-"
+            words_cell = f"{r['mean_length']:.1f} ({r['opponent_mean_length']:.1f})" if r.get("mean_length") is not None else "-"
+            paper = r["paper"]
+            cells = [f"{r['win_rate']:.3f}", _ci(r), lc, words_cell, f"{paper['mean']:.3f} ± {paper['std']:.3f}" + ("" if paper["complete"] else " *")]
+        else:
+            cells = [f"{r['win_rate']:.3f}", _ci(r)]
+        counts = [str(r["n"]), f"{r['wins']}/{r['ties']}/{r['losses']}", str(r["failed"])]
+        if r["opponent"] == REFERENCE:
+            ref.add_row(r["method"], str(r["revision"]), *cells, *counts)
+        else:
+            h2h.add_row(r["method"], r["opponent"], str(r["revision"]), *cells, *counts)
+    console.print(ref)
+    if h2h.row_count:
+        console.print(h2h)
+    paired = summary.get("paired") or []
+    if paired:
+        table = Table(title=f"paired differences of win rates against the references, on the same examples ({level:.0%} CI)")
+        for col in ("comparison", "difference", "CI", "n", "better/same/worse", "head to head"):
+            table.add_column(col)
+        for p in paired:
+            what = (f"{p['method']} - {p['versus_method']} (rev {p['revision']})" if p["kind"] == "methods"
+                    else f"{p['method']}: rev {p['revision']} - rev {p['versus_revision']}")  # fmt: skip
+            head = p.get("head_to_head")
+            table.add_row(what, f"{p['difference']:+.3f}", _ci(p), str(p["n"]), f"{p['a_better']}/{p['same']}/{p['b_better']}",
+                          f"{head['win_rate']:.3f} {_ci(head)} (n {head['n']})" if head else "")  # fmt: skip
+        console.print(table)
+    console.print(f"intervals: {scoring.get('interval', '')}; length control: AlpacaEval 2's, at zero length difference")
+    if any(not r["paper"]["complete"] for r in results if r.get("paper")):
+        console.print(f"* {scoring.get('paper_note', 'fewer items than the paper protocol takes')}", style="yellow")
+
+
+def write_summary(store, summary: dict, console) -> None:
+    """summary.json and the leaderboard page of one run, and its tables on screen."""
+    from harness.leaderboards.render import write_pages
+
+    store.write_json("summary.json", summary)
+    page = write_pages(store.path("leaderboard.html"), [(summary, store.root)])
+    print_tables(summary, console)
+    if summary["meta"].get("judge_note"):
+        console.print(f"note: {summary['meta']['judge_note']}", style="yellow")
+    console.print(f"summary: {store.path('summary.json')}")
+    console.print(f"leaderboard: {page}")

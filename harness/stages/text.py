@@ -12,7 +12,7 @@ from harness.models import model_ref
 from harness.runconfig import ResolvedRun
 from harness.stages.generate import GENERATIONS, Candidate, generate_revisions
 from harness.stages.train import load_split
-from harness.store import RunStore, dumps_row
+from harness.store import RunStore, dumps_row, read_jsonl
 from harness.task import TextTask
 
 EXAMPLES = "examples.jsonl"
@@ -73,10 +73,8 @@ def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> 
 def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, examples: list[dict] | None = None) -> dict:
     """Judge the run's generations, score them, and write summary.json and the leaderboard."""
     from harness.judge import build_judge
-    from harness.stages.generate import GENERATIONS
     from harness.stages.judge import judge_stage
-    from harness.stages.score import score_judgments
-    from harness.store import read_jsonl
+    from harness.stages.score import summarise, write_summary
 
     if examples is None:
         examples = load_split(store, resolved.task, "test", resolved.limit, console).rows
@@ -92,67 +90,34 @@ def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, ex
         first = next((j["error"] for j in judgments if j["error"]), "no reason given")
         raise HarnessError(f"every verdict failed ({len(judgments)} of {len(judgments)}), so there is nothing to score; the first error: {first}. "
                            f"The failed verdicts are in {store.path('judgments.jsonl')}; fix the judge and rerun: they are retried")  # fmt: skip
-    order = {str(ex["id"]): i for i, ex in enumerate(examples)}
-    rows = score_judgments(judgments, resolved.bootstrap, order)
-    summary = build_summary(resolved, store, rows, judge, [str(ex["id"]) for ex in examples])
+    manifest = store.read_json("manifest.json") or {}
+    proxy = judge.is_proxy()
+    meta = {
+        "judge": judge.describe_config(),
+        "judge_is_proxy": proxy,
+        "judge_note": PROXY_NOTE if proxy else "",
+        "model": resolved.model,
+        "dataset": getattr(resolved.task, "dataset_label", resolved.task.registered_name),
+        "training_data": (manifest.get("inputs", {}).get("data/preference") or {}).get("origin", ""),
+        "revisions": resolved.revisions,
+        "sampling": resolved.sampling.as_dict(),
+        "engine": resolved.engine_name,
+        "versions": manifest.get("versions", {}),
+        "inputs": manifest.get("inputs", {}),
+        "config": resolved.config,
+        "run_dir": str(store.root),
+        "example_ids": [str(ex["id"]) for ex in examples],  # test-split order: the paper protocol's "first 1,024"
+    }
+    summary = summarise(resolved.task.registered_name, meta, judgments, generations, examples, resolved.bootstrap)
     write_summary(store, summary, console)
     return summary
 
 
-def build_summary(resolved: ResolvedRun, store: RunStore, rows: list[dict], judge, example_ids: list[str]) -> dict:
-    manifest = store.read_json("manifest.json") or {}
-    proxy = judge.is_proxy()
-    return {
-        "task": resolved.task.registered_name,
-        "results": rows,
-        "meta": {
-            "judge": judge.describe_config(),
-            "judge_is_proxy": proxy,
-            "judge_note": (
-                "The judge is an offline proxy (a small local model), not the paper's GPT-4 judge: these numbers show that "
-                "the pipeline runs, not which method is better. For real results pass --judge openai --judge-arg model=gpt-4o "
-                "(OPENAI_API_KEY in the environment) or --judge-arg base_url=http://HOST:PORT/v1 for any OpenAI-compatible server."
-                if proxy else ""
-            ),
-            "model": resolved.model,
-            "dataset": getattr(resolved.task, "dataset_label", resolved.task.registered_name),
-            "training_data": (manifest.get("inputs", {}).get("data/preference") or {}).get("origin", ""),
-            "bootstrap": {k: getattr(resolved.bootstrap, k) for k in ("n_items", "resamples", "sample_size", "level", "seed")},
-            "revisions": resolved.revisions,
-            "sampling": resolved.sampling.as_dict(),
-            "engine": resolved.engine_name,
-            "versions": manifest.get("versions", {}),
-            "inputs": manifest.get("inputs", {}),
-            "config": resolved.config,
-            "run_dir": str(store.root),
-            "example_ids": example_ids,  # test-split order: the bootstrap's "first n"
-        },
-    }
-
-
-def write_summary(store: RunStore, summary: dict, console: Console) -> None:
-    from rich.table import Table
-
-    from harness.leaderboards.render import write_pages
-
-    store.write_json("summary.json", summary)
-    page = write_pages(store.path("leaderboard.html"), [(summary, store.root)])
-    table = Table(title=f"{summary['task']}: win rate against the references ({summary['meta']['bootstrap']['level']:.0%} CI)")
-    for col in ("method", "revision", "win rate", "std", "CI", "n", "W/T/L", "failed"):
-        table.add_column(col)
-    for r in summary["results"]:
-        if r["opponent"] != "reference":
-            continue
-        if r["win_rate"] is None:
-            table.add_row(r["method"], str(r["revision"]), "-", "-", "-", "0", "-", str(r["failed"]))
-            continue
-        table.add_row(r["method"], str(r["revision"]), f"{r['win_rate']:.3f}", f"{r['std']:.3f}", f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]",
-                      str(r["n"]), f"{r['wins']}/{r['ties']}/{r['losses']}", str(r["failed"]))  # fmt: skip
-    console.print(table)
-    if summary["meta"].get("judge_note"):
-        console.print(f"note: {summary['meta']['judge_note']}", style="yellow")
-    console.print(f"summary: {store.path('summary.json')}")
-    console.print(f"leaderboard: {page}")
+PROXY_NOTE = (
+    "The judge is an offline proxy (a small local model), not the paper's GPT-4 judge: these numbers show that "
+    "the pipeline runs, not which method is better. For real results pass --judge openai --judge-arg model=gpt-4o "
+    "(OPENAI_API_KEY in the environment) or --judge-arg base_url=http://HOST:PORT/v1 for any OpenAI-compatible server."
+)
 
 
 def run_text(resolved: ResolvedRun, console: Console) -> RunStore:

@@ -1,0 +1,171 @@
+"""What a careless or hostile user can type, write or point the harness at: each input ends in one
+plain-text message naming the problem and exit status 2, never a traceback, and writes no run folder.
+
+The table grows with every bug found: add the input and the message it must give.
+"""
+
+import json
+import os
+import stat
+
+import pytest
+
+from harness.cli import main
+
+BANDIT = ["run", "--task", "bandit", "--method", "dpo", "--task-arg", "steps=2", "--task-arg", "pairs=10"]
+XSUM = ["run", "--task", "xsum", "--method", "srpo"]
+
+# (name, argv with {tmp} for the test's folder, files to write first {relative path: text}, expected message)
+CASES = [
+    # flags
+    ("seed negative", [*BANDIT, "--seed", "-1"], {}, "config option 'seed' (--seed): input should be greater than or equal to 0 (got '-1')"),
+    ("seed not a number", [*BANDIT, "--seed", "abc"], {}, "option 'seed' (--seed): input should be a valid integer"),
+    ("limit zero", [*XSUM, "--limit", "0"], {}, "option 'limit' (--limit): input should be greater than or equal to 1"),
+    ("revisions negative", [*XSUM, "--revisions", "-1"], {}, "option 'revisions' (--revisions): input should be greater than or equal to 0"),
+    ("temperature negative", [*XSUM, "--temperature", "-1"], {}, "sampling option 'temperature': input should be greater than or equal to 0"),
+    ("top-p zero", [*XSUM, "--top-p", "0"], {}, "sampling option 'top_p': input should be greater than 0"),
+    ("no new tokens", [*XSUM, "--max-new-tokens", "0"], {}, "sampling option 'max_new_tokens': input should be greater than or equal to 1"),
+    ("unknown method", ["run", "--task", "xsum", "--method", "srp"], {}, "unknown method 'srp'; did you mean 'srpo'?"),
+    ("empty method list", ["run", "--task", "xsum", "--method", ","], {}, "config option 'methods' (--method): lists no name"),
+    ("method twice", ["run", "--task", "xsum", "--method", "srpo,srpo"], {}, "lists a name twice"),
+    ("unknown task", ["run", "--task", "nope", "--method", "srpo"], {}, "unknown task 'nope'"),
+    ("no task", ["run", "--method", "srpo"], {}, "no task given: pass --task NAME"),
+    ("no method", ["run", "--task", "xsum"], {}, "no method given: pass --method NAME"),
+    ("assignment without =", [*XSUM, "--task-arg", "limit"], {}, "--task-arg expects KEY=VALUE, got 'limit'"),
+    ("assignment without key", [*XSUM, "--task-arg", "=3"], {}, "--task-arg expects KEY=VALUE, got '=3'"),
+    ("task option of wrong type", [*XSUM, "--task-arg", "max_source_tokens=abc"], {}, "task 'xsum' option 'max_source_tokens': input should be a valid integer"),
+    ("unknown task option", [*XSUM, "--task-arg", "varaint=xlsum"], {}, "task 'xsum' has no option 'varaint'; did you mean 'variant'?"),
+    ("beta nan", [*XSUM, "--method-arg", "beta=nan"], {}, "method 'srpo' option 'beta': input should be a finite number"),
+    ("beta infinite", [*XSUM, "--method-arg", "beta=.inf"], {}, "method 'srpo' option 'beta': input should be a finite number"),
+    ("beta negative", [*XSUM, "--method-arg", "beta=-1"], {}, "method 'srpo': beta must be positive"),
+    ("unknown method option", [*XSUM, "--method-arg", "gamma=1"], {}, "no method in this run has option 'gamma'"),
+    ("misspelled method in option", [*XSUM, "--method-arg", "srop.beta=1"], {}, "unknown method 'srop'; did you mean 'srpo'?"),
+    ("lr nan", [*XSUM, "--train-arg", "lr=nan"], {}, "train option 'lr': input should be a finite number"),
+    ("adam beta1 of 2", [*XSUM, "--train-arg", "adam_beta1=2"], {}, "train option 'adam_beta1': input should be less than 1 (got 2)"),
+    ("lora rank 0", [*XSUM, "--train-arg", "lora_r=0"], {}, "train option 'lora_r': input should be greater than or equal to 1"),
+    ("weight decay negative", [*XSUM, "--train-arg", "weight_decay=-1"], {}, "train option 'weight_decay': input should be greater than or equal to 0"),
+    ("lora dropout 2", [*XSUM, "--train-arg", "lora_dropout=2"], {}, "train option 'lora_dropout': input should be less than 1"),
+    ("no completion tokens", [*XSUM, "--train-arg", "max_completion_tokens=0"], {}, "train option 'max_completion_tokens': input should be greater than or equal to 1"),
+    ("batch not a multiple", [*XSUM, "--train-arg", "batch_size=3", "--train-arg", "micro_batch_size=2"], {}, "batch_size (3) must be a multiple of micro_batch_size (2)"),
+    ("unknown schedule", [*XSUM, "--train-arg", "schedule=linear"], {}, "train option 'schedule': input should be 'constant' or 'cosine'"),
+    ("per-method trainer typo", [*XSUM, "--train-arg", "srpo.lrr=1"], {}, "train (srpo) has no option 'lrr'; did you mean 'lr'?"),
+    ("unknown engine", [*XSUM, "--engine", "nope"], {}, "unknown engine 'nope'"),
+    ("engine dtype", [*XSUM, "--engine-arg", "dtype=foo"], {}, "engine 'transformers' option 'dtype': input should be 'auto', 'float32', 'bfloat16' or 'float16'"),
+    ("engine batch of 0", [*XSUM, "--engine-arg", "batch_size=0"], {}, "engine 'transformers' option 'batch_size': input should be greater than or equal to 1"),
+    ("unknown judge", [*XSUM, "--judge", "gpt5"], {}, "unknown judge 'gpt5'"),
+    ("oracle judge on text", [*XSUM, "--judge", "oracle"], {}, "judge 'oracle' does not judge text; text tasks take:"),
+    ("judge retries negative", [*XSUM, "--judge", "openai", "--judge-arg", "max_retries=-1"], {}, "judge 'openai' option 'max_retries': input should be greater than or equal to 0"),
+    ("judge concurrency 0", [*XSUM, "--judge", "openai", "--judge-arg", "concurrency=0"], {}, "judge 'openai' option 'concurrency': input should be greater than or equal to 1"),
+    ("judge on the bandit", [*BANDIT, "--judge", "openai"], {}, "option 'judge' (--judge) does not apply to task 'bandit', a synthetic task"),
+    ("model on the bandit", [*BANDIT, "--model", "x/y"], {}, "option 'model' (--model) does not apply to task 'bandit'"),
+    ("behaviour on a text task", [*XSUM, "--behavior", "skewed"], {}, "option 'behaviors' (--behavior) does not apply to task 'xsum', a text task"),
+    ("unknown behaviour", [*BANDIT, "--behavior", "nope"], {}, "unknown behaviour 'nope'"),
+    ("unknown preset", [*XSUM, "--preset", "papper"], {}, "unknown preset 'papper'"),
+    ("paper preset on the bandit", [*BANDIT, "--preset", "paper"], {}, "preset 'paper' is for text tasks"),
+    ("bootstrap level 2", [*XSUM, "--bootstrap-arg", "level=2"], {}, "bootstrap option 'level': input should be less than 1 (got 2)"),
+    ("bootstrap of 10 resamples", [*XSUM, "--bootstrap-arg", "resamples=10"], {}, "bootstrap option 'resamples': input should be greater than or equal to 100"),
+    ("missing model folder", [*XSUM, "--model", "/nonexistent/model"], {}, "model '/nonexistent/model' is not a model folder, a hub id"),
+    ("model not a name", [*XSUM, "--model", "foo"], {}, "model 'foo' is not a model folder, a hub id"),
+    ("markup in an argument", [*BANDIT, "--behavior", "x[/]"], {}, "unknown behaviour 'x[/]'"),
+    ("brackets in a hub id", [*XSUM, "--model", "[test]"], {}, "model '[test]' is not a model folder"),
+    # config files
+    ("config file missing", [*XSUM, "--config", "{tmp}/nope.yaml"], {}, "config file '{tmp}/nope.yaml' does not exist"),
+    ("config not YAML", [*XSUM, "--config", "{tmp}/c.yaml"], {"c.yaml": "a: [1\n"}, "is not valid YAML/JSON"),
+    ("config a list", [*XSUM, "--config", "{tmp}/c.yaml"], {"c.yaml": "- 1\n- 2\n"}, "must hold a mapping of options, not list"),
+    ("config not UTF-8", [*XSUM, "--config", "{tmp}/c.yaml"], {"c.yaml": b"task: \xff\xfe\n"}, "is not UTF-8 text"),
+    ("config task a number", ["run", "--method", "srpo", "--config", "{tmp}/c.yaml"], {"c.yaml": "task: 3\n"}, "config option 'task' (--task): input should be a valid string (got 3)"),
+    ("config model a number", [*XSUM, "--config", "{tmp}/c.yaml"], {"c.yaml": "model: 5\n"}, "config option 'model' (--model): input should be a valid string (got 5)"),
+    ("config output dir a list", [*XSUM, "--config", "{tmp}/c.yaml"], {"c.yaml": "output_dir: [a]\n"}, "config option 'output_dir' (--output-dir): input should be a valid string"),
+    ("config task args a list", [*XSUM, "--config", "{tmp}/c.yaml"], {"c.yaml": "task_args: [1]\n"}, "config option 'task_args' (--task-arg): input should be a valid dictionary"),
+    ("config engine args nested", [*XSUM, "--config", "{tmp}/c.yaml"], {"c.yaml": "engine_args: {batch_size: {a: 1}}\n"}, "engine 'transformers' option 'batch_size': input should be a valid integer"),
+    ("config unknown key", [*XSUM, "--config", "{tmp}/c.yaml"], {"c.yaml": "limt: 3\n"}, "config has no option 'limt'; did you mean 'limit'?"),
+    ("config methods a number", ["run", "--task", "xsum", "--config", "{tmp}/c.yaml"], {"c.yaml": "methods: 5\n"}, "config option 'methods' (--method): must be a comma-separated string or a list of names"),
+    ("config seed a bool", [*XSUM, "--config", "{tmp}/c.yaml"], {"c.yaml": "seed: [1]\n"}, "config option 'seed' (--seed): input should be a valid integer"),
+    ("config sft a number", [*XSUM, "--config", "{tmp}/c.yaml"], {"c.yaml": "sft: 3\n"}, "config option 'sft' (--sft)"),
+    # data files (harness data loads a split as a run does)
+    ("data file missing", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/nope.jsonl"], {}, "data file '{tmp}/nope.jsonl' does not exist"),
+    ("data file malformed", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": "a", "reference": "r"}\n{"id": 2,\n'}, "{tmp}/t.jsonl, line 2: not valid JSON"),
+    ("data file empty", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": ""}, "data file '{tmp}/t.jsonl' holds no rows"),
+    ("data field missing", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": "a"}\n'}, "line 1: field 'reference' is missing"),
+    ("data field not text", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": ["a"], "reference": "r"}\n'}, "field 'article' must be text, got list"),
+    ("data lone surrogate", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": "a\\ud800b", "reference": "r"}\n'}, "field 'article' holds an invalid character ('\\ud800' at position 1)"),
+    ("data duplicate ids", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": "a", "reference": "r"}\n{"id": 1, "article": "b", "reference": "s"}\n'}, "id '1' appears twice (rows 1 and 2)"),
+    ("data unknown format", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.txt"], {"t.txt": "x"}, "unknown format '.txt'"),
+    ("data unknown split", ["data", "--task", "xsum", "--task-arg", "data_files.nope={tmp}/t.jsonl"], {}, "data_files names unknown split(s) ['nope']"),
+    ("data not UTF-8", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": b'{"id": 1, "article": "\xff", "reference": "r"}\n'}, "line 1: invalid UTF-8 at byte"),
+    # run folders read by score and leaderboard
+    ("summary empty", ["score", "{tmp}/run"], {"run/summary.json": ""}, "{tmp}/run/summary.json is not valid JSON"),
+    ("summary truncated", ["leaderboard", "{tmp}/run"], {"run/summary.json": '{"task": "xsum", "resu'}, "summary.json is not valid JSON"),
+    ("summary not UTF-8", ["leaderboard", "{tmp}/run"], {"run/summary.json": b"\xff\xfe{}"}, "summary.json is not valid JSON"),
+    ("summary a list", ["score", "{tmp}/run"], {"run/summary.json": "[]"}, "is not a summary the harness wrote (it holds a list, not an object)"),
+    ("summary without meta", ["leaderboard", "{tmp}/run"], {"run/summary.json": '{"task": "xsum", "results": []}'}, "is not a summary the harness wrote (it has no meta)"),
+    ("summary without results", ["score", "{tmp}/run"], {"run/summary.json": '{"task": "xsum", "meta": {}}'}, "(its results are not a list of rows)"),
+    ("summary without task", ["leaderboard", "{tmp}/run"], {"run/summary.json": '{"results": [], "meta": {}}'}, "(it has no task)"),
+    ("not a run folder", ["score", "{tmp}/nothing"], {}, "'{tmp}/nothing' is not a folder"),
+    ("a run without verdicts", ["score", "{tmp}/run"], {"run/summary.json": '{"task": "xsum", "results": [], "meta": {}}'}, "holds no verdicts (judgments.jsonl)"),
+    # output folders
+    ("output folder under a file", [*BANDIT, "--output-dir", "{tmp}/file/run"], {"file": "x"}, "cannot write the run folder '{tmp}/file/run'"),
+    ("output folder is a file", [*BANDIT, "--output-dir", "{tmp}/file"], {"file": "x"}, "output dir '{tmp}/file' exists and is not a folder"),
+    ("output folder in /proc", [*BANDIT, "--output-dir", "/proc/harness-run"], {}, "cannot write the run folder '/proc/harness-run'"),
+    ("output folder of someone else's files", [*BANDIT, "--output-dir", "{tmp}/mine"], {"mine/thesis.tex": "x"}, "holds files but no run (no manifest.json)"),
+]
+
+
+@pytest.mark.parametrize("name, argv, files, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_clear_message(tmp_path, capsys, name, argv, files, message):
+    for relative, content in files.items():
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    fill = lambda text: text.replace("{tmp}", str(tmp_path))  # noqa: E731
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main([fill(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert fill(message) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run folder, no half-written artifact
+
+
+def test_read_only_or_immutable_output_folder(tmp_path, capsys):
+    """A folder this user may not write: read-only for an ordinary user; for root (who writes
+    anyway), immutable (chattr +i), which stops root too."""
+    import shutil
+    import subprocess
+
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    parent.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    immutable = os.access(parent, os.W_OK) and shutil.which("chattr") and subprocess.run(["chattr", "+i", str(parent)]).returncode == 0
+    try:
+        if os.access(parent, os.W_OK) and not immutable:
+            pytest.skip("no way to make a folder unwritable for this user here")
+        assert main([*BANDIT, "--output-dir", str(parent / "run")]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot write the run folder '{parent / 'run'}'" in err and err.count("\n") == 1
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(parent)])
+        parent.chmod(stat.S_IRWXU)
+
+
+def test_a_folder_in_use_by_another_run_is_refused(tmp_path, capsys):
+    from harness.store import RunStore
+
+    holder = RunStore.open(tmp_path / "run", {"task": "bandit"}, seed=0)  # this process holds the lock
+    import subprocess
+    import sys
+
+    other = subprocess.run([sys.executable, "-m", "harness.cli", *BANDIT, "--output-dir", str(tmp_path / "run")], capture_output=True, text=True)
+    assert other.returncode == 2 and "is in use by pid" in other.stderr and "Traceback" not in other.stderr
+    assert not (tmp_path / "run" / "summary.json").exists()
+    del holder
+
+
+def test_the_summary_of_a_run_holds_no_nan(tmp_path):
+    from harness.store import atomic_write_json
+
+    with pytest.raises(ValueError):
+        atomic_write_json(tmp_path / "r.json", {"final_loss": float("nan")})
+    assert not (tmp_path / "r.json").exists()
+    assert json.loads(json.dumps({"ok": 1.0})) == {"ok": 1.0}
