@@ -57,6 +57,12 @@ class Engine(Plugin):
         """The tokenizer prompts are built for, or None (an API: no token budget or chat template here)."""
         return None
 
+    @property
+    def chunk_size(self) -> int:
+        """Prompts per generate() call of the revision loop: enough to keep the engine busy, few
+        enough that each chunk's completions are saved soon."""
+        return 16
+
     def close(self) -> None:
         """Free what the engine holds (models, connections)."""
 

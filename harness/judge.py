@@ -70,6 +70,11 @@ class Judge(Plugin):
         """What identifies this judge's verdicts (shown on the leaderboard, keys its cache)."""
         return {"judge": self.registered_name}
 
+    @property
+    def chunk_size(self) -> int:
+        """Pairs per call of the judging stage: each chunk's verdicts are saved as it ends."""
+        return 32
+
     def is_proxy(self) -> bool:
         """True for weak offline judges whose numbers must be labelled as a proxy."""
         return False

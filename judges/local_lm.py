@@ -35,6 +35,10 @@ class LocalLMJudge(Judge):
     def describe_config(self) -> dict:
         return {"judge": "local-lm", "model": self.model, "max_source_tokens": self.max_source_tokens}
 
+    @property
+    def chunk_size(self) -> int:
+        return 4 * self.batch_size
+
     def is_proxy(self) -> bool:
         return True
 

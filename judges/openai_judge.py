@@ -57,6 +57,10 @@ class OpenAIJudge(Judge):
             raise ValueError(f"unknown parser {self.parser!r} (parsers: {', '.join(PARSERS)})")
         import openai  # noqa: F401  (imported once here, not inside the first judging call's clock)
 
+    @property
+    def chunk_size(self) -> int:
+        return 2 * self.concurrency  # both orders: about four requests per slot, so the limit stays busy
+
     def describe_config(self) -> dict:
         return {"judge": "openai", "model": self.model, "base_url": self.base_url or "https://api.openai.com/v1",
                 "temperature": self.temperature, "max_tokens": self.max_tokens, "parser": self.parser}  # fmt: skip

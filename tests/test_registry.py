@@ -91,3 +91,98 @@ def test_entry_point_plugin_from_an_installed_package(tmp_path, cli):
               "--output-dir", str(out_dir), env=env)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert (out_dir / "summary.json").exists()
+
+
+def _install(tmp_path, name: str, entry_points: dict[str, str], files: dict[str, str]) -> str:
+    """pip-install a throwaway distribution into its own folder; returns that folder for PYTHONPATH."""
+    src = tmp_path / f"src-{name}"
+    src.mkdir()
+    groups = "".join(f'[project.entry-points."{g}"]\n{k} = "{v}"\n' for g, ep in entry_points.items() for k, v in [ep.split("=", 1)])
+    packages = sorted({f.split("/")[0] for f in files})
+    (src / "pyproject.toml").write_text(
+        f'[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n[project]\nname = "{name}"\nversion = "0.0.1"\n'
+        f"{groups}[tool.setuptools]\npackages = {packages!r}\n"
+    )
+    for relative, text in files.items():
+        (src / relative).parent.mkdir(parents=True, exist_ok=True)
+        (src / relative).write_text(textwrap.dedent(text))
+    target = tmp_path / f"site-{name}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(src)],
+                   check=True, capture_output=True)  # fmt: skip
+    return str(target)
+
+
+def test_a_broken_plugin_fails_alone(tmp_path, cli):
+    site = _install(tmp_path, "broken-plugin", {"harness.methods": "broken=broken_plugin"}, {"broken_plugin/__init__.py": "import not_a_module\n"})
+    listing = cli("list", "methods", env={"PYTHONPATH": site})
+    assert listing.returncode == 0 and "srpo" in listing.stdout  # the others still work
+    assert "warning: the harness.methods entry point 'broken' (broken_plugin) of broken-plugin failed to load" in listing.stderr
+    asked = cli("run", "--task", "bandit", "--method", "broken", env={"PYTHONPATH": site})
+    assert asked.returncode == 2 and "ModuleNotFoundError: No module named 'not_a_module'" in asked.stderr and "Traceback" not in asked.stderr
+
+
+def test_a_method_that_breaks_the_contract_is_named_with_the_rule(tmp_path, cli):
+    scalar = '''
+        from dataclasses import dataclass
+        from harness.method import CHOSEN, REJECTED, Method, register
+
+        @register("scalar")
+        @dataclass
+        class Scalar(Method):
+            """Returns one number for the whole batch."""
+            needs = (CHOSEN, REJECTED)
+            def loss(self, policy, reference):
+                return (policy.sums[CHOSEN] - policy.sums[REJECTED]).mean(), {}
+    '''
+    typo = '''
+        from dataclasses import dataclass
+        from harness.method import Method, register
+
+        @register("typo")
+        @dataclass
+        class Typo(Method):
+            """Needs a key that does not exist."""
+            needs = ("chosn",)
+            def loss(self, policy, reference):
+                return policy.sums["chosn"], {}
+    '''
+    site = _install(tmp_path, "bad-methods", {"harness.methods": "scalar=scalar_method"}, {"scalar_method/__init__.py": scalar})
+    run = cli("run", "--task", "bandit", "--method", "scalar", env={"PYTHONPATH": site})
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "method 'scalar' breaks the method contract: loss() must return one loss per pair, shape [B] (here [3]), got []" in run.stderr
+    site = _install(tmp_path, "typo-method", {"harness.methods": "typo=typo_method"}, {"typo_method/__init__.py": typo})
+    run = cli("run", "--task", "bandit", "--method", "typo", env={"PYTHONPATH": site})
+    assert run.returncode == 2 and "`needs` names 'chosn', which is not a sequence key" in run.stderr
+
+
+def test_check_method_is_a_test_helper_for_plugin_authors():
+    import harness
+    from harness.method import build_method
+
+    for name in registry.methods.names():
+        harness.check_method(build_method(name))  # every built-in keeps the contract
+
+
+def test_every_command_works_from_a_folder_holding_tasks_methods_and_judges_packages(tmp_path, cli):
+    """Common names of the user's own: they neither shadow the harness's plugins nor are shadowed."""
+    import json
+
+    from tiny import build_tiny, xsum_files
+
+    work = tmp_path / "project"
+    for package in ("tasks", "methods", "judges", "leaderboards"):
+        (work / package).mkdir(parents=True)
+        (work / package / "__init__.py").write_text("raise ImportError('the user project package was imported')\n")
+    tiny = str(build_tiny(tmp_path / "tiny"))
+    test, pairs = xsum_files(tmp_path / "data")
+    run_args = ["--task", "xsum", "--method", "dpo", "--model", tiny, "--task-arg", f"data_files.test={test}", "--task-arg", f"data_files.preference={pairs}",
+                "--limit", "2", "--revisions", "0", "--max-new-tokens", "4", "--train-arg", "batch_size=2", "--output-dir", "out"]  # fmt: skip
+    env = {"PYTHONPATH": str(work)}
+    commands = [["list"], ["list", "tasks"], ["data", "--task", "xsum", "--task-arg", f"data_files.test={test}"], ["train", *run_args],
+                ["generate", *run_args], ["judge", *run_args], ["run", *run_args], ["score", "out"], ["leaderboard", "out", "--out", "board.html"],
+                ["run", "--task", "bandit", "--method", "dpo", "--task-arg", "steps=5", "--task-arg", "pairs=50", "--output-dir", "bandit"]]  # fmt: skip
+    for command in commands:
+        result = cli(*command, cwd=work, env=env)
+        assert result.returncode == 0, (command, result.stderr[-2000:])
+    assert "xsum" in cli("list", "tasks", cwd=work, env=env).stdout
+    assert json.loads((work / "out" / "summary.json").read_text())["task"] == "xsum" and (work / "board.html").exists()

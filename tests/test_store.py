@@ -38,3 +38,47 @@ def test_manifest_records_versions_seed_and_inputs(tmp_path):
     manifest = json.loads((store.root / "manifest.json").read_text())
     assert manifest["seed"] == 5 and "torch" in manifest["versions"] and manifest["inputs"]["data"]["rows"] == 3
     assert oct((store.root / "manifest.json").stat().st_mode & 0o777) != "0o600"
+
+
+def test_a_torn_last_line_is_ignored_and_cut_before_the_next_append(tmp_path):
+    from harness.store import JsonlLog
+
+    path = tmp_path / "judgments.jsonl"
+    log = JsonlLog(path)
+    log.append([{"i": 0}, {"i": 1}])
+    with path.open("ab") as fh:
+        fh.write(b'{"i": 2, "pref')  # a kill mid-write
+    assert JsonlLog(path).read() == [{"i": 0}, {"i": 1}]
+    JsonlLog(path).append([{"i": 2}])
+    assert JsonlLog(path).read() == [{"i": 0}, {"i": 1}, {"i": 2}]  # nothing after the tear is lost or hidden
+    assert path.read_bytes().count(b"\n") == 3
+
+
+def test_line_separators_inside_a_text_stay_in_their_row(tmp_path):
+    from harness.store import JsonlLog
+
+    text = "first\u2028second\u2029third\x85fourth\x0bfifth\x1cend"
+    log = JsonlLog(tmp_path / "g.jsonl")
+    log.append([{"text": text}, {"text": "next"}])
+    assert log.read() == [{"text": text}, {"text": "next"}]
+
+
+def test_a_corrupt_line_in_the_middle_is_an_error_not_a_silent_stop(tmp_path):
+    from harness.errors import HarnessError
+    from harness.store import JsonlLog
+
+    path = tmp_path / "g.jsonl"
+    path.write_text('{"a": 1}\nnot json\n{"a": 2}\n')
+    with pytest.raises(HarnessError, match="line 2: not a JSON row"):
+        JsonlLog(path).read()
+
+
+def test_csv_cells_that_would_run_as_formulas_are_inert():
+    from harness.leaderboards.lm import to_csv
+
+    import csv
+    import io
+
+    table = to_csv([["=HYPERLINK(\"http://x\")", "-0.25", "+1", "@SUM(A1)", "-x", "plain", -0.5]])
+    row = list(csv.reader(io.StringIO(table)))[1]
+    assert row == ["'=HYPERLINK(\"http://x\")", "-0.25", "+1", "'@SUM(A1)", "'-x", "plain", "-0.5"]  # numbers stay numbers

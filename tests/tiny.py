@@ -33,3 +33,16 @@ def build_tiny(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 32) -
     )  # fmt: skip
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
+
+
+def xsum_files(folder: Path, n: int = 6) -> tuple[Path, Path]:
+    """A test split and preference pairs in the xsum task's fields, written to ``folder``."""
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    articles = [f"The council said bridge number {i} will open next year after a delay." for i in range(n)]
+    test, pairs = folder / "test.jsonl", folder / "pairs.jsonl"
+    test.write_text("".join(json.dumps({"id": str(i), "article": a, "reference": f"Bridge {i} opens."}) + "\n" for i, a in enumerate(articles)))
+    pairs.write_text("".join(json.dumps({"id": str(i), "article": a, "chosen": f"Bridge {i} opens.", "rejected": "Cats."}) + "\n" for i, a in enumerate(articles)))
+    return test, pairs

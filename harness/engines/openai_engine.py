@@ -51,6 +51,10 @@ class OpenAIEngine(Engine):
             max_retries=self.max_retries, timeout=self.timeout,
         )  # fmt: skip
 
+    @property
+    def chunk_size(self) -> int:
+        return 4 * self.concurrency  # requests queue behind the limit: the server never waits on a chunk boundary
+
     def _served_model(self, adapter: str | None) -> str:
         if adapter is None:
             return self.model

@@ -48,6 +48,10 @@ class TransformersEngine(Engine):
         self._load()
         return self._tokenizer
 
+    @property
+    def chunk_size(self) -> int:
+        return self.batch_size
+
     def _use_adapter(self, adapter: str | None):
         model = self._load()
         if adapter is None:

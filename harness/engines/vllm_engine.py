@@ -46,6 +46,10 @@ class VLLMEngine(Engine):
             )  # fmt: skip
         return self._llm
 
+    @property
+    def chunk_size(self) -> int:
+        return 256  # vLLM schedules whatever it is given: large chunks keep its batches full
+
     def tokenizer(self):
         return self._load().get_tokenizer()
 

@@ -77,7 +77,7 @@ def _current(rows: list[dict], examples: list[dict], keys: dict[str, str]) -> di
 
 def generate_revisions(
     store: RunStore, task: TextTask, tokenizer, engine_for: Callable[[Candidate], Engine], engine: tuple[str, dict],
-    examples: list[dict], candidates: list[Candidate], revisions: int, params: SamplingParams, chunk_size: int = 16,
+    examples: list[dict], candidates: list[Candidate], revisions: int, params: SamplingParams, chunk_size: int | None = None,
 ) -> list[dict]:
     """Generate revisions 0..``revisions`` for every candidate; returns their rows.
     ``engine_for`` gives the engine holding a candidate's model (one per distinct model);
@@ -99,8 +99,9 @@ def generate_revisions(
         for cand in candidates:
             formatter = formatters[cand.method]
             missing = [ex for ex in examples if (str(ex["id"]), cand.method, revision) not in done]
-            for start in range(0, len(missing), chunk_size):
-                chunk = missing[start : start + chunk_size]
+            size = chunk_size or engine_for(cand).chunk_size
+            for start in range(0, len(missing), size):
+                chunk = missing[start : start + size]
                 previous = [None if revision == 0 else done[(str(ex["id"]), cand.method, revision - 1)]["text"] for ex in chunk]
                 prompts = [formatter.prompt(ex) if prev is None else formatter.revision_prompt(ex, prev) for ex, prev in zip(chunk, previous)]
                 seeds = [item_seed(params.seed, str(ex["id"]), cand.method, revision) for ex in chunk]

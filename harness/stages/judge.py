@@ -1,7 +1,8 @@
 """The judging stage: every completion against its reference, and methods head to head.
 
-Pairs go to the judge in chunks of ``chunk`` (both orders: twice as many comparisons), small
-enough for steady progress and persistence, large enough to keep an API judge's requests in flight.
+Pairs go to the judge in chunks (the judge's ``chunk_size``; both orders: twice as many
+comparisons), small enough for steady progress and persistence, large enough to keep an API
+judge's requests in flight.
 
 Verdicts are appended to ``judgments.jsonl`` chunk by chunk, each tagged with the judge's
 fingerprint (the hash of its ``JudgeInputs``) and the hash of the two texts it compared. A rerun
@@ -55,7 +56,7 @@ def latest_verdicts(rows: list[dict], fingerprint: str) -> dict[tuple, dict]:
 
 def judge_stage(
     store: RunStore, task: TextTask, judge: Judge, examples: list[dict], generations: list[dict], methods: list[str],
-    head_to_head: bool, both_orders: bool, seed: int, console: Console, chunk: int = 32,
+    head_to_head: bool, both_orders: bool, seed: int, console: Console, chunk: int | None = None,
 ) -> list[dict]:
     fingerprint = judge_fingerprint(judge, task.family, both_orders, seed)
     by_id = {str(ex["id"]): ex for ex in examples}
@@ -77,6 +78,7 @@ def judge_stage(
     todo = [w for w in wanted if verdicts.get(identity(w), {}).get("preference") is None]
     bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), desc=f"judge ({judge.registered_name})", unit="pair")
     usage = store.log(USAGE)
+    chunk = chunk or judge.chunk_size
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
         items = [(task.family, task.instruction, task.judge_source(by_id[w[0]]), w[4], w[5]) for w in part]

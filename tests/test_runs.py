@@ -1,0 +1,148 @@
+"""Runs that can be trusted: each stage redoes exactly what its inputs changed, per-method options
+reach every stage, and a run that goes wrong says so and exits non-zero instead of scoring it."""
+
+import json
+
+import pytest
+from conftest import run_cli
+from openai_server import FakeOpenAIServer
+from tiny import build_tiny, xsum_files
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(build_tiny(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+def _args(tiny, test, pairs, out, *extra):
+    return ["--task", "xsum", "--method", "dpo", "--model", tiny, "--task-arg", f"data_files.test={test}", "--task-arg", f"data_files.preference={pairs}",
+            "--limit", "3", "--revisions", "1", "--max-new-tokens", "5", "--train-arg", "batch_size=2", "--output-dir", str(out), *extra]  # fmt: skip
+
+
+def test_a_task_option_that_changes_the_prompts_retrains(tiny, tmp_path):
+    test, pairs = xsum_files(tmp_path)
+    out = tmp_path / "run"
+    assert run_cli("train", *_args(tiny, test, pairs, out)).returncode == 0
+    adapter = out / "train" / "dpo" / "adapter" / "adapter_model.safetensors"
+    first = adapter.stat().st_mtime_ns
+    assert run_cli("train", *_args(tiny, test, pairs, out)).returncode == 0
+    assert adapter.stat().st_mtime_ns == first  # the same inputs: reused
+    cut = run_cli("train", *_args(tiny, test, pairs, out, "--task-arg", "max_source_tokens=4"))
+    assert cut.returncode == 0, cut.stderr
+    assert adapter.stat().st_mtime_ns != first  # every training prompt changed: trained again
+
+
+def test_built_pairs_are_rebuilt_for_another_prompt_format(tiny, tmp_path):
+    from harness.config import stable_hash
+    from harness.datasources import Rows
+    from harness.engine import SamplingParams
+    from harness.models import model_ref
+    from harness.stages.train import PairsInputs
+    from harness.task import build_task
+
+    task = build_task("xsum")
+    make = lambda fmt: PairsInputs(task, Rows.of([{"id": "1"}]), model_ref(tiny), "transformers", {}, fmt, SamplingParams())  # noqa: E731
+    assert stable_hash(make("raw")) != stable_hash(make("chat"))  # the key is the object the stage reads, prompt format included
+
+
+def test_a_method_trained_without_lora_generates_from_its_full_weights(tiny, tmp_path):
+    test, pairs = xsum_files(tmp_path)
+    out = tmp_path / "run"
+    config = tmp_path / "c.yaml"
+    config.write_text("train: {dpo: {lora: false, prompt_format: raw}}\n")
+    args = _args(tiny, test, pairs, out, "--config", str(config))
+    args[args.index("dpo")] = "dpo,srpo"
+    assert run_cli("train", *args).returncode == 0
+    generated = run_cli("generate", *args)
+    assert generated.returncode == 0, generated.stderr
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    by_method = {r["method"]: r for r in rows}
+    assert by_method["dpo"]["adapter"] is None and by_method["dpo"]["model"].endswith("train/dpo/model")
+    assert by_method["srpo"]["adapter"].endswith("train/srpo/adapter")
+
+
+def test_the_paper_preset_keeps_its_dpo_schedule_under_a_partial_override(tmp_path):
+    from harness.cli import build_parser, resolve_args
+
+    config = tmp_path / "c.yaml"
+    config.write_text("train: {dpo: {lr: 5.0e-7}}\n")
+    args = build_parser().parse_args(["run", "--task", "xsum", "--method", "dpo,srpo", "--preset", "paper", "--config", str(config),
+                                      "--train-arg", "srpo.warmup_steps=7"])  # fmt: skip
+    run = resolve_args(args)
+    dpo, srpo = run.train_by_method["dpo"], run.train_by_method["srpo"]
+    assert (dpo.lr, dpo.schedule, dpo.batch_size) == (5e-7, "constant", 128)  # merged deeply: the preset's constant schedule stays
+    assert (srpo.lr, srpo.warmup_steps, srpo.schedule) == (2e-6, 7, "cosine")  # --train-arg METHOD.KEY works
+
+
+def test_every_preset_is_a_valid_layer_of_the_schema():
+    from harness.presets import PRESETS, preset_layer
+    from harness.runconfig import validate
+
+    for preset in PRESETS:
+        for task in ("xsum", "tldr", "arena-hard", "ultrafeedback"):
+            validate({**preset_layer(preset, task, "text"), "task": task, "methods": "srpo"})
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_saves_no_adapter(tiny, tmp_path):
+    test, pairs = xsum_files(tmp_path)
+    out = tmp_path / "run"
+    result = run_cli("run", *_args(tiny, test, pairs, out, "--train-arg", "lr=1e30", "--train-arg", "max_steps=6"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "training 'dpo' diverged at step" in result.stderr and "Lower the learning rate" in result.stderr
+    assert not (out / "train" / "dpo" / "adapter").exists() and not (out / "summary.json").exists()
+
+
+def test_an_unreachable_judge_fails_the_run_and_keeps_its_generations(tiny, tmp_path):
+    test, pairs = xsum_files(tmp_path)
+    out = tmp_path / "run"
+    result = run_cli("run", *_args(tiny, test, pairs, out, "--judge", "openai", "--judge-arg", "base_url=http://127.0.0.1:9/v1",
+                                   "--judge-arg", "max_retries=0", "--judge-arg", f"cache_path={tmp_path / 'c.sqlite'}"))  # fmt: skip
+    assert result.returncode == 2 and "every verdict failed" in result.stderr and "Traceback" not in result.stderr
+    assert (out / "generations.jsonl").exists() and not (out / "summary.json").exists()
+    with FakeOpenAIServer(lambda prompt: "Preferred: A") as server:  # the judge is back: the failed verdicts are retried
+        again = run_cli("run", *_args(tiny, test, pairs, out, "--judge", "openai", "--judge-arg", f"base_url={server.base_url}",
+                                      "--judge-arg", f"cache_path={tmp_path / 'c.sqlite'}"))  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        assert server.served == 3 * 2 * 2  # every pair, both orders: nothing was counted as done
+    assert all(r["n"] == 3 and r["failed"] == 0 for r in json.loads((out / "summary.json").read_text())["results"])
+
+
+@pytest.mark.parametrize("content, message", [("", "holds no rows"), ('{"id": 1, "article": "a", "chosen": "x"}\n', "field 'rejected' is missing")])
+def test_a_broken_preference_file_is_an_error_not_a_reason_to_build_pairs(tiny, tmp_path, content, message):
+    test, _ = xsum_files(tmp_path)
+    pairs = tmp_path / "bad.jsonl"
+    pairs.write_text(content)
+    result = run_cli("train", *_args(tiny, test, pairs, tmp_path / "run", "--build-pairs", "4"))
+    assert result.returncode == 2 and message in result.stderr and "builds pairs" not in result.stdout
+
+
+def test_the_single_order_coin_reads_the_items_identity_not_its_position():
+    from harness.judge import Comparison, Judge, Verdict, judge_pairs
+
+    class FirstWins(Judge):
+        def judge(self, comparisons):
+            return [Verdict(1.0) for _ in comparisons]
+
+    items = [("summary", "Summarise.", f"source {i}", f"candidate {i}", f"opponent {i}") for i in range(12)]
+    keys = [f"{i}/0/srpo/reference" for i in range(12)]
+    whole = judge_pairs(FirstWins(), items, both_orders=False, seed=5, keys=keys)
+    resumed = judge_pairs(FirstWins(), items[7:], both_orders=False, seed=5, keys=keys[7:])  # a rerun judging the rest in a new chunk
+    assert [v.preference for v in whole[7:]] == [v.preference for v in resumed]
+    assert {v.preference for v in whole} == {0.0, 1.0}
+    assert Comparison  # the comparisons themselves are built from the items
+
+
+def test_tabular_training_runs_on_one_thread(monkeypatch):
+    import numpy as np
+    import torch
+
+    from harness.method import build_method
+    from harness.policies import tabular
+
+    seen = []
+    method = build_method("dpo", {"beta": 1.0})
+    original = type(method).loss
+    monkeypatch.setattr(type(method), "loss", lambda self, p, r: (seen.append(torch.get_num_threads()), original(self, p, r))[1])
+    before = torch.get_num_threads()
+    tabular.train_tabular(method, np.array([2, 2, 0]), np.array([0, 1, 1]), 3, steps=3, lr=0.1, seed=0)
+    assert seen == [1, 1, 1] and torch.get_num_threads() == before
