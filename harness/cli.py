@@ -95,6 +95,9 @@ def _stage_parsers(sub) -> None:
     }
     for name, (text, handler) in stages.items():
         p = sub.add_parser(name, help=text)
+        if name == "judge":
+            p.add_argument("run_dir", nargs="?", metavar="RUN_DIR",
+                           help="a judged run folder: with --judge and --judge-arg, add that judge's verdicts beside the run's own (its diagnostics and agreement join the summary)")  # fmt: skip
         _add_run_options(p, kinds=("text",))
         p.set_defaults(handler=handler)
 
@@ -122,8 +125,24 @@ def cmd_generate(args, console: Console) -> int:
 def cmd_judge(args, console: Console) -> int:
     from harness.stages.text import judge_and_score, open_store
 
-    resolved = resolve_args(args)
-    judge_and_score(resolved, open_store(resolved, console), console)
+    if args.run_dir is None:
+        resolved = resolve_args(args)
+        judge_and_score(resolved, open_store(resolved, console), console)
+        return 0
+    from harness.runconfig import resolve
+    from harness.runs import read_summary
+    from harness.store import RunStore
+
+    other = {k: v for k, v in cli_layer(args).items() if k not in ("judge", "judge_args")}
+    if other or args.config:
+        raise HarnessError(f"with a run folder, `harness judge` takes only --judge and --judge-arg (the run's own options come from its config.json); got {sorted(other) or ['--config']}")
+    read_summary(args.run_dir)  # a judged run, or one clear message
+    store = RunStore(Path(args.run_dir))
+    config = {k: v for k, v in (store.read_json("config.json") or {}).items() if not k.startswith("resolved_")}
+    resolved = resolve({**config, "output_dir": str(store.root)})
+    store.lock()
+    other_judge = (args.judge, parse_assignments(args.judge_args, "--judge-arg")) if args.judge else None
+    judge_and_score(resolved, store, console, other_judge=other_judge)
     return 0
 
 
@@ -145,10 +164,12 @@ def cmd_score(args, console: Console) -> int:
     if not store.path("judgments.jsonl").exists():
         run_records(args.run_dir)  # a folder that is no run at all says so first
         raise HarnessError(f"{args.run_dir!r} holds no verdicts (judgments.jsonl): score a text run after `harness run` or `harness judge`")
-    summary, examples, generations, judgments = run_records(args.run_dir)
+    summary, examples, generations, judges = run_records(args.run_dir)
     config = build_options(BootstrapConfig, {**summary["meta"].get("bootstrap", {}), **parse_assignments(args.bootstrap_arg, "--bootstrap-arg")}, "bootstrap")
     store.lock()
-    rescored = summarise(summary["task"], {k: v for k, v in summary["meta"].items() if k not in ("bootstrap", "scoring")}, judgments, generations, examples, config)
+    if not any(j.primary for j in judges):
+        raise HarnessError(f"{args.run_dir!r} records no judge in its manifest.json: rerun `harness judge` with the run's options")
+    rescored = summarise(summary["task"], {k: v for k, v in summary["meta"].items() if k not in ("bootstrap", "scoring")}, judges, generations, examples, config)
     write_summary(store, rescored, console)
     return 0
 

@@ -45,12 +45,16 @@ class Engine(Plugin):
     """Base of the engines; subclasses are dataclasses whose fields are their options."""
 
     chat_native: ClassVar[bool] = False  # True: takes chat messages itself (an API), not template text
+    sets_model: ClassVar[bool] = True  # the run's model (base, SFT or trained) is this engine's ``model`` option
 
     def generate(
         self, prompts: list[str], params: SamplingParams, adapter: str | None = None, stop: tuple[str, ...] = (), seeds: list[int] | None = None,
+        chat: bool = False,
     ) -> list[Generation]:
         """One completion per prompt. ``seeds`` gives each prompt's sampling seed (so a sampled
-        text does not depend on the batch it ran in); None: ``params.seed`` plus its index."""
+        text does not depend on the batch it ran in); None: ``params.seed`` plus its index.
+        ``chat``: the prompts are user turns of a chat task (an API engine sends them as chat
+        messages; local engines get them already wrapped in the model's chat template)."""
         raise NotImplementedError
 
     def tokenizer(self):
@@ -85,11 +89,9 @@ def build_engine(name: str, options: dict | None = None) -> Engine:
 
 
 def build_engine_for(name: str, options: dict, model: str) -> Engine:
-    """Engine ``name`` loading ``model``; an engine with no model option (an API serving its own)
-    takes ``options`` as given."""
-    import dataclasses
-
-    if "model" in {f.name for f in dataclasses.fields(registry.engines.get(name))}:
+    """Engine ``name`` loading ``model``; an engine serving models by name (an API) takes the
+    user's ``model`` option as given."""
+    if registry.engines.get(name).sets_model:
         options = {**options, "model": model}
     return build_engine(name, options)
 

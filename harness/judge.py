@@ -83,7 +83,8 @@ class Judge(Plugin):
 @dataclass
 class PairVerdict:
     preference: float | None  # p(candidate better than opponent), both orders averaged; None: failed
-    orders: list[Verdict]  # the verdict in each order judged: [candidate first] or [candidate first, opponent first]
+    orders: list[Verdict]  # the raw verdict p(A better) in each order judged
+    candidate_first: list[bool]  # per order: was the candidate shown as A
     error: str = ""
 
 
@@ -95,10 +96,14 @@ def judge_pairs(
     Both orders: p = (p1 + (1 - p2)) / 2 where p1 judges candidate-first and p2 opponent-first.
     One order: a seeded coin per item decides which side is shown first; the coin reads the
     item's identity (``keys``: example, method, opponent, revision; by default its texts), never
-    its position, so a resumed or re-chunked run shows every pair as an uninterrupted one did."""
+    its position, so a resumed or re-chunked run shows every pair as an uninterrupted one did.
+    Two identical texts are a tie without asking (as AlpacaEval does): a judge could only show
+    its position bias on them."""
     comparisons, plan = [], []
     for i, (family, instruction, source, cand, opp) in enumerate(items):
-        if both_orders:
+        if cand.strip() == opp.strip():
+            orders = []
+        elif both_orders:
             orders = [False, True]
         else:
             identity = keys[i] if keys is not None else f"{source}/{cand}/{opp}"
@@ -111,20 +116,30 @@ def judge_pairs(
     verdicts = judge.judge(comparisons)
     out = []
     for start, orders in plan:
+        if not orders:
+            out.append(PairVerdict(0.5, [], []))  # no order judged: the diagnostics see no position
+            continue
         vs = verdicts[start : start + len(orders)]
+        shown_first = [not swapped for swapped in orders]
         failed = [v for v in vs if v.preference is None]
         if failed:
-            out.append(PairVerdict(None, vs, failed[0].error))
+            out.append(PairVerdict(None, vs, shown_first, failed[0].error))
             continue
         prefs = [1.0 - v.preference if swapped else v.preference for v, swapped in zip(vs, orders)]
-        out.append(PairVerdict(sum(prefs) / len(prefs), vs))
+        out.append(PairVerdict(sum(prefs) / len(prefs), vs, shown_first))
     return out
 
 
 def build_judge(name: str, options: dict | None = None) -> Judge:
+    """The text judge ``name`` with ``options``, checked (the oracle of synthetic tasks is refused)."""
     from harness.config import build_options
+    from harness.errors import HarnessError
 
-    return build_options(registry.judges.get(name), options or {}, what=f"judge {name!r}")
+    cls = registry.judges.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Judge)):
+        text_judges = [n for n, c in registry.judges.items() if isinstance(c, type) and issubclass(c, Judge)]
+        raise HarnessError(f"judge {name!r} does not judge text; text tasks take: {', '.join(text_judges)}")
+    return build_options(cls, options or {}, what=f"judge {name!r}")
 
 
 register = registry.judges.register

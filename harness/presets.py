@@ -5,9 +5,11 @@
   held-out test examples, revisions 0..2, the local proxy judge.
 - ``paper``: the paper's protocol (Sec. 6 and Appendix D; ../shared/DESIGN.md), per task family.
   TL;DR/XSum: LLaMA-7B, SFT on TL;DR, preference training on TL;DR comparisons, XL-Sum with
-  titles for "XSum", revisions 0..5, gpt-4-0613 as judge. The paper's uncertainty (20 resamples of
+  titles for "XSum", revisions 0..5, AlpacaFarm's annotator (``alpaca_farm_greedy_gpt4``, read from
+  the alpaca-eval package) with gpt-4-0613 as judge. The paper's uncertainty (20 resamples of
   512 of the first 1,024) is always reported beside the headline interval (harness/scoring.py). Arena-Hard: LLaMA-3.1-8B base trained
-  on UltraFeedback with average log-likelihood, gpt-4o as judge against Llama-3.1-8B-Instruct's
+  on UltraFeedback with average log-likelihood, gpt-4o as judge (with the harness's own chat prompt,
+  not Arena-Hard's judge prompt) against Llama-3.1-8B-Instruct's
   answers (supply them: model_answer/Llama-3.1-8B-Instruct.jsonl in data_dir, or reference_file).
   Not reproduced: the Arena-Hard SFT on ShareGPT (no ShareGPT task yet), so that preset starts
   preference training from the base model.
@@ -41,8 +43,8 @@ SUMMARY_PAPER = {
     "limit": 1024,
     "revisions": 5,
     "sampling": {"max_new_tokens": 128},
-    "judge": "openai",
-    "judge_args": {"model": "gpt-4-0613"},
+    "judge": "alpaca-eval",  # the paper's: AlpacaFarm's GPT-4 annotator, from AlpacaEval's own config files
+    "judge_args": {"annotator": "alpaca_farm_greedy_gpt4", "model": "gpt-4-0613"},
 }
 
 CHAT_PAPER = {

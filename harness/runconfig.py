@@ -21,7 +21,7 @@ from harness import registry
 from harness.config import build_options, describe_validation_error, stable_hash
 from harness.engine import SamplingParams, build_engine
 from harness.errors import HarnessError
-from harness.judge import Judge, build_judge
+from harness.judge import build_judge
 from harness.method import Method, build_method, check_method
 from harness.models import resolve_model
 from harness.scoring import BootstrapConfig
@@ -211,10 +211,6 @@ def resolve(raw: dict) -> ResolvedRun:
     sampling = build_options(SamplingParams, {"seed": config.seed, **config.sampling}, "sampling")
     judge_name = config.judge or (DEFAULT_TEXT_JUDGE if task.kind == TEXT else "oracle")
     if task.kind == TEXT:
-        judge_class = registry.judges.get(judge_name)
-        if not (isinstance(judge_class, type) and issubclass(judge_class, Judge)):
-            text_judges = [n for n, c in registry.judges.items() if isinstance(c, type) and issubclass(c, Judge)]
-            raise HarnessError(f"judge {judge_name!r} does not judge text; text tasks take: {', '.join(text_judges)}")
         build_judge(judge_name, config.judge_args)  # checks names and options; loads nothing
     if task.kind == SYNTHETIC and config.behaviors:
         unknown = [b for b in config.behaviors if b not in task.behaviors]

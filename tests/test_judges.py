@@ -50,39 +50,102 @@ def test_single_random_order_is_seeded(tmp_path):
     assert {v.preference for v in one} == {0.0, 1.0}  # the coin put the candidate first for some pairs, second for others
 
 
-def test_injected_429_500_and_timeouts_are_retried(tmp_path):
+def test_injected_429_500_and_timeouts_are_retried_and_every_attempt_is_counted(tmp_path):
     with FakeOpenAIServer(prefers_good) as server:
         server.faults.extend(["429", "500", "hang", "429"])
         judge = _judge(server, tmp_path, concurrency=1, timeout=0.5)
         verdicts = judge_pairs(judge, ITEMS[:2])
-        assert server.requests == 4 + 4  # four faults, each retried by the client, plus four answered requests
+        assert server.requests == 4 + 4  # four faults, each retried, plus four answered requests
         assert server.served == 4
     assert [v.preference for v in verdicts] == [1.0, 1.0]
-    assert judge.stats["requests"] == 4 and judge.stats["failed"] == 0
+    assert judge.stats["requests"] == server.requests and judge.stats["retried"] == 4 and judge.stats["timeouts"] == 1
+    assert judge.stats["failed"] == 0 and judge.stats["answered"] == 4
 
 
-def test_unparseable_answers_are_retried_then_counted_and_never_scored(tmp_path):
-    with FakeOpenAIServer(prefers_good) as server:
-        server.faults.extend(["garbage"])  # one unparseable answer: asked again, then fine
+def test_a_reask_changes_the_request_first_with_a_reminder_then_by_sampling(tmp_path):
+    from harness.judges.openai_judge import REMINDER
+
+    # temperature 0: the same request always gets the same unparseable answer; the reminder fixes it
+    with FakeOpenAIServer(lambda seen: "Preferred: A" if REMINDER in seen else "Both are fine.") as server:
         judge = _judge(server, tmp_path, concurrency=1)
         verdicts = judge_pairs(judge, ITEMS[:1])
-        assert verdicts[0].preference == 1.0 and judge.stats["unparseable_answers"] == 1 and judge.stats["requests"] == 3
+        assert [v.preference for v in verdicts] == [0.5] and server.served == 4  # each order: asked, then asked with the reminder
+        assert judge.stats["reasked"] == 2 and judge.stats["unparseable_answers"] == 2
+        reminded = [b for b in server.bodies if b["messages"][-1]["content"] == REMINDER]
+        assert len(reminded) == 2 and all(b["temperature"] == 0 for b in server.bodies)
+    # only sampling helps: the third ask samples, with a seed
+    sample = lambda seen, seed: f"Preferred: {'A' if 'good summary 0' in seen.split('SUMMARY B')[0] else 'B'}"  # noqa: E731
+    with FakeOpenAIServer(lambda seen: "Both are fine.", sample=sample) as server:
+        judge = _judge(server, tmp_path / "s", concurrency=1)
+        verdicts = judge_pairs(judge, ITEMS[:1])
+        assert [v.preference for v in verdicts] == [1.0] and server.served == 6
+        assert [b["temperature"] for b in server.bodies] == [0, 0, 0.7] * 2 and server.bodies[2]["seed"] == 2
+
+
+def test_unparseable_answers_give_up_with_the_reason_and_are_never_scored_or_cached(tmp_path):
     with FakeOpenAIServer(lambda prompt: "Both are fine.") as server:
-        judge = _judge(server, tmp_path / "b", parse_retries=2)
+        judge = _judge(server, tmp_path, parse_retries=2)
         verdicts = judge_pairs(judge, ITEMS[:2])
         assert server.served == 2 * 2 * 3  # every order asked three times
+        assert judge.stats["failed"] == 4 and judge.stats["unparseable_answers"] == 12
+        judge_pairs(judge, ITEMS[:2])
+        assert server.served == 2 * 2 * 3 * 2  # a failed verdict is not cached: asked again
     assert [v.preference for v in verdicts] == [None, None]
-    assert "no verdict in the answer" in verdicts[0].error
-    assert judge.stats["failed"] == 4 and judge.stats["unparseable_answers"] == 12
+    assert "no verdict in 3 answer(s) (asked again with a reminder of the format, then sampled at temperature 0.7)" in verdicts[0].error
+    assert "Both are fine." in verdicts[0].error
+
+
+def test_identical_comparisons_in_one_call_are_asked_once(tmp_path):
+    with FakeOpenAIServer(prefers_good) as server:
+        judge = _judge(server, tmp_path)
+        verdicts = judge_pairs(judge, ITEMS[:3] * 4)
+        assert server.served == 3 * 2 and judge.stats["deduplicated"] == 3 * 2 * 3
+    assert [v.preference for v in verdicts] == [1.0] * 12
+
+
+def test_a_refused_request_is_not_retried_and_the_error_says_what_to_do(tmp_path):
+    long_items = [("summary", "Summarise.", "word " * 500, "good summary", "poor summary")]
+    with FakeOpenAIServer(prefers_good, context_length=300) as server:
+        judge = _judge(server, tmp_path, max_source_words=0)  # never cut: the article overflows the judge's context
+        verdict = judge_pairs(judge, long_items)[0]
+        assert server.requests == 2 and judge.stats["refused"] == 2 and judge.stats["retried"] == 0
+        assert "HTTP 400 context_length_exceeded" in verdict.error and "refused, not retried" in verdict.error
+        assert "cut the source shorter (--judge-arg max_source_words=N, now 0)" in verdict.error
+        cut = _judge(server, tmp_path, max_source_words=200)
+        assert judge_pairs(cut, long_items)[0].preference == 1.0  # cut to the judge's context, it fits
+    with FakeOpenAIServer(prefers_good, models={"other-model"}) as server:
+        verdict = judge_pairs(_judge(server, tmp_path / "m"), ITEMS[:1])[0]
+        assert server.requests == 2 and "HTTP 404 model_not_found" in verdict.error and "/v1/models" in verdict.error
+
+
+def test_a_server_answering_one_request_at_a_time_loses_no_verdict(tmp_path):
+    """64 comparisons queued at a server that serves one at a time: timeouts shrink the requests in
+    flight, timed-out requests are retried, and every verdict arrives."""
+    with FakeOpenAIServer(prefers_good, serial=True, delay=0.05) as server:
+        judge = _judge(server, tmp_path, concurrency=32, timeout=0.5)
+        items = [("summary", "Summarise.", f"Article {i}.", f"good summary {i}", f"poor summary {i}") for i in range(32)]
+        verdicts = judge_pairs(judge, items)
+    assert all(v.preference == 1.0 for v in verdicts)
+    assert judge.stats["failed"] == 0 and judge.stats["timeouts"] > 0 and judge.stats["requests"] == server.requests
+    assert judge.stats["answered"] == 64
+
+
+def test_the_openai_key_goes_only_where_the_user_sends_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-SECRET-for-openai-only")
+    monkeypatch.setenv("MY_SERVER_KEY", "local-key")
+    with FakeOpenAIServer(prefers_good) as server:
+        judge_pairs(_judge(server, tmp_path), ITEMS[:1])
+        judge_pairs(_judge(server, tmp_path / "b", api_key_env="MY_SERVER_KEY"), ITEMS[:1])
+    assert [h.get("Authorization") for h in server.headers] == ["Bearer no-key"] * 2 + ["Bearer local-key"] * 2
 
 
 def test_a_request_that_keeps_failing_is_a_failed_verdict(tmp_path):
     with FakeOpenAIServer(prefers_good) as server:
-        server.faults.extend(["500"] * 3)
+        server.faults.extend(["500"] * 6)  # both orders, three attempts each
         judge = _judge(server, tmp_path, concurrency=1, max_retries=2)
         verdicts = judge_pairs(judge, ITEMS[:1])
-    assert verdicts[0].preference is None and "request failed after 2 retries" in verdicts[0].error
-    assert judge.stats["failed"] == 1
+    assert verdicts[0].preference is None and "HTTP 500: injected 500 after 3 attempt(s) (2 retries with backoff)" in verdicts[0].error
+    assert judge.stats["failed"] == 2 and judge.stats["requests"] == 6  # both orders, counted as comparisons
 
 
 def test_a_second_run_makes_zero_requests_and_the_cache_key_has_model_and_prompt(tmp_path, monkeypatch):

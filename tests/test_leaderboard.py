@@ -9,7 +9,7 @@ import pytest
 from conftest import run_cli
 from harness.config import stable_hash
 from harness.scoring import BootstrapConfig
-from harness.stages.score import summarise
+from harness.stages.score import JudgedBy, summarise
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOSTILE = "<!-- <script>alert(1)</script><img src=x onerror=alert(2)>"
@@ -39,8 +39,10 @@ def _fake_run(folder: Path, n_examples: int, revisions: int, methods=METHODS) ->
     meta = {"judge": {"judge": "local-lm", "model": "smollm2-135m"}, "judge_is_proxy": True, "judge_note": "offline proxy judge",
             "model": "smollm2-135m", "training_data": "built pairs", "example_ids": ids, "inputs": {"judge": {"fingerprint": "fp"}},
             "revisions": revisions - 1}  # fmt: skip
-    summary = summarise("xsum", meta, judgments, generations, examples, BootstrapConfig(resamples=1000))
+    judge = {"judge": "local-lm", "model": "smollm2-135m"}
+    summary = summarise("xsum", meta, [JudgedBy("fp", judge, judgments, True)], generations, examples, BootstrapConfig(resamples=1000))
     (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "manifest.json").write_text(json.dumps({"inputs": {"judge": {"fingerprint": "fp", "config": judge}, "judges": {"fp": {"config": judge}}}}))
     return folder
 
 

@@ -34,7 +34,10 @@ def test_text_run_writes_reference_and_head_to_head_rows_and_reruns_for_free(tmp
         first = run_cli(*args)
         assert first.returncode == 0, first.stderr[-3000:]
         served = server.requests
-        assert served == (4 * 2 * 2 + 4 * 2) * 2  # (vs reference + head-to-head) x both orders
+        gens = {(g["example_id"], g["method"], g["revision"]): g["text"] for g in map(json.loads, (out / "generations.jsonl").read_text().splitlines())}
+        references = {str(i): f"Bridge {i} opens." for i in range(4)}
+        pairs_judged = {(e, gens[(e, m, r)], references[e]) for (e, m, r) in gens} | {(e, gens[(e, "srpo", r)], gens[(e, "dpo", r)]) for (e, _, r) in gens}
+        assert served == 2 * sum(a != b for _, a, b in pairs_judged)  # both orders of each distinct comparison; identical texts are a tie unasked
         again = run_cli(*args)
         assert again.returncode == 0 and server.requests == served  # every stage reused: zero requests
         resampled = run_cli(*args, "--temperature", "1.5", "--output-dir", str(tmp_path / "resampled"))

@@ -18,7 +18,7 @@ def test_paper_preset_for_xsum_is_the_papers_protocol():
     assert run.train_task.registered_name == "tldr"
     assert run.revisions == 5 and run.limit == 1024
     assert (run.bootstrap.paper_n_items, run.bootstrap.paper_resamples, run.bootstrap.paper_sample_size) == (1024, 20, 512)
-    assert run.judge_name == "openai" and run.judge_options["model"] == "gpt-4-0613"
+    assert run.judge_name == "alpaca-eval" and run.judge_options == {"annotator": "alpaca_farm_greedy_gpt4", "model": "gpt-4-0613"}
     assert run.methods["srpo"].beta == 0.01 and run.methods["ipo"].beta == 0.01 and run.methods["dpo"].beta == 0.1
     srpo, dpo = run.train_by_method["srpo"], run.train_by_method["dpo"]
     assert (srpo.lr, srpo.epochs, srpo.batch_size, srpo.warmup_steps, srpo.lora_r, srpo.lora_alpha) == (2e-6, 5, 128, 150, 16, 32)

@@ -1,14 +1,23 @@
-"""Any OpenAI-compatible endpoint (OpenAI, a vLLM or llama.cpp server) through the ``openai`` package.
+"""Any OpenAI-compatible endpoint (OpenAI, a vLLM or llama.cpp server) through ``harness.openai_client``.
 
-Requests run concurrently under a limit; the client's own retry loop (exponential backoff with
-jitter on 429, 5xx, timeouts and dropped connections) does the retrying. The API key is read from
-the environment variable named by ``api_key_env`` and never stored.
+The scale-out path for trained LoRA adapters: serve the base model with its adapters, e.g.
+
+    vllm serve BASE --enable-lora --lora-modules srpo=runs/RUN/train/srpo/adapter dpo=runs/RUN/train/dpo/adapter
+
+and point the harness at it with ``--engine openai --engine-arg base_url=http://HOST:8000/v1
+--engine-arg model=BASE --engine-arg adapter_models.runs/RUN/train/srpo/adapter=srpo ...``.
+Before generating, every model name the run will request is checked against the server's
+``/v1/models``: a server that answered an unknown name with its base model would otherwise label
+base-model text as the trained method's.
+
+Completion-style tasks (XSum, TL;DR: a prompt that ends in "TL;DR:") go through the completions
+API, so the server adds no chat template or system prompt; chat tasks through the chat API
+(``api: auto``). Each prompt carries its own sampling seed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -16,77 +25,78 @@ from pydantic import Field
 
 from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
 from harness.errors import HarnessError
-
-
-def api_key(env_name: str, base_url: str | None) -> str:
-    key = os.environ.get(env_name)
-    if key:
-        return key
-    if base_url:  # a local server usually wants no key, but the client insists on one
-        return "not-needed"
-    raise HarnessError(f"no API key: set the environment variable {env_name} (it is read from the environment only)")
+from harness.openai_client import OPENAI_URL, AdaptiveLimit, Usage, make_client, send, served_models
 
 
 @register("openai")
 @dataclass
 class OpenAIEngine(Engine):
-    """An OpenAI-compatible server: chat or completions API, concurrent, with retries and backoff."""
+    """An OpenAI-compatible server: completions API for completion-style tasks, chat for chat tasks; LoRA adapters by served name."""
 
-    model: str = "gpt-4o-mini"  # the served model name
+    model: str = ""  # the served base model name (required: the name the server lists at /v1/models)
     base_url: str = ""  # e.g. http://127.0.0.1:8000/v1 for a vLLM or llama.cpp server; empty: OpenAI
-    api: Literal["chat", "completions"] = "chat"  # "chat": the prompt is one user message; "completions": the prompt text as is
-    api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key
-    concurrency: Annotated[int, Field(ge=1)] = 16  # requests in flight at once
-    max_retries: Annotated[int, Field(ge=0)] = 5  # the client's retries on 429, 5xx and timeouts (exponential backoff, jitter)
+    api: Literal["auto", "chat", "completions"] = "auto"  # auto: completions for completion-style tasks, chat for chat tasks
+    api_key_env: str = ""  # the variable holding the key; empty: OPENAI_API_KEY for OpenAI's API and no key for any other server
+    concurrency: Annotated[int, Field(ge=0)] = 0  # requests in flight; 0: 16 for OpenAI's API, 4 for another server; halves after a timeout
+    max_retries: Annotated[int, Field(ge=0)] = 5  # retries after 429, 5xx, a timeout or a dropped connection (exponential backoff, jitter)
     timeout: Annotated[float, Field(gt=0)] = 60.0  # seconds per request
     adapter_models: dict[str, str] = field(default_factory=dict)  # trained adapter folder -> the name the server serves it under
 
     chat_native = True
+    sets_model = False  # the served name is the user's, never the run's local model path
 
-    def _client(self):
-        from openai import AsyncOpenAI
+    def __post_init__(self):
+        self._checked: set[str] = set()
+        self.usage = Usage()
 
-        return AsyncOpenAI(
-            api_key=api_key(self.api_key_env, self.base_url or None), base_url=self.base_url or None,
-            max_retries=self.max_retries, timeout=self.timeout,
-        )  # fmt: skip
+    @property
+    def in_flight(self) -> int:
+        return self.concurrency or (16 if not self.base_url or self.base_url.rstrip("/") == OPENAI_URL else 4)
 
     @property
     def chunk_size(self) -> int:
-        return 4 * self.concurrency  # requests queue behind the limit: the server never waits on a chunk boundary
+        return 4 * self.in_flight  # requests queue behind the limit: the server never waits on a chunk boundary
 
     def _served_model(self, adapter: str | None) -> str:
+        if not self.model:
+            raise HarnessError("engine 'openai' needs the served base model's name: --engine-arg model=NAME (as the server's /v1/models lists it)")
         if adapter is None:
             return self.model
         if adapter not in self.adapter_models:
-            raise HarnessError(f"engine 'openai' cannot load adapter {adapter!r}: serve it (e.g. vllm --lora-modules) and map it with --engine-arg adapter_models.{adapter}=NAME")
+            raise HarnessError(f"engine 'openai' has no served name for the adapter {adapter!r}: serve it (vllm serve BASE --enable-lora "
+                               f"--lora-modules NAME={adapter}) and pass --engine-arg adapter_models.{adapter}=NAME")  # fmt: skip
         return self.adapter_models[adapter]
 
-    def generate(self, prompts, params: SamplingParams, adapter=None, stop=(), seeds=None) -> list[Generation]:
-        return asyncio.run(self._generate_all(prompts, params, self._served_model(adapter), stop, prompt_seeds(params, len(prompts), seeds)))
+    async def _check_served(self, client, name: str) -> None:
+        if name in self._checked:
+            return
+        listed = await served_models(client)
+        if name not in listed:
+            raise HarnessError(f"the server at {self.base_url or OPENAI_URL} does not list the model {name!r} (it lists: {', '.join(listed) or 'none'}); "
+                               "a server that answers unknown names with its base model would label base-model text as the method's")  # fmt: skip
+        self._checked.add(name)
 
-    async def _generate_all(self, prompts, params, model, stop, seeds):
-        from openai import APIError
+    def generate(self, prompts, params: SamplingParams, adapter=None, stop=(), seeds=None, chat: bool = False) -> list[Generation]:
+        endpoint = self.api if self.api != "auto" else ("chat" if chat else "completions")
+        return asyncio.run(self._generate_all(prompts, params, self._served_model(adapter), stop, prompt_seeds(params, len(prompts), seeds), endpoint))
 
-        limit = asyncio.Semaphore(self.concurrency)
-        async with self._client() as client:
+    async def _generate_all(self, prompts, params, model, stop, seeds, endpoint):
+        limit = AdaptiveLimit(self.in_flight)
+        async with make_client(self.base_url, self.api_key_env, self.timeout) as client:
+            await self._check_served(client, model)
 
             async def one(prompt: str, seed: int) -> Generation:
-                async with limit:
-                    common = dict(model=model, max_tokens=params.max_new_tokens, temperature=params.temperature,
-                                  top_p=params.top_p, seed=seed, stop=list(stop) or None)  # fmt: skip
-                    try:
-                        if self.api == "chat":
-                            response = await client.chat.completions.create(messages=[{"role": "user", "content": prompt}], **common)
-                            raw = response.choices[0].message.content or ""
-                        else:
-                            response = await client.completions.create(prompt=prompt, **common)
-                            raw = response.choices[0].text or ""
-                    except APIError as exc:
-                        raise HarnessError(f"the server at {self.base_url or 'api.openai.com'} failed after {self.max_retries} retries: {exc}") from None
-                    text, _ = cut_at_stop(raw, stop)
-                    usage = response.usage
-                    return Generation(text.strip(), getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
-                                      "length" if response.choices[0].finish_reason == "length" else "stop")  # fmt: skip
+                request = {"model": model, "max_tokens": params.max_new_tokens, "temperature": params.temperature, "top_p": params.top_p,
+                           "seed": seed, "stop": list(stop) or None,
+                           **({"messages": [{"role": "user", "content": prompt}]} if endpoint == "chat" else {"prompt": prompt})}  # fmt: skip
+                body, error = await send(client, endpoint, request, limit, self.usage, self.max_retries, self.api_key_env, "--task-arg max_source_tokens=N")
+                if body is None:
+                    raise HarnessError(f"engine 'openai' ({self.base_url or OPENAI_URL}, model {model!r}): {error}")
+                choice = (body.get("choices") or [{}])[0]
+                raw = (choice.get("message") or {}).get("content") if endpoint == "chat" else choice.get("text")
+                text, _ = cut_at_stop(raw or "", stop)
+                usage = body.get("usage") or {}
+                return Generation(text.strip(), usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0,
+                                  "length" if choice.get("finish_reason") == "length" else "stop")  # fmt: skip
 
             return list(await asyncio.gather(*(one(p, s) for p, s in zip(prompts, seeds))))

@@ -69,7 +69,7 @@ class TransformersEngine(Engine):
         return nullcontext()
 
     @torch.no_grad()
-    def generate(self, prompts, params: SamplingParams, adapter=None, stop=(), seeds=None) -> list[Generation]:
+    def generate(self, prompts, params: SamplingParams, adapter=None, stop=(), seeds=None, chat=False) -> list[Generation]:
         tokenizer = self.tokenizer()
         encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         seeds = prompt_seeds(params, len(prompts), seeds)

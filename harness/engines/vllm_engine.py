@@ -53,7 +53,7 @@ class VLLMEngine(Engine):
     def tokenizer(self):
         return self._load().get_tokenizer()
 
-    def generate(self, prompts, params: SamplingParams, adapter=None, stop=(), seeds=None) -> list[Generation]:
+    def generate(self, prompts, params: SamplingParams, adapter=None, stop=(), seeds=None, chat=False) -> list[Generation]:
         from vllm import SamplingParams as VLLMSampling
         from vllm.lora.request import LoRARequest
 

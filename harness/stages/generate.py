@@ -106,7 +106,7 @@ def generate_revisions(
                 prompts = [formatter.prompt(ex) if prev is None else formatter.revision_prompt(ex, prev) for ex, prev in zip(chunk, previous)]
                 seeds = [item_seed(params.seed, str(ex["id"]), cand.method, revision) for ex in chunk]
                 adapter = cand.adapter.path if cand.adapter else None
-                outputs = engine_for(cand).generate(prompts, params, adapter, task.stop, seeds)
+                outputs = engine_for(cand).generate(prompts, params, adapter, task.stop, seeds, chat=formatter.use_chat)
                 new = []
                 for ex, prev, prompt, seed, gen in zip(chunk, previous, prompts, seeds, outputs):
                     row = {"example_id": str(ex["id"]), "method": cand.method, "revision": revision, "text": gen.text,

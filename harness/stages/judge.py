@@ -57,7 +57,9 @@ def latest_verdicts(rows: list[dict], fingerprint: str) -> dict[tuple, dict]:
 def judge_stage(
     store: RunStore, task: TextTask, judge: Judge, examples: list[dict], generations: list[dict], methods: list[str],
     head_to_head: bool, both_orders: bool, seed: int, console: Console, chunk: int | None = None,
-) -> list[dict]:
+) -> tuple[str, list[dict]]:
+    """Judge what has no verdict yet; returns the judge's fingerprint and its current verdicts.
+    The manifest lists every judge that judged in this folder (``inputs.judges``)."""
     fingerprint = judge_fingerprint(judge, task.family, both_orders, seed)
     by_id = {str(ex["id"]): ex for ex in examples}
     text = {(g["example_id"], g["method"], g["revision"]): g["text"] for g in generations}
@@ -86,7 +88,8 @@ def judge_stage(
         pair_verdicts = judge_pairs(judge, items, both_orders=both_orders, seed=seed, keys=keys)
         new = [
             {"example_id": w[0], "revision": w[1], "method": w[2], "opponent": w[3], "preference": v.preference,
-             "error": v.error, "orders": [asdict(o) for o in v.orders], "judge": fingerprint, "texts": _texts_hash(w)}
+             "error": v.error, "orders": [{**asdict(o), "candidate_first": first} for o, first in zip(v.orders, v.candidate_first)],
+             "judge": fingerprint, "texts": _texts_hash(w)}
             for w, v in zip(part, pair_verdicts)
         ]  # fmt: skip
         log.append(new)
@@ -98,13 +101,14 @@ def judge_stage(
     current = [verdicts[identity(w)] for w in wanted]
     failed = sum(1 for r in current if r["preference"] is None)
     totals = usage_totals(store.root, fingerprint)
-    store.record_input("judge", {"config": judge.describe_config(), "fingerprint": fingerprint, "both_orders": both_orders,
-                                 "proxy": judge.is_proxy(), "usage": totals, "failed_verdicts": failed})  # fmt: skip
+    judges = (store.read_json("manifest.json") or {}).get("inputs", {}).get("judges", {})
+    store.record_input("judges", {**judges, fingerprint: {"config": judge.describe_config(), "fingerprint": fingerprint, "both_orders": both_orders,
+                                                          "proxy": judge.is_proxy(), "usage": totals, "failed_verdicts": failed}})  # fmt: skip
     if failed:
         console.print(f"{failed} of {len(current)} verdict(s) failed and are left out of the scores (see {log.path}); a rerun retries them", style="yellow")
     if totals:
         console.print("judge: " + ", ".join(f"{k} {v:g}" for k, v in totals.items()))
-    return current
+    return fingerprint, current
 
 
 def usage_totals(folder: Path, fingerprint: str) -> dict[str, float]:

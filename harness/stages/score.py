@@ -10,7 +10,7 @@ a notebook (``harness.load_run``) all go through these two functions.
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,7 @@ import pandas as pd
 from harness.scoring import BootstrapConfig, paired_difference, win_rate
 
 REFERENCE = "reference"
-VERDICT_COLUMNS = ["example_id", "position", "method", "opponent", "revision", "preference", "error", "length", "opponent_length"]
+VERDICT_COLUMNS = ["example_id", "position", "method", "opponent", "revision", "preference", "error", "length", "opponent_length", "first", "second"]
 
 
 def words(text: str | None) -> float:
@@ -28,7 +28,10 @@ def words(text: str | None) -> float:
 
 def verdict_frame(judgments: list[dict], generations: list[dict], examples: list[dict]) -> pd.DataFrame:
     """One row per verdict: who was compared with whom, the preference (NaN: the verdict failed),
-    both texts' lengths in words, and the example's position in the test split."""
+    both texts' lengths in words, the example's position in the test split, and the raw verdict
+    p(A better) of each order (``first``: the candidate shown as A; ``second``: shown as B)."""
+    from harness.diagnostics import order_columns
+
     position = {str(ex["id"]): i for i, ex in enumerate(examples)}
     reference = {str(ex["id"]): ex["reference"] for ex in examples}
     text = {(g["example_id"], g["method"], g["revision"]): g["text"] for g in generations}
@@ -39,7 +42,8 @@ def verdict_frame(judgments: list[dict], generations: list[dict], examples: list
         rows.append({"example_id": eid, "position": position.get(eid, len(position)), "method": j["method"], "opponent": j["opponent"],
                      "revision": rev, "preference": np.nan if j["preference"] is None else float(j["preference"]), "error": j.get("error", ""),
                      "length": words(text.get((eid, j["method"], rev))), "opponent_length": words(opponent_text)})  # fmt: skip
-    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+    frame = pd.DataFrame(rows, columns=VERDICT_COLUMNS[:-2])
+    return pd.concat([frame, order_columns(judgments)], axis=1)
 
 
 def _sorted_groups(frame: pd.DataFrame):
@@ -110,9 +114,36 @@ def _plain(value):
     return value
 
 
-def summarise(task: str, meta: dict, judgments: list[dict], generations: list[dict], examples: list[dict], config: BootstrapConfig) -> dict:
-    """summary.json: the tables of ``score_verdicts``, and how they were computed."""
-    results, paired = score_verdicts(verdict_frame(judgments, generations, examples), config)
+@dataclass
+class JudgedBy:
+    """One judge's verdicts of a run's current texts."""
+
+    fingerprint: str
+    config: dict  # the judge's describe_config()
+    verdicts: list[dict]
+    primary: bool  # the run's own judge, whose verdicts make the headline tables
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        return f"{c.get('judge', '?')}:{c.get('annotator') or c.get('model', '')}"
+
+
+def summarise(task: str, meta: dict, judges: list[JudgedBy], generations: list[dict], examples: list[dict], config: BootstrapConfig) -> dict:
+    """summary.json: the primary judge's tables (``score_verdicts``), every judge's diagnostics and
+    win rates against the references, their agreement, and how it was all computed."""
+    from harness.diagnostics import agreement, judge_diagnostics
+
+    frames = {j.label: verdict_frame(j.verdicts, generations, examples) for j in judges}
+    primary = next(j for j in judges if j.primary)
+    results, paired = score_verdicts(frames[primary.label], config)
+    judge_rows = []
+    for j in judges:
+        row = {"judge": j.label, "fingerprint": j.fingerprint, "config": j.config, "primary": j.primary, "diagnostics": judge_diagnostics(frames[j.label])}
+        if not j.primary:
+            others, _ = score_verdicts(frames[j.label][frames[j.label]["opponent"] == REFERENCE], config)
+            row["results"] = records(others)
+        judge_rows.append(row)
     scoring = {
         "interval": config.describe(),
         "paper_protocol": f"mean and std of {config.paper_resamples} resamples of {config.paper_sample_size} out of the first "
@@ -125,7 +156,7 @@ def summarise(task: str, meta: dict, judgments: list[dict], generations: list[di
         scoring["paper_note"] = (f"this run has {len(examples)} examples, fewer than the {config.paper_n_items} the paper's protocol takes: "
                                  f"its mean and std are of resamples of {min(config.paper_sample_size, len(examples))} out of "
                                  f"{len(examples)} and are not comparable with the paper's")  # fmt: skip
-    return {"task": task, "results": records(results), "paired": records(paired),
+    return {"task": task, "results": records(results), "paired": records(paired), "judges": judge_rows, "agreement": agreement(frames),
             "meta": {**meta, "bootstrap": asdict(config), "scoring": scoring}}  # fmt: skip
 
 
@@ -176,9 +207,39 @@ def print_tables(summary: dict, console) -> None:
             table.add_row(what, f"{p['difference']:+.3f}", _ci(p), str(p["n"]), f"{p['a_better']}/{p['same']}/{p['b_better']}",
                           f"{head['win_rate']:.3f} {_ci(head)} (n {head['n']})" if head else "")  # fmt: skip
         console.print(table)
+    print_judges(summary, console)
     console.print(f"intervals: {scoring.get('interval', '')}; length control: AlpacaEval 2's, at zero length difference")
     if any(not r["paper"]["complete"] for r in results if r.get("paper")):
         console.print(f"* {scoring.get('paper_note', 'fewer items than the paper protocol takes')}", style="yellow")
+
+
+def _share(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def print_judges(summary: dict, console) -> None:
+    """The judges' diagnostics and, with two or more, their agreement."""
+    from rich.table import Table
+
+    judges = summary.get("judges") or []
+    if not judges:
+        return
+    table = Table(title="judge diagnostics (from the stored verdicts)")
+    for col in ("judge", "verdicts", "failed", "tie rate", "position consistency", "first-position win rate", "mean verdict by words longer"):
+        table.add_column(col)
+    for j in judges:
+        d = j["diagnostics"]
+        by_length = "  ".join(f"{b['words_longer']}: {_share(b['mean_verdict'])}" for b in d.get("by_length", []) if b["n"])
+        table.add_row(j["judge"] + (" (primary)" if j["primary"] and len(judges) > 1 else ""), str(d["verdicts"]), str(d["failed"]), _share(d["tie_rate"]),
+                      _share(d["position_consistency"]), _share(d["first_position_win_rate"]), by_length)  # fmt: skip
+    console.print(table)
+    if summary.get("agreement"):
+        table = Table(title="agreement of the judges on the same pairs")
+        for col in ("judge", "versus", "pairs", "Cohen's kappa", "same label", "win-rate correlation"):
+            table.add_column(col)
+        for a in summary["agreement"]:
+            table.add_row(a["judge"], a["versus_judge"], str(a["pairs"]), _share(a["kappa"]), _share(a["label_agreement"]), _share(a["win_rate_correlation"]))
+        console.print(table)
 
 
 def write_summary(store, summary: dict, console) -> None:

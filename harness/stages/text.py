@@ -70,9 +70,11 @@ def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> 
     return rows, examples
 
 
-def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, examples: list[dict] | None = None) -> dict:
-    """Judge the run's generations, score them, and write summary.json and the leaderboard."""
+def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, examples: list[dict] | None = None, other_judge: tuple[str, dict] | None = None) -> dict:
+    """Judge the run's generations with the run's judge (or, given ``other_judge``, add that judge's
+    verdicts beside the run's own), score them, and write summary.json and the leaderboard."""
     from harness.judge import build_judge
+    from harness.runs import judged_by
     from harness.stages.judge import judge_stage
     from harness.stages.score import summarise, write_summary
 
@@ -83,17 +85,20 @@ def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, ex
                    if g["example_id"] in ids and g["method"] in resolved.methods and g["revision"] <= resolved.revisions]  # fmt: skip
     if not generations:
         raise HarnessError(f"no generations in {store.root}: run `harness generate` (or `harness run`) with the same options first")
-    judge = build_judge(resolved.judge_name, resolved.judge_options)
-    judgments = judge_stage(store, resolved.task, judge, examples, generations, list(resolved.methods),
-                            resolved.head_to_head, resolved.both_orders, resolved.seed, console)  # fmt: skip
+    judge = build_judge(*(other_judge or (resolved.judge_name, resolved.judge_options)))
+    fingerprint, judgments = judge_stage(store, resolved.task, judge, examples, generations, list(resolved.methods),
+                                         resolved.head_to_head, resolved.both_orders, resolved.seed, console)  # fmt: skip
+    if other_judge is None:  # the run's own judge: its verdicts make the headline tables
+        store.record_input("judge", {"config": judge.describe_config(), "fingerprint": fingerprint})
     if all(j["preference"] is None for j in judgments):
         first = next((j["error"] for j in judgments if j["error"]), "no reason given")
         raise HarnessError(f"every verdict failed ({len(judgments)} of {len(judgments)}), so there is nothing to score; the first error: {first}. "
                            f"The failed verdicts are in {store.path('judgments.jsonl')}; fix the judge and rerun: they are retried")  # fmt: skip
     manifest = store.read_json("manifest.json") or {}
-    proxy = judge.is_proxy()
+    primary = manifest["inputs"]["judge"]
+    proxy = manifest["inputs"]["judges"][primary["fingerprint"]]["proxy"]
     meta = {
-        "judge": judge.describe_config(),
+        "judge": primary["config"],
         "judge_is_proxy": proxy,
         "judge_note": PROXY_NOTE if proxy else "",
         "model": resolved.model,
@@ -108,7 +113,7 @@ def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, ex
         "run_dir": str(store.root),
         "example_ids": [str(ex["id"]) for ex in examples],  # test-split order: the paper protocol's "first 1,024"
     }
-    summary = summarise(resolved.task.registered_name, meta, judgments, generations, examples, resolved.bootstrap)
+    summary = summarise(resolved.task.registered_name, meta, judged_by(store.root, manifest, examples, generations), generations, examples, resolved.bootstrap)
     write_summary(store, summary, console)
     return summary
 

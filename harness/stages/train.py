@@ -86,7 +86,7 @@ def build_gold_pairs(resolved: ResolvedRun, store: RunStore, console: Console, b
         console.print(f"building {len(examples)} gold-vs-policy pairs from test examples {start + 1}..{start + len(examples)} (not evaluated)")
         engine = build_engine_for(inputs.engine, inputs.engine_options, base.path)
         formatter = PromptFormatter(task, engine.tokenizer(), inputs.prompt_format)
-        outputs = engine.generate([formatter.prompt(ex) for ex in examples], inputs.sampling, None, task.stop)
+        outputs = engine.generate([formatter.prompt(ex) for ex in examples], inputs.sampling, None, task.stop, chat=formatter.use_chat)
         engine.close()
         pairs = gold_vs_policy(examples, {str(ex["id"]): g.text for ex, g in zip(examples, outputs)}, f"{base.path} revision 0")
         if is_main_process():
