@@ -11,6 +11,7 @@ or value fails here, before a run folder exists.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -162,14 +163,37 @@ def method_options(names: list[str], task: Task, method_args: dict) -> dict[str,
     return options
 
 
+def sweep(name: str, options: dict) -> dict[str, dict]:
+    """A method's option given several values (``alpha=0,0.25,0.5`` or a YAML list) runs once per
+    value, as its own row: ``{"srpo[alpha=0.25]": {..., "alpha": 0.25}, ...}``; otherwise ``{name: options}``."""
+    import itertools
+
+    types = typing.get_type_hints(registry.methods.get(name))  # Annotated[...] unwrapped
+    swept = {}
+    for key, value in options.items():
+        scalar = types.get(key) in (float, int, bool, str)
+        if scalar and isinstance(value, str) and "," in value:
+            value = [v.strip() for v in value.split(",")]
+        if scalar and isinstance(value, list):
+            swept[key] = value
+    if not swept:
+        return {name: options}
+    variants = {}
+    for values in itertools.product(*swept.values()):
+        chosen = dict(zip(swept, values))
+        variants[f"{name}[{','.join(f'{k}={v}' for k, v in chosen.items())}]"] = {**options, **chosen}
+    return variants
+
+
 def _trainer_options(train: dict, methods: dict[str, Method]) -> tuple[TrainConfig, dict[str, TrainConfig]]:
-    """The shared trainer options and each method's, where ``{METHOD: {...}}`` overrides them."""
+    """The shared trainer options and each method's, where ``{METHOD: {...}}`` overrides them
+    (a swept method's variants share its overrides)."""
     shared = {k: v for k, v in train.items() if not (isinstance(v, dict) and k in registry.methods.names())}
     config = build_options(TrainConfig, shared, "train")
     by_method = {}
-    for name in methods:
-        override = train.get(name) or {}
-        by_method[name] = build_options(TrainConfig, {**shared, **override}, f"train ({name})") if override else config
+    for label, method in methods.items():
+        override = train.get(method.registered_name) or {}
+        by_method[label] = build_options(TrainConfig, {**shared, **override}, f"train ({method.registered_name})") if override else config
     return config, by_method
 
 
@@ -191,7 +215,7 @@ def resolve(raw: dict) -> ResolvedRun:
     task = build_task(config.task, config.task_args)
     _refuse_inapplicable(config, task.kind, config.task)
     per_method = method_options(config.methods, task, config.method_args)
-    methods = {name: build_method(name, per_method[name]) for name in config.methods}
+    methods = {label: build_method(name, options) for name in config.methods for label, options in sweep(name, per_method[name]).items()}
     for method in methods.values():
         check_method(method)
     dumped = config.model_dump(exclude_none=True)

@@ -98,3 +98,38 @@ def test_user_errors_fail_clearly_without_a_run_folder(tmp_path, cli, extra, mes
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 3  # one message (rich may wrap it)
     assert not out.exists()
+
+
+L1_TOLERANCE = 0.05  # 10,000 sampled pairs: the learned policy sits within this L1 of the optimum of the expected loss
+
+
+def test_learned_policies_reach_the_optimum_of_their_own_loss(tmp_path, cli):
+    out = tmp_path / "run"
+    result = cli("run", "--task", "bandit", "--method", "srpo,dpo,ipo", "--method-arg", "alpha=0,0.5", "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "summary.json").read_text())["results"]
+    assert {r["method"] for r in rows} == {"srpo[alpha=0]", "srpo[alpha=0.5]", "dpo", "ipo"}  # the sweep runs as rows
+    for r in rows:
+        if r["method"] == "srpo[alpha=0]":
+            assert r["optimum"] is None and "leaves pi(y) free" in r["optimum_from"]  # said, not pretended
+            continue
+        assert r["l1_to_optimum"] < L1_TOLERANCE, r
+        assert r["optimum_from"] == ("numerical minimiser of its expected loss under mu" if r["method"] == "dpo" else "closed form")
+    skewed = {r["method"]: r for r in rows if r["behavior"] == "skewed"}
+    assert np.argmax(skewed["srpo[alpha=0.5]"]["optimum"]) == 2 and np.argmax(skewed["ipo"]["optimum"]) == 0  # Fig. 2 from the optima
+    html = (out / "leaderboard.html").read_text()
+    assert "L1 to optimum" in html and "optimum pi*" in html and "alpha = 0" in html
+
+
+def test_closed_forms_are_the_minimisers_of_the_expected_losses():
+    from harness.method import build_method
+    from harness.policies.optima import closed_form, minimise_expected_loss
+    from harness.tasks.bandit import PAPER_BEHAVIORS, PAPER_MATRIX
+
+    for mu in PAPER_BEHAVIORS.values():
+        for name, options in (("ipo", {"beta": 1.0}), ("ipo", {"beta": 0.5}), ("srpo", {"beta": 1.0, "alpha": 0.5}), ("srpo", {"beta": 2.0, "alpha": 0.2})):
+            method = build_method(name, options)
+            assert np.abs(closed_form(method, PAPER_MATRIX, mu) - minimise_expected_loss(method, PAPER_MATRIX, mu)).sum() < 1e-4, (name, options)
+    srpo = build_method("srpo", {"beta": 1.0, "alpha": 0.5})
+    uniform, skewed = (closed_form(srpo, PAPER_MATRIX, mu) for mu in PAPER_BEHAVIORS.values())
+    assert np.allclose(uniform, skewed)  # SRPO's optimum does not depend on the behaviour policy

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
+from harness.policies.optima import optimum
 from harness.policies.tabular import train_tabular
 from harness.runconfig import ResolvedRun
 from harness.store import RunStore
@@ -49,10 +50,13 @@ def run_synthetic(resolved: ResolvedRun, console: Console) -> RunStore:
             stage.finish([artifact])
         trained = store.read_json(artifact)
         pi = np.asarray(trained["policy"])
+        best, how = optimum(method, task.matrix, task.behaviors[behavior])
         rows.append({
             "method": name, "behavior": behavior, "policy": trained["policy"],
             "best_arm": int(pi.argmax()), "win_rate": judge.preference(pi, uniform),
             "final_loss": trained["final_loss"], "revision_policy": trained["revision_policy"],
+            "optimum": None if best is None else best.tolist(), "optimum_from": how,
+            "l1_to_optimum": None if best is None else float(np.abs(pi - best).sum()),
         })  # fmt: skip
     summary = {
         "task": task.registered_name,
@@ -60,11 +64,13 @@ def run_synthetic(resolved: ResolvedRun, console: Console) -> RunStore:
         "meta": {"judge": "oracle (exact expected preference from P)", "seed": seed, "config": resolved.config},
     }
     _finish(store, summary, console)
-    table = Table(title=f"{summary['task']}: learned policies")
-    for col in ("method", "behaviour", "pi(y)", "best arm", "win rate vs uniform"):
+    table = Table(title=f"{summary['task']}: learned policies and where the loss says they should end")
+    for col in ("method", "behaviour", "pi(y)", "best arm", "win rate vs uniform", "optimum pi*(y)", "L1 to optimum"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["method"], r["behavior"], " ".join(f"{p:.3f}" for p in r["policy"]), f"y{r['best_arm']}", f"{r['win_rate']:.3f}")
+        best = " ".join(f"{p:.3f}" for p in r["optimum"]) if r["optimum"] else "-"
+        table.add_row(r["method"], r["behavior"], " ".join(f"{p:.3f}" for p in r["policy"]), f"y{r['best_arm']}", f"{r['win_rate']:.3f}",
+                      best, f"{r['l1_to_optimum']:.4f}" if r["l1_to_optimum"] is not None else "-")  # fmt: skip
     console.print(table)
     return store
 
