@@ -161,6 +161,15 @@ class Trainer:
         """The method's per-pair losses [B] and metrics on the policy's log-probs of ``batch``."""
         return self.method.loss(scorer(pairs=batch, keys=self.method.needs), reference)
 
+    def micro_step(self, scorer, pairs: list[EncodedPair], indices: list[int], reference: LogProbs | None, device, backward) -> tuple:
+        """One micro-batch: its cached reference log-probs moved to ``device``, the policy's, the
+        method's losses, and ``backward`` of their share of the step's mean. Every tensor the loss
+        reads lives on the model's device (tests/test_devices.py checks it on the meta device)."""
+        ref = _select(reference, indices, device) if reference is not None else None
+        per_pair, metrics = self.pair_losses(scorer, [pairs[j] for j in indices], ref)
+        backward(per_pair.mean())
+        return per_pair, metrics
+
     def train(self) -> TrainResult:
         c = self.config
         started = time.time()
@@ -195,16 +204,13 @@ class Trainer:
             mine = schedule[step][rank::world]  # this process's micro-batches of the step
             losses, metric_values, tokens = [], {}, 0
             for i, micro in enumerate(mine):
-                batch = [pairs[j] for j in micro]
-                ref = _select(reference, micro, accelerator.device) if reference is not None else None
-                sync = i == len(mine) - 1
-                with _maybe_no_sync(accelerator, scorer, sync), accelerator.autocast():
-                    per_pair, metric = self.pair_losses(scorer, batch, ref)
-                    accelerator.backward(per_pair.mean() * len(micro) / sum(map(len, mine)))
+                share = len(micro) / sum(map(len, mine))  # of the step's mean loss
+                with _maybe_no_sync(accelerator, scorer, i == len(mine) - 1), accelerator.autocast():
+                    per_pair, metric = self.micro_step(scorer, pairs, micro, reference, accelerator.device, lambda loss: accelerator.backward(loss * share))
                 losses.append(per_pair.detach().float())
                 for name, value in metric.items():
                     metric_values.setdefault(name, []).append(value.detach().float())
-                tokens += sum(p.n_tokens(self.method.needs) for p in batch)
+                tokens += sum(pairs[j].n_tokens(self.method.needs) for j in micro)
             step_losses = accelerator.gather_for_metrics(torch.cat(losses))
             self._stop_if_diverged(step_losses, step, scheduler.get_last_lr()[0], start)
             if c.max_grad_norm > 0:
