@@ -100,6 +100,17 @@ def model_ref(path: str) -> ModelRef:
     return ModelRef(str(path), stable_hash([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]))
 
 
+def inference_placement(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:
+    """(device, dtype) for a model that only runs forward passes (generation, local judges):
+    CUDA when present unless told otherwise, bfloat16 on a GPU that has it, float32 elsewhere."""
+    import torch
+
+    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if dtype == "auto":
+        dtype = "bfloat16" if cuda and torch.cuda.is_bf16_supported() else "float32"
+    return ("cuda" if cuda else "cpu"), dtype
+
+
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 

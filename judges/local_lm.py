@@ -10,13 +10,13 @@ method is better. Use the openai judge for results.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
 
 from harness.judge import Comparison, Judge, Verdict, register, render_prompt
-from harness.models import load_causal_lm, load_tokenizer, resolve_model
+from harness.models import inference_placement, load_causal_lm, load_tokenizer, resolve_model
 from harness.truncation import SourceBudget
 
 
@@ -27,6 +27,7 @@ class LocalLMJudge(Judge):
 
     model: str = "smollm2-135m"  # any causal LM with a chat template; smollm2-135m works offline
     batch_size: Annotated[int, Field(ge=1)] = 8  # prompts per forward pass
+    device: Literal["auto", "cuda", "cpu"] = "auto"  # "auto": CUDA when present (bfloat16), else CPU
     max_source_tokens: Annotated[int, Field(ge=0)] = 256  # the source is cut to this many tokens (the candidates never are): CPU time
 
     def __post_init__(self):
@@ -47,7 +48,8 @@ class LocalLMJudge(Judge):
             path = resolve_model(self.model)
             self._tokenizer = load_tokenizer(path)
             self._tokenizer.padding_side = "left"  # the next token is read at the last position of every row
-            self._model = load_causal_lm(path).eval()
+            device, dtype = inference_placement(self.device)
+            self._model = load_causal_lm(path, dtype).to(device).eval()
             ids = lambda s: self._tokenizer(s, add_special_tokens=False)["input_ids"][-1]  # noqa: E731
             self._answer_ids = {"A": sorted({ids("A"), ids(" A")}), "B": sorted({ids("B"), ids(" B")})}
         return self._model
@@ -65,7 +67,7 @@ class LocalLMJudge(Judge):
         verdicts = []
         for start in range(0, len(comparisons), self.batch_size):
             batch = [self._prompt(c) for c in comparisons[start : start + self.batch_size]]
-            enc = self._tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = self._tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             logits = model(**enc, logits_to_keep=1).logits[:, -1].float()  # [B, V]: the next token only
             logp = torch.log_softmax(logits, dim=-1)
             a = torch.logsumexp(logp[:, self._answer_ids["A"]], dim=-1)  # [B]

@@ -4,13 +4,13 @@ source; P(A > B) = sigmoid(r_A - r_B) (the Bradley-Terry reading of reward diffe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
 
 from harness.judge import Comparison, Judge, Verdict, register
-from harness.models import resolve_model
+from harness.models import inference_placement, resolve_model
 
 
 @register("reward-model")
@@ -21,6 +21,7 @@ class RewardModelJudge(Judge):
     model: str = ""  # a reward model with one output logit, e.g. a hub id or a local folder
     batch_size: Annotated[int, Field(ge=1)] = 8  # texts scored per forward pass
     max_length: Annotated[int, Field(ge=1)] = 2048  # tokens per scored text (the head of the source is kept)
+    device: Literal["auto", "cuda", "cpu"] = "auto"  # "auto": CUDA when present (bfloat16), else CPU
 
     def __post_init__(self):
         if not self.model:
@@ -38,7 +39,8 @@ class RewardModelJudge(Judge):
             self._tokenizer = AutoTokenizer.from_pretrained(path)
             if self._tokenizer.pad_token_id is None:
                 self._tokenizer.pad_token = self._tokenizer.eos_token
-            self._model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+            device, dtype = inference_placement(self.device)
+            self._model = AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
             self._model.config.pad_token_id = self._tokenizer.pad_token_id
         return self._model
 
@@ -52,11 +54,13 @@ class RewardModelJudge(Judge):
     @torch.no_grad()
     def rewards(self, texts: list[str]) -> list[float]:
         model = self._load()
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            enc = self._tokenizer(texts[start : start + self.batch_size], return_tensors="pt", padding=True,
-                                  truncation=True, max_length=self.max_length)  # fmt: skip
-            out.extend(model(**enc).logits[:, 0].float().tolist())  # [B]: one reward per text
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch: little padding
+        out = [0.0] * len(texts)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            enc = self._tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True, max_length=self.max_length).to(model.device)
+            for i, reward in zip(idx, model(**enc).logits[:, 0].float().tolist()):  # one reward per text
+                out[i] = reward
         return out
 
     def judge(self, comparisons: list[Comparison]) -> list[Verdict]:

@@ -167,3 +167,23 @@ def test_killed_generation_resumes_without_duplicates_and_with_the_same_texts(ti
     assert len(keys) == len(set(keys)) == 40 * 3
     text = lambda rows: {(r["example_id"], r["revision"]): r["text"] for r in rows}  # noqa: E731
     assert text(resumed) == text(full)
+
+
+def test_the_stop_check_decodes_only_rows_a_stop_string_could_have_ended(tiny, monkeypatch):
+    import torch
+
+    from harness.engines.transformers_engine import _StopAfterText
+    from harness.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny)
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    prompt = ids("ARTICLE: x TL;DR:")
+    rows = [prompt + ids("\n The bridge opens.\n"), prompt + ids("\n The bridge opens. Then"), prompt + ids("\n\n\n The bridge")]
+    width = max(map(len, rows))
+    batch = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
+    decoded = []
+    original = tokenizer.batch_decode
+    monkeypatch.setattr(tokenizer, "batch_decode", lambda x, **kw: (decoded.append(len(x)), original(x, **kw))[1])
+    check = _StopAfterText(tokenizer, ("\n",), width - max(len(r) - len(prompt) for r in rows), "cpu")
+    assert check(batch, None).tolist() == [True, False, False]  # a newline after text stops; a leading one does not
+    assert decoded == [1]  # only the row whose newest token holds a newline was decoded

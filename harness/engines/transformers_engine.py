@@ -8,6 +8,7 @@ prompts of its batch: it is the same whether its run went whole or resumed.
 
 from __future__ import annotations
 
+import functools
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -16,7 +17,7 @@ import torch
 from pydantic import Field
 
 from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
-from harness.models import load_causal_lm, load_tokenizer, resolve_model
+from harness.models import inference_placement, load_causal_lm, load_tokenizer, resolve_model
 
 
 @register("transformers")
@@ -37,11 +38,10 @@ class TransformersEngine(Engine):
     def _load(self):
         if self._model is None:
             path = resolve_model(self.model)
-            cuda = torch.cuda.is_available() and self.device in ("auto", "cuda")
-            dtype = self.dtype if self.dtype != "auto" else ("bfloat16" if cuda and torch.cuda.is_bf16_supported() else "float32")
+            device, dtype = inference_placement(self.device, self.dtype)
             self._tokenizer = load_tokenizer(path)
             self._tokenizer.padding_side = "left"  # generation continues from the right end of every row
-            self._model = load_causal_lm(path, dtype).to("cuda" if cuda else "cpu").eval()
+            self._model = load_causal_lm(path, dtype).to(device).eval()
         return self._model
 
     def tokenizer(self):
@@ -79,7 +79,7 @@ class TransformersEngine(Engine):
             for idx in self._batches(encoded):
                 enc = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(model.device)
                 sampler = None if params.greedy else [SeededRowSampler([seeds[i] for i in idx], params.temperature, params.top_p, model.device)]
-                stopping = [_StopAfterText(tokenizer, stop, enc["input_ids"].shape[1])] if stop else None
+                stopping = [_StopAfterText(tokenizer, stop, enc["input_ids"].shape[1], model.device)] if stop else None
                 generated = model.generate(
                     **enc, max_new_tokens=params.max_new_tokens, do_sample=False, logits_processor=sampler,
                     pad_token_id=tokenizer.pad_token_id, stopping_criteria=stopping,
@@ -132,11 +132,40 @@ class SeededRowSampler:
 
 class _StopAfterText:
     """Ends a row once its completion holds a stop string after some text: transformers' own
-    ``stop_strings`` would also stop on the newline a model often starts with."""
+    ``stop_strings`` would also stop on the newline a model often starts with.
 
-    def __init__(self, tokenizer, stop: tuple[str, ...], prompt_length: int):
+    A stop string can only be completed by a token holding its last character, so a step decodes
+    only the rows whose newest token is such a token (a vocabulary-sized lookup on the device):
+    most steps decode nothing, and no step decodes every row."""
+
+    def __init__(self, tokenizer, stop: tuple[str, ...], prompt_length: int, device):
         self.tokenizer, self.stop, self.prompt_length = tokenizer, stop, prompt_length
+        self.finishers = _finishing_tokens(tokenizer, stop).to(device)  # [V] bool
+        self.done = None
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
-        return torch.tensor([cut_at_stop(t, self.stop)[1] for t in texts], device=input_ids.device)  # [B] bool
+        if self.done is None:
+            self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # [B]
+        newest = input_ids[:, -1].clamp(max=self.finishers.numel() - 1)
+        check = self.finishers[newest] & ~self.done  # [B]: rows a stop string could have just ended
+        if check.any():
+            rows = check.nonzero().flatten().tolist()
+            texts = self.tokenizer.batch_decode(input_ids[rows, self.prompt_length :], skip_special_tokens=True)
+            hits = [r for r, t in zip(rows, texts) if cut_at_stop(t, self.stop)[1]]
+            self.done[hits] = True
+        return self.done.clone()
+
+
+@functools.lru_cache(maxsize=8)
+def _finishing_token_list(tokenizer, stop: tuple[str, ...]) -> tuple[int, ...]:
+    last = {s[-1] for s in stop if s}
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    texts = [tokenizer.convert_tokens_to_string([t]) if t is not None else "" for t in vocab]
+    return tuple(i for i, text in enumerate(texts) if any(ch in text for ch in last))
+
+
+def _finishing_tokens(tokenizer, stop: tuple[str, ...]) -> torch.Tensor:
+    """[V] bool: the tokens whose text holds the last character of a stop string."""
+    mask = torch.zeros(len(tokenizer), dtype=torch.bool)
+    mask[list(_finishing_token_list(tokenizer, stop))] = True
+    return mask
