@@ -25,15 +25,15 @@ def tiny(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["srpo", "dpo", "ipo", "simpo", "rpo"])
-@pytest.mark.parametrize("share_prefixes", [True, False])
-def test_a_training_micro_step_reads_only_tensors_on_the_models_device(tiny, tmp_path, name, share_prefixes):
+@pytest.mark.parametrize("share_prefixes, pad_prefixes", [(True, True), (True, False), (False, None)])
+def test_a_training_micro_step_reads_only_tensors_on_the_models_device(tiny, tmp_path, name, share_prefixes, pad_prefixes):
     trainer = Trainer(TrainInputs(build_method(name), TrainConfig(), build_task("xsum"), model_ref(tiny), Rows.of(ROWS), seed=0), tmp_path)
     tokenizer = load_tokenizer(tiny)
     pairs = trainer._encode(ROWS, tokenizer)
     on_cpu = SequenceScorer(load_causal_lm(tiny), tokenizer.pad_token_id, share_prefixes)
     reference = trainer.reference_logprobs(on_cpu, pairs, batch_size=2) if trainer.method.uses_reference else None  # cached on the CPU, as in a run
     meta = torch.device("meta")
-    scorer = SequenceScorer(load_causal_lm(tiny).to(meta), tokenizer.pad_token_id, share_prefixes)
+    scorer = SequenceScorer(load_causal_lm(tiny).to(meta), tokenizer.pad_token_id, share_prefixes, pad_prefixes)
     backward_ran = []
     per_pair, metrics = trainer.micro_step(scorer, pairs, [0, 2], reference, meta, lambda loss: (loss.backward(), backward_ran.append(loss.device)))
     assert per_pair.device == meta and per_pair.shape == (2,) and backward_ran == [meta]
@@ -49,3 +49,24 @@ def test_the_meta_device_does_catch_a_tensor_left_on_the_cpu(tiny):
     left_on_cpu = type(policy)({k: torch.zeros(1) for k in policy.sums}, {k: torch.ones(1) for k in policy.counts})
     with pytest.raises(RuntimeError, match="device"):
         trainer.method.loss(policy, left_on_cpu)  # what the first GPU run hit
+
+
+def test_the_gpu_benchmark_runs_end_to_end_on_a_tiny_shape(tmp_path):
+    """benchmarks/gpu.py is run on lent GPUs; here, on a CPU and a tiny random model, it must run
+    through and print its table (TRL, a benchmark-only extra, is skipped)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness.models import resolve_model
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu.py"
+    out = tmp_path / "gpu.json"
+    result = subprocess.run([sys.executable, str(script), "--tokenizer", resolve_model("smollm2-135m"), "--shape", "tiny", "--pairs", "2", "--steps", "2",
+                             "--prompts", "2", "--new-tokens", "4", "--skip", "trl", "--out", str(out)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "harness SRPO" in result.stdout and "tokens/s" in result.stdout and "pairs/s" in result.stdout
+    data = json.loads(out.read_text())
+    assert [s["trainer"] for s in data["steps"]] == ["harness DPO", "harness DPO", "harness SRPO", "harness SRPO"]
+    assert all(s["s_per_step"] > 0 for s in data["steps"])

@@ -8,7 +8,8 @@ repeated for each continuation, and only the short continuations run per sequenc
 sequences that reads each document twice (0-revision and revision) instead of six times.
 
 Only completion positions reach the LM head: hidden states are sliced first, so full-vocabulary
-log-softmax is never materialised for prompt tokens.
+log-softmax is never materialised for prompt tokens. Every pair of a micro-batch is scored in the
+same forward passes (see ``SequenceScorer``).
 """
 
 from __future__ import annotations
@@ -65,32 +66,53 @@ class PairEncoder:
         return EncodedPair(prompt, revision_prefix, in_context, completion, index)
 
 
-def completion_log_probs(hidden: torch.Tensor, targets: torch.Tensor, lm_head: nn.Module) -> torch.Tensor:
-    """Sum of log pi(target_t | hidden_t) over a completion: hidden [T, H], targets [T] -> scalar."""
-    logits = lm_head(hidden).float()  # [T, V]: completion positions only
-    return -nn.functional.cross_entropy(logits, targets, reduction="sum")
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean [N, Q, K] attention pattern as the 4D additive mask [N, 1, Q, K] transformers uses as
+    given (building no mask of its own, and so never reading mask values back to the host)."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def _right_padded(rows: list[list[int]], pad: int, device) -> torch.Tensor:
+    out = torch.full((len(rows), max(map(len, rows))), pad, dtype=torch.long)  # [N, L]
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row)
+    return out.to(device)
 
 
 class SequenceScorer(nn.Module):
     """Wraps a causal LM so that one forward call scores every sequence of a micro-batch.
 
-    Going through this module's forward (rather than calling the model's parts from outside) lets
-    accelerate's DDP/FSDP wrapper see the computation and synchronise gradients."""
+    All pairs of a micro-batch go through the model together: with prefix sharing, one forward of
+    every distinct prefix (left-padded, so each ends at the same column), its key/value cache
+    repeated for each continuation, one forward of every continuation (right-padded, attending to
+    its own prefix through the attention mask, with positions that continue the prefix's), then one
+    LM-head pass over every completion position of the micro-batch. (On a CPU each prefix and its
+    continuations go alone, unpadded: ``pad_prefixes``.) Without prefix sharing, every
+    sequence in one right-padded forward. Going through this module's forward (rather than calling
+    the model's parts from outside) lets accelerate's DDP/FSDP wrapper see the computation.
 
-    def __init__(self, model: nn.Module, pad_token_id: int, share_prefixes: bool = True):
+    With gradient checkpointing the scorer does not share prefixes: transformers turns the KV cache
+    off under checkpointing in training, and the cache is what carries a prefix to its continuations."""
+
+    def __init__(self, model: nn.Module, pad_token_id: int, share_prefixes: bool = True, pad_prefixes: bool | None = None):
         super().__init__()
         self.model = model
         self.pad_token_id = pad_token_id
         self.share_prefixes = share_prefixes
+        self.pad_prefixes = pad_prefixes  # prefixes of a micro-batch in one padded forward; None: on accelerators, not on CPUs
 
     def forward(self, pairs: list[EncodedPair], keys: tuple[str, ...]) -> LogProbs:
-        sums = {k: [] for k in keys}
-        for pair in pairs:
-            scored = self._score_shared(pair, keys) if self.share_prefixes else self._score_separately(pair, keys)
-            for k in keys:
-                sums[k].append(scored[k])
-        counts = {k: torch.tensor([float(len(p.sequence(k)[1])) for p in pairs], device=self._device()) for k in keys}
-        return LogProbs({k: torch.stack(v) for k, v in sums.items()}, counts)
+        device = self._device()
+        sequences = [(i, key, *pair.sequence(key)) for i, pair in enumerate(pairs) for key in keys]  # (pair, key, segments, completion)
+        hidden, targets = self._shared(sequences, device) if self.share_prefixes else self._separate(sequences, device)
+        _, lm_head = self._parts()
+        logp = -nn.functional.cross_entropy(lm_head(hidden).float(), targets, reduction="none")  # [T]: every completion token of the micro-batch
+        lengths = torch.tensor([len(s[3]) for s in sequences], device=device)
+        owner = torch.tensor([i for i, s in enumerate(sequences) for _ in s[3]], device=device)  # [T]: the sequence each token belongs to (built on the host: no sync)
+        per_sequence = torch.zeros(len(sequences), device=device, dtype=logp.dtype).index_add(0, owner, logp)  # [S]
+        sums = per_sequence.view(len(pairs), len(keys))  # [B, K]: sequences were laid out pair by pair, key by key
+        counts = lengths.view(len(pairs), len(keys)).float()
+        return LogProbs({k: sums[:, j] for j, k in enumerate(keys)}, {k: counts[:, j] for j, k in enumerate(keys)})
 
     def _parts(self):
         return self.model.get_decoder(), self.model.get_output_embeddings()
@@ -98,50 +120,80 @@ class SequenceScorer(nn.Module):
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _score_shared(self, pair: EncodedPair, keys) -> dict[str, torch.Tensor]:
-        decoder, lm_head = self._parts()
-        device = self._device()
-        groups: dict[tuple[int, ...], list[tuple[str, list[int], int]]] = {}
-        for key in keys:
-            segments, completion = pair.sequence(key)
+    def _pads_prefixes(self, device: torch.device) -> bool:
+        return self.pad_prefixes if self.pad_prefixes is not None else device.type != "cpu"
+
+    def _shared(self, sequences, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states [T, H] predicting every completion token, and those tokens [T]."""
+        prefixes: dict[tuple[int, ...], int] = {}  # distinct first segments, in order
+        members = []  # per sequence: (its prefix, its continuation, where its completion starts in it)
+        for _, _, segments, completion in sequences:
+            g = prefixes.setdefault(tuple(segments[0]), len(prefixes))
             continuation = [t for seg in segments[1:] for t in seg] + completion
-            groups.setdefault(tuple(segments[0]), []).append((key, continuation, len(completion)))
-        out = {}
-        for prefix, members in groups.items():
-            prefix_ids = torch.tensor([prefix], device=device)  # [1, P]
-            first = decoder(input_ids=prefix_ids, use_cache=True)
-            cache = first.cache
-            cache.batch_repeat_interleave(len(members))  # [n, heads, P, d] per layer, one copy per continuation
-            width = max(len(c) for _, c, _ in members)
-            conts = torch.full((len(members), width), self.pad_token_id, device=device)  # [n, L], right-padded
-            for i, (_, cont, _) in enumerate(members):
-                conts[i, : len(cont)] = torch.tensor(cont, device=device)
-            # Right padding needs no mask: causal attention never lets a real token see a later pad.
-            hidden = decoder(input_ids=conts, cache=cache, use_cache=True).last_hidden_state  # [n, L, H]
-            last_prefix = first.last_hidden_state[0, -1]  # [H], predicts each continuation's first token
-            for i, (key, cont, n_completion) in enumerate(members):
-                start = len(cont) - n_completion  # completion's first index within the continuation
-                # hidden state predicting continuation token t is at t-1 (t = 0: the prefix's last)
-                rows = [last_prefix[None]] if start == 0 else []
-                rows.append(hidden[i, max(start - 1, 0) : len(cont) - 1])
-                h = torch.cat(rows)  # [n_completion, H]
-                out[key] = completion_log_probs(h, torch.tensor(cont[start:], device=device), lm_head)
+            members.append((g, continuation, len(continuation) - len(completion)))
+        rows = list(prefixes)
+        # On an accelerator every prefix goes in one padded forward; on a CPU, whose cores a single
+        # sequence already fills, each prefix goes alone: no padding to compute, and the unmasked
+        # causal attention kernel.
+        blocks = [list(range(len(rows)))] if self._pads_prefixes(device) else [[g] for g in range(len(rows))]
+        pieces: list[list[torch.Tensor]] = [[] for _ in members]
+        for block in blocks:
+            chosen = [c for c, m in enumerate(members) if m[0] in block]
+            local = {g: i for i, g in enumerate(block)}
+            block_pieces = self._prefix_block([rows[g] for g in block], [(local[members[c][0]], *members[c][1:]) for c in chosen], device)
+            for c, piece in zip(chosen, block_pieces):
+                pieces[c] = piece
+        targets = [t for _, continuation, start in members for t in continuation[start:]]
+        return torch.cat([p for piece in pieces for p in piece]), torch.tensor(targets, device=device)
+
+    def _prefix_block(self, rows: list[list[int]], members: list[tuple[int, list[int], int]], device) -> list[list[torch.Tensor]]:
+        """Prefixes ``rows`` in one forward, then every continuation of ``members`` (prefix index,
+        continuation, completion start) in one forward on a copy of its prefix's cache; returns,
+        per member, the hidden states that predict its completion tokens."""
+        decoder, _ = self._parts()
+        width = max(map(len, rows))
+        padded = any(len(row) != width for row in rows)
+        group = torch.tensor([g for g, _, _ in members], device=device)  # [C]
+        conts = _right_padded([c for _, c, _ in members], self.pad_token_id, device)  # [C, L]
+        length = conts.shape[1]
+        if padded:
+            prefix_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)  # [G, P], left-padded
+            for i, row in enumerate(rows):
+                prefix_ids[i, width - len(row) :] = torch.tensor(row)
+            real = (torch.arange(width)[None, :] >= torch.tensor([width - len(r) for r in rows])[:, None]).to(device)  # [G, P]
+            dtype = self.model.get_input_embeddings().weight.dtype
+            causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()  # [P, P]
+            # a pad query attends to itself only: no row is fully masked (a NaN there would reach real tokens through 0 * NaN)
+            allowed = (causal & real[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)  # [G, P, P]
+            prefix_args = {"attention_mask": _additive(allowed, dtype), "position_ids": (real.long().cumsum(1) - 1).clamp(min=0)}
+            # a continuation token sees its prefix's real tokens and, causally, its own continuation (its right pads come later)
+            own = torch.ones(length, length, dtype=torch.bool, device=device).tril()  # [L, L]
+            allowed = torch.cat([real[group][:, None, :].expand(-1, length, -1), own.expand(len(members), -1, -1)], dim=2)  # [C, L, P + L]
+            positions = real.sum(dim=1)[group, None] + torch.arange(length, device=device)  # [C, L]: continuing the prefix
+            cont_args = {"attention_mask": _additive(allowed, dtype), "position_ids": positions}
+        else:  # no padding: plain causal attention, positions counted from the cache
+            prefix_ids = torch.tensor(rows, device=device)
+            prefix_args, cont_args = {}, {}
+        first = decoder(input_ids=prefix_ids.to(device), use_cache=True, **prefix_args)
+        cache = first.cache
+        cache.reorder_cache(group)  # [C, heads, P, d] per layer: each continuation's own copy of its prefix
+        hidden = decoder(input_ids=conts, cache=cache, use_cache=True, **cont_args).last_hidden_state  # [C, L, H]
+        last_prefix = first.last_hidden_state[:, -1]  # [G, H]: predicts each continuation's first token
+        out = []
+        for c, (g, continuation, start) in enumerate(members):
+            piece = [last_prefix[g : g + 1]] if start == 0 else []  # the completion's first token follows the prefix's last position
+            piece.append(hidden[c, max(start - 1, 0) : len(continuation) - 1])
+            out.append(piece)
         return out
 
-    def _score_separately(self, pair: EncodedPair, keys) -> dict[str, torch.Tensor]:
-        """The plain way: each sequence in full, one padded batch (the reference for tests and benchmarks)."""
-        decoder, lm_head = self._parts()
-        device = self._device()
-        seqs = []
-        for key in keys:
-            segments, completion = pair.sequence(key)
-            seqs.append((key, [t for seg in segments for t in seg] + completion, len(completion)))
-        width = max(len(s) for _, s, _ in seqs)
-        ids = torch.full((len(seqs), width), self.pad_token_id, device=device)  # [S, T], right-padded
-        for i, (_, s, _) in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s, device=device)
-        hidden = decoder(input_ids=ids).last_hidden_state  # [S, T, H]
-        return {
-            key: completion_log_probs(hidden[i, len(s) - n - 1 : len(s) - 1], torch.tensor(s[len(s) - n :], device=device), lm_head)
-            for i, (key, s, n) in enumerate(seqs)
-        }
+    def _separate(self, sequences, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The plain way, each sequence in full, all in one right-padded batch (the reference for
+        tests and benchmarks, and the path under gradient checkpointing)."""
+        decoder, _ = self._parts()
+        full = [[t for seg in segments for t in seg] + completion for _, _, segments, completion in sequences]
+        hidden = decoder(input_ids=_right_padded(full, self.pad_token_id, device)).last_hidden_state  # [S, T, H]
+        pieces, targets = [], []
+        for s, (row, (_, _, _, completion)) in enumerate(zip(full, sequences)):
+            pieces.append(hidden[s, len(row) - len(completion) - 1 : len(row) - 1])
+            targets.extend(completion)
+        return torch.cat(pieces), torch.tensor(targets, device=device)
