@@ -226,17 +226,11 @@ def cmd_data(args, console: Console) -> int:
     if not isinstance(task, TextTask):
         raise HarnessError(f"task {args.task!r} is synthetic: its data is sampled by `harness run`")
     loaded = task.load(args.split, args.limit)
-    print_provenance(console, f"{args.task}/{args.split}", loaded.provenance())
+    loaded.report(console, f"{args.task}/{args.split}")
     for row in loaded.rows[: args.show]:
         console.rule(f"id {row.get('id')}")
-        console.print(task.prompt(row), markup=False, highlight=False)
+        console.print(task.prompt(row))
     return 0
-
-
-def print_provenance(console: Console, what: str, provenance: dict) -> None:
-    console.print(f"{what}: {provenance['rows']} rows from {provenance['source']} source {provenance['origin']}", markup=False, highlight=False)
-    for note in provenance.get("notes", []):
-        console.print(f"  note: {note}", markup=False, highlight=False)
 
 
 def _leaderboard_parser(sub) -> None:

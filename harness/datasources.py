@@ -69,6 +69,12 @@ class Loaded:
     def provenance(self) -> dict:
         return {"source": self.kind, "origin": self.origin, "rows": len(self.rows), "sha256": self.sha256[:16], "notes": self.notes}
 
+    def report(self, console, what: str) -> None:
+        """Where the rows came from, on screen: the source, and why earlier sources were skipped."""
+        console.print(f"{what}: {len(self.rows)} rows from {self.kind} source {self.origin}")
+        for note in self.notes:
+            console.print(f"  note: {note}")
+
 
 def validate_row(raw: dict, fields: Iterable[Field], where: str) -> dict:
     """Canonical row with every declared field checked; ``where`` names file and line."""

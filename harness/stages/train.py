@@ -30,10 +30,8 @@ PAIRS = "data/pairs.jsonl"
 def load_split(store: RunStore, task: TextTask, split: str, limit: int | None, console: Console) -> Loaded:
     """Load a split, say where it came from on screen, and record that in the manifest."""
     loaded = task.load(split, limit)
+    loaded.report(console, split)
     provenance = loaded.provenance()
-    console.print(f"{split}: {provenance['rows']} rows from {provenance['source']} source {provenance['origin']}")
-    for note in provenance["notes"]:
-        console.print(f"  note: {note}")
     label = getattr(task, "dataset_label", None)
     if label:
         console.print(f"  dataset: {label}")
