@@ -113,10 +113,11 @@ def run_records(folder: str | Path) -> tuple[dict, list[dict], list[dict], list]
 
 def load_run(folder: str | Path) -> Run:
     """A run folder's examples, generations, verdicts and scores as DataFrames (see ``Run``)."""
-    from harness.stages.score import verdict_frame
+    from harness.stages.score import judge_labels, verdict_frame
 
     summary, examples, generations, judges = run_records(folder)
-    frames = [verdict_frame(j.verdicts, generations, examples).assign(judge=j.label, primary=j.primary) for j in judges]
+    labels = judge_labels(judges)
+    frames = [verdict_frame(j.verdicts, generations, examples).assign(judge=labels[j.fingerprint], primary=j.primary) for j in judges]
     judgments = pd.concat(frames, ignore_index=True) if frames else verdict_frame([], generations, examples)
     return Run(Path(folder), summary, pd.DataFrame(examples), pd.DataFrame(generations), judgments,
                pd.DataFrame(summary["results"]), pd.DataFrame(summary.get("paired", [])))  # fmt: skip

@@ -105,7 +105,8 @@ def test_an_unreachable_judge_fails_the_run_and_keeps_its_generations(tiny, tmp_
         assert again.returncode == 0, again.stderr
         texts = {(g["example_id"], g["text"]) for g in map(json.loads, (out / "generations.jsonl").read_text().splitlines())}
         assert server.served == 2 * len(texts)  # every distinct comparison, both orders: no failed verdict was counted as done
-    assert all(r["n"] == 3 and r["failed"] == 0 for r in json.loads((out / "summary.json").read_text())["results"])
+    rows = json.loads((out / "summary.json").read_text())["results"]
+    assert all(r["n"] == 3 and r["failed"] == 0 for r in rows), rows
 
 
 @pytest.mark.parametrize("content, message", [("", "holds no rows"), ('{"id": 1, "article": "a", "chosen": "x"}\n', "field 'rejected' is missing")])

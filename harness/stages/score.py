@@ -129,19 +129,30 @@ class JudgedBy:
         return f"{c.get('judge', '?')}:{c.get('annotator') or c.get('model', '')}"
 
 
+def judge_labels(judges: list[JudgedBy]) -> dict[str, str]:
+    """fingerprint -> a name for each judge, unique: two judges of the same model (at another
+    endpoint, with another prompt) get their fingerprint's start beside it."""
+    counts: dict[str, int] = {}
+    for j in judges:
+        counts[j.label] = counts.get(j.label, 0) + 1
+    return {j.fingerprint: j.label if counts[j.label] == 1 else f"{j.label} ({j.fingerprint[:6]})" for j in judges}
+
+
 def summarise(task: str, meta: dict, judges: list[JudgedBy], generations: list[dict], examples: list[dict], config: BootstrapConfig) -> dict:
     """summary.json: the primary judge's tables (``score_verdicts``), every judge's diagnostics and
     win rates against the references, their agreement, and how it was all computed."""
     from harness.diagnostics import agreement, judge_diagnostics
 
-    frames = {j.label: verdict_frame(j.verdicts, generations, examples) for j in judges}
+    labels = judge_labels(judges)
+    frames = {labels[j.fingerprint]: verdict_frame(j.verdicts, generations, examples) for j in judges}
     primary = next(j for j in judges if j.primary)
-    results, paired = score_verdicts(frames[primary.label], config)
+    results, paired = score_verdicts(frames[labels[primary.fingerprint]], config)
     judge_rows = []
     for j in judges:
-        row = {"judge": j.label, "fingerprint": j.fingerprint, "config": j.config, "primary": j.primary, "diagnostics": judge_diagnostics(frames[j.label])}
+        frame = frames[labels[j.fingerprint]]
+        row = {"judge": labels[j.fingerprint], "fingerprint": j.fingerprint, "config": j.config, "primary": j.primary, "diagnostics": judge_diagnostics(frame)}
         if not j.primary:
-            others, _ = score_verdicts(frames[j.label][frames[j.label]["opponent"] == REFERENCE], config)
+            others, _ = score_verdicts(frame[frame["opponent"] == REFERENCE], config)
             row["results"] = records(others)
         judge_rows.append(row)
     scoring = {
