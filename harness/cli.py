@@ -181,8 +181,6 @@ def _list_parser(sub) -> None:
 
 
 def cmd_list(args, console: Console) -> int:
-    if not console.is_terminal:  # piped into grep or a file: don't wrap descriptions at 80 columns
-        console = Console(width=220)
     kinds = [args.kind] if args.kind else list(registry.REGISTRIES)
     for kind in kinds:
         table = Table(title=kind, show_lines=False, title_justify="left")
@@ -259,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     # Plain text: paths, names and data a user typed are printed as they are, never read as markup.
-    console = Console(stderr=False, markup=False, highlight=False)
+    # Piped into a file or grep, tables keep room for their columns instead of wrapping at 80.
+    console = Console(stderr=False, markup=False, highlight=False, width=None if sys.stdout.isatty() else 160)
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args, console)

@@ -44,7 +44,6 @@ class Generation:
 class Engine(Plugin):
     """Base of the engines; subclasses are dataclasses whose fields are their options."""
 
-    chat_native: ClassVar[bool] = False  # True: takes chat messages itself (an API), not template text
     sets_model: ClassVar[bool] = True  # the run's model (base, SFT or trained) is this engine's ``model`` option
 
     def generate(

@@ -29,7 +29,7 @@ import yaml
 
 from harness.datasources import package_file
 from harness.judge import Comparison, register
-from harness.judges.api import APIJudge, _answer_text, answer_logprobs
+from harness.judges.api import APIJudge, answer_text, answer_logprobs
 
 PACKAGE = "alpaca_eval"
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "logprobs", "top_logprobs", "stop", "seed")
@@ -126,7 +126,7 @@ def chatml_messages(prompt: str) -> list[dict]:
 def regex_parser(body: dict, outputs_to_match: dict) -> list[float]:
     """AlpacaEval's regex parser: the keys of ``outputs_to_match`` in the order their patterns
     match the answer, each match consumed before the next search."""
-    text, out = _answer_text(body), []
+    text, out = answer_text(body), []
     patterns = {key: re.compile(pattern) for key, pattern in outputs_to_match.items()}
     while True:
         found = [(m.start(), key, m) for key, p in patterns.items() if (m := p.search(text))]
@@ -158,7 +158,7 @@ def logprob_parser(body: dict, numerator_token: str, denominator_tokens: list[st
 
 def ranking_parser(body: dict, model_1_name: str = "model_1") -> list[float]:
     try:
-        ranking = ast.literal_eval(_answer_text(body).strip())
+        ranking = ast.literal_eval(answer_text(body).strip())
         rank = next(int(r["rank"]) for r in ranking if r["model"] == model_1_name)
     except (ValueError, SyntaxError, TypeError, KeyError, StopIteration):
         return []
@@ -167,7 +167,7 @@ def ranking_parser(body: dict, model_1_name: str = "model_1") -> list[float]:
 
 def json_parser(body: dict, annotation_key: str | None = None) -> list[float]:
     try:
-        data = json.loads(_answer_text(body).strip().removeprefix("```json").removesuffix("```"))
+        data = json.loads(answer_text(body).strip().removeprefix("```json").removesuffix("```"))
         values = data if isinstance(data, list) else [data]
         return [2.0 - float(v[annotation_key] if annotation_key else v) for v in values]
     except (ValueError, TypeError, KeyError):
@@ -212,5 +212,5 @@ class AlpacaEvalJudge(APIJudge):
         values = PARSERS[self._annotator.parser](body, **self._annotator.parser_kwargs)
         if len(values) < n or any(not 0 <= v <= 1 for v in values[:n]):
             return None
-        answer = _answer_text(body)
+        answer = answer_text(body)
         return [(v, answer) for v in values[:n]]

@@ -135,7 +135,7 @@ class APIJudge(Judge):
                 return {k: Verdict(None, error=f"request failed: {error}") for k, _ in batch}
             parsed = self.parse(body, len(comparisons))
             if parsed is not None and len(parsed) == len(comparisons):
-                raw = _answer_text(body)
+                raw = answer_text(body)
                 out = {}
                 for (key, _), (p, rationale) in zip(batch, parsed):
                     usage = body.get("usage") or {}
@@ -145,13 +145,13 @@ class APIJudge(Judge):
             self._counts["unparseable_answers"] += 1
             if attempt < self.parse_retries:
                 self._counts["reasked"] += 1
-            last = _answer_text(body)
+            last = answer_text(body)
         self._counts["failed"] += len(batch)
         how = "asked again with a reminder of the format, then sampled at temperature 0.7" if self.parse_retries else "not asked again (parse_retries=0)"
         return {k: Verdict(None, error=f"no verdict in {1 + self.parse_retries} answer(s) ({how}); the last: {last[:160]!r}") for k, _ in batch}
 
 
-def _answer_text(body: dict) -> str:
+def answer_text(body: dict) -> str:
     return ((body.get("choices") or [{}])[0].get("message") or {}).get("content") or ""
 
 

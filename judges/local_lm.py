@@ -34,7 +34,8 @@ class LocalLMJudge(Judge):
         self._model = None
 
     def describe_config(self) -> dict:
-        return {"judge": "local-lm", "model": self.model, "max_source_tokens": self.max_source_tokens}
+        return {"judge": "local-lm", "model": self.model, "max_source_tokens": self.max_source_tokens,
+                "prompts": "the harness's own (judges/prompts), read by next-token p(A) vs p(B)"}
 
     @property
     def chunk_size(self) -> int:

@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field
 
 from harness.judge import Comparison, prompt_template, register, render_prompt
-from harness.judges.api import APIJudge, _answer_text
+from harness.judges.api import APIJudge, answer_text
 from harness.judges.parsers import PARSERS
 
 REMINDER = 'End your answer with one line that says exactly "Preferred: A" or "Preferred: B".'
@@ -53,5 +53,5 @@ class OpenAIJudge(APIJudge):
         return {"messages": messages, "temperature": self.temperature, "max_tokens": self.max_tokens}
 
     def parse(self, body: dict, n: int) -> list[tuple[float, str]] | None:
-        parsed = PARSERS[self.parser](_answer_text(body))
+        parsed = PARSERS[self.parser](answer_text(body))
         return None if parsed is None else [parsed]

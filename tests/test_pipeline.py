@@ -40,6 +40,8 @@ def test_text_run_writes_reference_and_head_to_head_rows_and_reruns_for_free(tmp
         assert served == 2 * sum(a != b for _, a, b in pairs_judged)  # both orders of each distinct comparison; identical texts are a tie unasked
         again = run_cli(*args)
         assert again.returncode == 0 and server.requests == served  # every stage reused: zero requests
+        [usage] = [j["usage"] for j in json.loads((out / "manifest.json").read_text())["inputs"]["judges"].values()]
+        assert usage["requests"] == served and usage["prompt_tokens"] > 0  # accounting adds up over reruns, not overwritten by the empty rerun
         resampled = run_cli(*args, "--temperature", "1.5", "--output-dir", str(tmp_path / "resampled"))
         assert resampled.returncode == 0
         texts = [json.loads(line)["text"] for line in (tmp_path / "resampled" / "generations.jsonl").read_text().splitlines()]

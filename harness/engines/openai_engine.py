@@ -42,7 +42,6 @@ class OpenAIEngine(Engine):
     timeout: Annotated[float, Field(gt=0)] = 60.0  # seconds per request
     adapter_models: dict[str, str] = field(default_factory=dict)  # trained adapter folder -> the name the server serves it under
 
-    chat_native = True
     sets_model = False  # the served name is the user's, never the run's local model path
 
     def __post_init__(self):

@@ -120,8 +120,8 @@ def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, ex
 
 PROXY_NOTE = (
     "The judge is an offline proxy (a small local model), not the paper's GPT-4 judge: these numbers show that "
-    "the pipeline runs, not which method is better. For real results pass --judge openai --judge-arg model=gpt-4o "
-    "(OPENAI_API_KEY in the environment) or --judge-arg base_url=http://HOST:PORT/v1 for any OpenAI-compatible server."
+    "the pipeline runs, not which method is better. For the paper's judge pass --judge alpaca-eval --judge-arg model=gpt-4-0613 "
+    "(AlpacaFarm's annotator; OPENAI_API_KEY in the environment); any OpenAI-compatible server with --judge-arg base_url=http://HOST:PORT/v1."
 )
 
 
