@@ -187,3 +187,19 @@ def test_the_stop_check_decodes_only_rows_a_stop_string_could_have_ended(tiny, m
     check = _StopAfterText(tokenizer, ("\n",), width - max(len(r) - len(prompt) for r in rows), "cpu")
     assert check(batch, None).tolist() == [True, False, False]  # a newline after text stops; a leading one does not
     assert decoded == [1]  # only the row whose newest token holds a newline was decoded
+
+
+def test_rows_whose_inputs_changed_move_aside_and_others_stay(tiny, tmp_path):
+    engine = build_engine("transformers", {"model": tiny, "batch_size": 5})
+    cands = [Candidate("base", model_ref(tiny), None)]
+    store = RunStore.open(tmp_path / "run", {"t": 1}, seed=0)
+    task = build_task("xsum")
+    run = lambda examples, params: generate_revisions(store, task, engine.tokenizer(), lambda c: engine, ("test", {}), examples, cands, 1, params)  # noqa: E731
+    first = run(ARTICLES, SamplingParams(max_new_tokens=4))
+    run(ARTICLES[:2], SamplingParams(max_new_tokens=6))  # new sampling for two examples: their rows are redone
+    main = read_jsonl(tmp_path / "run" / "generations.jsonl")
+    stale = read_jsonl(tmp_path / "run" / "generations.stale.jsonl")
+    assert sorted(r["key"] for r in stale) == sorted(r["key"] for r in first if r["example_id"] in ("a0", "a1"))
+    assert {r["example_id"] for r in main if r["sampling"]["max_new_tokens"] == 4} == {"a2", "a3", "a4"}  # the other examples' rows stay
+    again = run(ARTICLES[2:], SamplingParams(max_new_tokens=4))
+    assert [r["text"] for r in again] == [r["text"] for r in first if r["example_id"] in ("a2", "a3", "a4")]  # reused, not regenerated

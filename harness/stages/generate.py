@@ -87,10 +87,13 @@ def generate_revisions(
     keys = {method: stable_hash(i) for method, i in inputs.items()}
     rows = log.read()
     done = _current(rows, examples, keys)
-    kept = {id(r) for r in done.values()}
-    if len(kept) < len(rows):  # rows of other inputs: kept aside, never mixed with these
+    ids = {str(ex["id"]) for ex in examples}
+    # rows of these examples and methods whose inputs changed: kept aside, never mixed with these
+    # (rows of other examples or methods stay: a later run with them checks their keys then)
+    kept = {id(r) for r in done.values()} | {id(r) for r in rows if r["example_id"] not in ids or r["method"] not in keys}
+    if len(kept) < len(rows):
         store.log(STALE).append([r for r in rows if id(r) not in kept])
-        log.rewrite(list(done.values()))
+        log.rewrite([r for r in rows if id(r) in kept])
     formatters = {c.method: PromptFormatter(task, tokenizer, c.prompt_format) for c in candidates}
     label = {"name": engine[0], **{k: v for k, v in engine[1].items() if k != "model"}}
     total = (revisions + 1) * len(candidates) * len(examples)
