@@ -186,3 +186,17 @@ def test_every_command_works_from_a_folder_holding_tasks_methods_and_judges_pack
         assert result.returncode == 0, (command, result.stderr[-2000:])
     assert "xsum" in cli("list", "tasks", cwd=work, env=env).stdout
     assert json.loads((work / "out" / "summary.json").read_text())["task"] == "xsum" and (work / "board.html").exists()
+
+
+def test_a_checkout_runs_without_installing(tmp_path):
+    """PYTHONPATH=CHECKOUT python -m harness.cli, as on a lent GPU machine: the plugin folders beside
+    the package still import as harness.methods and siblings (the .pth of an install is not read: -S)."""
+    import site
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {"PYTHONPATH": f"{root}:{site.getsitepackages()[0]}", "PATH": "/usr/bin:/bin"}
+    probe = "import harness.methods, harness.judges.alpaca_eval; from harness import registry; print(harness.methods.__file__, registry.methods.names())"
+    out = subprocess.run([sys.executable, "-S", "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith(str(root / "methods" / "__init__.py")) and "'srpo'" in out.stdout
