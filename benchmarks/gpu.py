@@ -13,7 +13,9 @@ linear layer; bf16 autocast where the device has it. TRL is a benchmark-only dep
 
 Measures, per configuration: the median seconds per optimizer step after a warm-up step and the
 peak GPU memory; the reference pass in pairs per second; generation in tokens per second (32
-prompts, greedy, 48 new tokens; a random model never stops early, so every row decodes all 48).
+prompts, greedy, 48 new tokens; a random model never stops early, so every row decodes all 48)
+with the dynamic and the static KV cache, timed on a second call after a first that warms up
+(and compiles, for the static cache on a GPU: its time is printed beside).
 """
 
 from __future__ import annotations
@@ -147,26 +149,28 @@ def reference_pass(model: str, rows: list[dict], micro: int) -> dict:
     return {"what": f"reference pass, SRPO's six sequences, micro-batch {micro}", "pairs_per_s": len(pairs) / (time.perf_counter() - start)}
 
 
-def generation(model: str, prompts: int, new_tokens: int) -> dict:
+def generation(model: str, prompts: int, new_tokens: int, cache: str) -> dict:
     from harness.engine import SamplingParams, build_engine
     from harness.prompting import PromptFormatter
     from harness.task import build_task
 
-    engine = build_engine("transformers", {"model": model, "batch_size": prompts, "max_batch_tokens": 1 << 20})
+    engine = build_engine("transformers", {"model": model, "batch_size": prompts, "max_batch_tokens": 1 << 20, "cache": cache})
     task = build_task("xsum", {"max_source_tokens": 320})
     formatter = PromptFormatter(task, engine.tokenizer())
     texts = [formatter.prompt(ex) for ex in task.load("test", limit=prompts).rows]
     params = SamplingParams(max_new_tokens=new_tokens)
-    engine.generate(texts[:2], params)  # warm-up
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    outputs = engine.generate(texts, params)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    return {"what": f"generation, transformers engine, {prompts} XSum prompts, greedy, {new_tokens} new tokens",
-            "tokens_per_s": sum(o.completion_tokens for o in outputs) / seconds, "seconds": seconds}  # fmt: skip
+    timings = []
+    for _ in range(2):  # the first call warms up (and, with the static cache on a GPU, compiles this batch shape)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        outputs = engine.generate(texts, params)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - start)
+    engine.close()
+    return {"what": f"generation, transformers engine, {cache} cache, {prompts} XSum prompts, greedy, {new_tokens} new tokens",
+            "tokens_per_s": sum(o.completion_tokens for o in outputs) / timings[1], "seconds": timings[1], "first_call_s": timings[0]}  # fmt: skip
 
 
 def main() -> None:
@@ -193,7 +197,7 @@ def main() -> None:
             steps.append(trl_step(model, rows, args.steps))
         other = [reference_pass(model, rows * 4, args.pairs)]
         if "generation" not in skip:
-            other.append(generation(model, args.prompts, args.new_tokens))
+            other += [generation(model, args.prompts, args.new_tokens, cache) for cache in ("dynamic", "static")]
     print(f"device: {device}; model: random-weight {args.shape}; {args.pairs} XSum pairs per step; LoRA r16/alpha 32 all-linear")
     print(f"{'trainer':<18} {'micro-batch':>11} {'s/step':>8} {'peak GB':>8}  note")
     for s in steps:
@@ -201,7 +205,7 @@ def main() -> None:
         peak = f"{s['peak_gb']:.1f}" if s["peak_gb"] is not None else "-"
         print(f"{s['trainer']:<18} {s['micro_batch_size']:>11} {seconds:>8} {peak:>8}  {s.get('note', '')}")
     for o in other:
-        value = f"{o['pairs_per_s']:.1f} pairs/s" if "pairs_per_s" in o else f"{o['tokens_per_s']:.0f} tokens/s"
+        value = f"{o['pairs_per_s']:.1f} pairs/s" if "pairs_per_s" in o else f"{o['tokens_per_s']:.0f} tokens/s (first call {o['first_call_s']:.1f} s)"
         print(f"{o['what']}: {value}")
     if args.out:
         Path(args.out).write_text(json.dumps({"device": device, "shape": args.shape, "steps": steps, "other": other}, indent=2))

@@ -70,3 +70,5 @@ def test_the_gpu_benchmark_runs_end_to_end_on_a_tiny_shape(tmp_path):
     data = json.loads(out.read_text())
     assert [s["trainer"] for s in data["steps"]] == ["harness DPO", "harness DPO", "harness SRPO", "harness SRPO"]
     assert all(s["s_per_step"] > 0 for s in data["steps"])
+    assert [o["what"].split(", ")[2] for o in data["other"][1:]] == ["dynamic cache", "static cache"]
+    assert all(o["tokens_per_s"] > 0 for o in data["other"][1:])

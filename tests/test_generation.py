@@ -203,3 +203,19 @@ def test_rows_whose_inputs_changed_move_aside_and_others_stay(tiny, tmp_path):
     assert {r["example_id"] for r in main if r["sampling"]["max_new_tokens"] == 4} == {"a2", "a3", "a4"}  # the other examples' rows stay
     again = run(ARTICLES[2:], SamplingParams(max_new_tokens=4))
     assert [r["text"] for r in again] == [r["text"] for r in first if r["example_id"] in ("a2", "a3", "a4")]  # reused, not regenerated
+
+
+def test_the_static_cache_gives_the_dynamic_caches_texts_in_padded_shapes(tiny):
+    prompts = [ex["article"][: 20 + 15 * i] for i, ex in enumerate(ARTICLES)]  # lengths differ: left padding matters
+    texts, shapes = {}, []
+    for cache in ("dynamic", "static"):
+        engine = build_engine("transformers", {"model": tiny, "batch_size": 2, "cache": cache, "pad_to_multiple": 16})
+        model = engine._load()
+        model.generate = lambda original=model.generate, **kw: (shapes.append((kw["cache_implementation"], kw["input_ids"].shape[1])), original(**kw))[1]
+        greedy = engine.generate(prompts, SamplingParams(max_new_tokens=6))
+        sampled = engine.generate(prompts, SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=6, seed=5))
+        texts[cache] = [g.text for g in greedy + sampled]
+    assert texts["static"] == texts["dynamic"]
+    static = [width for cache, width in shapes if cache == "static"]
+    assert static and all(width % 16 == 0 for width in static)  # prompts padded to the multiple: compiled shapes repeat
+    assert any(width % 16 for cache, width in shapes if cache == "dynamic")

@@ -1,5 +1,8 @@
 """The transformers engine: batched generation with left padding and the KV cache, CPU or GPU.
 
+On a GPU, decoding a small model with the default (dynamic) cache waits on kernel launches;
+``cache="static"`` lets transformers compile the step (a compile per batch shape, then CUDA graphs).
+
 LoRA adapters saved by the trainer are loaded once each and switched per call, so every method
 shares one copy of the base model. Sampling draws each row's token with that row's own seeded
 generator (``SeededRowSampler``), so a sampled completion depends on its seed, not on the other
@@ -30,6 +33,8 @@ class TransformersEngine(Engine):
     max_batch_tokens: Annotated[int, Field(ge=1)] = 4096  # and at most this many (padded) prompt tokens: long prompts go in small batches
     device: Literal["auto", "cuda", "cpu"] = "auto"  # "auto": CUDA when present, else CPU
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # "auto": bfloat16 on a GPU that has it, float32 otherwise
+    cache: Literal["dynamic", "static"] = "dynamic"  # "static": a preallocated KV cache, which transformers compiles on a GPU (CUDA graphs): decoding stops waiting on kernel launches, after one compile per batch shape
+    pad_to_multiple: Annotated[int, Field(ge=1)] = 64  # with the static cache, prompts are padded to a multiple of this many tokens so batch shapes (and compiles) repeat
 
     def __post_init__(self):
         self._model = None
@@ -77,12 +82,13 @@ class TransformersEngine(Engine):
         with self._use_adapter(adapter):
             model = self._model
             for idx in self._batches(encoded):
-                enc = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(model.device)
+                multiple = self.pad_to_multiple if self.cache == "static" else None
+                enc = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, pad_to_multiple_of=multiple, return_tensors="pt").to(model.device)
                 sampler = None if params.greedy else [SeededRowSampler([seeds[i] for i in idx], params.temperature, params.top_p, model.device)]
                 stopping = [_StopAfterText(tokenizer, stop, enc["input_ids"].shape[1], model.device)] if stop else None
                 generated = model.generate(
                     **enc, max_new_tokens=params.max_new_tokens, do_sample=False, logits_processor=sampler,
-                    pad_token_id=tokenizer.pad_token_id, stopping_criteria=stopping,
+                    pad_token_id=tokenizer.pad_token_id, stopping_criteria=stopping, cache_implementation=self.cache,
                 )  # fmt: skip
                 new = generated[:, enc["input_ids"].shape[1] :]  # [B, new]: left padding aligns every prompt's end
                 eos = tokenizer.eos_token_id
