@@ -211,7 +211,7 @@ def test_the_static_cache_gives_the_dynamic_caches_texts_in_padded_shapes(tiny):
     for cache in ("dynamic", "static"):
         engine = build_engine("transformers", {"model": tiny, "batch_size": 2, "cache": cache, "pad_to_multiple": 16})
         model = engine._load()
-        model.generate = lambda original=model.generate, **kw: (shapes.append((kw["cache_implementation"], kw["input_ids"].shape[1])), original(**kw))[1]
+        model.generate = lambda original=model.generate, **kw: (shapes.append((kw["cache_implementation"] or "dynamic", kw["input_ids"].shape[1])), original(**kw))[1]
         greedy = engine.generate(prompts, SamplingParams(max_new_tokens=6))
         sampled = engine.generate(prompts, SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=6, seed=5))
         texts[cache] = [g.text for g in greedy + sampled]

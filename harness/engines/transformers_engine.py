@@ -88,7 +88,8 @@ class TransformersEngine(Engine):
                 stopping = [_StopAfterText(tokenizer, stop, enc["input_ids"].shape[1], model.device)] if stop else None
                 generated = model.generate(
                     **enc, max_new_tokens=params.max_new_tokens, do_sample=False, logits_processor=sampler,
-                    pad_token_id=tokenizer.pad_token_id, stopping_criteria=stopping, cache_implementation=self.cache,
+                    pad_token_id=tokenizer.pad_token_id, stopping_criteria=stopping,
+                    cache_implementation="static" if self.cache == "static" else None,  # None: transformers' default
                 )  # fmt: skip
                 new = generated[:, enc["input_ids"].shape[1] :]  # [B, new]: left padding aligns every prompt's end
                 eos = tokenizer.eos_token_id
