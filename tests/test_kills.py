@@ -18,6 +18,7 @@ from openai_server import FakeOpenAIServer
 from tiny import build_tiny, xsum_files
 
 KILLS_PER_STAGE = 10
+STAGES = ("train", "generate", "judge")  # in the order a run goes through them
 
 
 def prefers_shorter(prompt: str) -> str:
@@ -36,15 +37,35 @@ def _progress(out: Path, stage: str) -> int:
     return _lines(out / ("generations.jsonl" if stage == "generate" else "judgments.jsonl"))
 
 
-def _kill_once(command: list[str], out: Path, stage: str, step: int, rng: random.Random) -> bool:
-    """Start the run, wait until ``stage`` has made ``step`` more rows of progress, wait a random
-    moment more and SIGKILL it. False when the run got past the stage before that happened."""
+def _run_timed(command: list[str], out: Path) -> dict[str, float]:
+    """Run to the end uninterrupted, watching each stage's progress: its seconds per row, so a
+    kill's random pause can be a fraction of a row on a fast machine as on a slow one."""
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen: dict[str, list[tuple[float, int]]] = {stage: [] for stage in STAGES}
+    while proc.poll() is None:
+        for stage, changes in seen.items():
+            n = _progress(out, stage)
+            if n and (not changes or changes[-1][1] != n):
+                changes.append((time.perf_counter(), n))
+        time.sleep(0.002)
+    assert proc.returncode == 0, proc.stderr.read().decode()[-3000:]
+    pace = {}
+    for stage, changes in seen.items():
+        (t0, n0), (t1, n1) = changes[0], changes[-1]
+        assert n1 > n0, f"the {stage} stage was not seen making progress"
+        pace[stage] = (t1 - t0) / (n1 - n0)
+    return pace
+
+
+def _kill_once(command: list[str], out: Path, stage: str, pause: float) -> bool:
+    """Start the run, wait until ``stage`` has written a row more, wait ``pause`` seconds more and
+    SIGKILL it. False when the run got past the stage before that happened."""
     start = _progress(out, stage)
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
-    while proc.poll() is None and _progress(out, stage) < start + step and time.time() < deadline:
-        time.sleep(0.005)
-    time.sleep(rng.uniform(0, 0.08))
+    while proc.poll() is None and _progress(out, stage) <= start and time.time() < deadline:
+        time.sleep(0.002)
+    time.sleep(pause)
     killed = proc.poll() is None
     if killed:
         os.kill(proc.pid, signal.SIGKILL)
@@ -68,11 +89,10 @@ def test_killed_runs_end_with_the_uninterrupted_summary(tmp_path):
                     "--judge-arg", f"cache_path={out}.sqlite", "--output-dir", str(out)]  # fmt: skip
 
         whole, killed = tmp_path / "whole", tmp_path / "killed"
-        done = subprocess.run([sys.executable, "-m", "harness.cli", *command(whole)], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-3000:]
+        pace = _run_timed(command(whole), whole)  # seconds per row of each stage
         kills = Counter()
-        for stage, step in (("train", 2), ("generate", 1), ("judge", 1)):
-            while kills[stage] < KILLS_PER_STAGE and _kill_once(command(killed), killed, stage, step, rng):
+        for stage in STAGES:  # each kill lands within about a row after the first it waited for, so ten fit in every stage
+            while kills[stage] < KILLS_PER_STAGE and _kill_once(command(killed), killed, stage, rng.uniform(0, pace[stage])):
                 kills[stage] += 1
         assert kills == {"train": KILLS_PER_STAGE, "generate": KILLS_PER_STAGE, "judge": KILLS_PER_STAGE}
         finished = subprocess.run([sys.executable, "-m", "harness.cli", *command(killed)], capture_output=True, text=True)
