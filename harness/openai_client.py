@@ -28,6 +28,18 @@ from harness.errors import HarnessError
 
 OPENAI_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+OTHER_SERVER_IN_FLIGHT = 4  # a local server often answers one request at a time and queues the rest
+
+
+def is_openai(base_url: str) -> bool:
+    """Whether ``base_url`` (empty: the client's default) is OpenAI's own API."""
+    return not base_url or base_url.rstrip("/") == OPENAI_URL
+
+
+def in_flight(concurrency: int, base_url: str, for_openai: int) -> int:
+    """Requests in flight to start with: ``concurrency`` when set, else ``for_openai`` for OpenAI's
+    API and a few for any other server (``AdaptiveLimit`` adjusts from there)."""
+    return concurrency or (for_openai if is_openai(base_url) else OTHER_SERVER_IN_FLIGHT)
 
 
 def api_key(env_name: str, base_url: str) -> str:
@@ -38,7 +50,7 @@ def api_key(env_name: str, base_url: str) -> str:
         if not key:
             raise HarnessError(f"no API key: the environment variable {env_name} is not set (keys are read from the environment only)")
         return key
-    if not base_url or base_url.rstrip("/") == OPENAI_URL:
+    if is_openai(base_url):
         key = os.environ.get(DEFAULT_KEY_ENV)
         if not key:
             raise HarnessError(f"no API key: set the environment variable {DEFAULT_KEY_ENV} (it is read from the environment only)")

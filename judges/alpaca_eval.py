@@ -29,7 +29,8 @@ import yaml
 
 from harness.datasources import package_file
 from harness.judge import Comparison, register
-from harness.judges.api import APIJudge, answer_text, answer_logprobs
+from harness.judges.api import APIJudge, answer_logprobs, answer_text
+from harness.openai_client import OPENAI_URL
 
 PACKAGE = "alpaca_eval"
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "logprobs", "top_logprobs", "stop", "seed")
@@ -187,7 +188,6 @@ class AlpacaEvalJudge(APIJudge):
 
     def __post_init__(self):
         self._annotator = Annotator.load(self.annotator)
-        import openai  # noqa: F401
 
     @property
     def batch_size(self) -> int:
@@ -199,7 +199,7 @@ class AlpacaEvalJudge(APIJudge):
     def describe_config(self) -> dict:
         a = self._annotator
         return {"judge": "alpaca-eval", "annotator": a.name, "config": a.origin, "config_sha256": a.sha256, "model": self.served_model(),
-                "base_url": self.base_url or "https://api.openai.com/v1", "batch_size": a.batch_size, "parser": a.parser,
+                "base_url": self.base_url or OPENAI_URL, "batch_size": a.batch_size, "parser": a.parser,
                 "sampling": a.sampling, "max_source_words": self.max_source_words}  # fmt: skip
 
     def request(self, batch: list[Comparison], reminder: bool) -> dict:

@@ -24,9 +24,9 @@ from typing import Annotated
 from pydantic import Field
 
 from harness.judge import Comparison, Judge, Verdict
-from harness.models import cache_dir
-from harness.openai_client import OPENAI_URL, AdaptiveLimit, Usage, make_client, send
 from harness.judges.cache import VerdictCache
+from harness.models import cache_dir
+from harness.openai_client import AdaptiveLimit, Usage, in_flight, make_client, send
 from harness.truncation import SourceBudget
 
 # USD per million tokens (input, output), for the cost line; unknown models cost what you set.
@@ -52,7 +52,7 @@ class APIJudge(Judge):
 
     @property
     def in_flight(self) -> int:
-        return self.concurrency or (64 if not self.base_url or self.base_url.rstrip("/") == OPENAI_URL else 4)
+        return in_flight(self.concurrency, self.base_url, for_openai=64)
 
     @property
     def chunk_size(self) -> int:
@@ -135,10 +135,9 @@ class APIJudge(Judge):
                 return {k: Verdict(None, error=f"request failed: {error}") for k, _ in batch}
             parsed = self.parse(body, len(comparisons))
             if parsed is not None and len(parsed) == len(comparisons):
-                raw = answer_text(body)
+                raw, usage = answer_text(body), body.get("usage") or {}
                 out = {}
                 for (key, _), (p, rationale) in zip(batch, parsed):
-                    usage = body.get("usage") or {}
                     cache.put(key, p, rationale, raw, usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
                     out[key] = Verdict(p, rationale)
                 return out

@@ -16,6 +16,7 @@ from pydantic import Field
 from harness.judge import Comparison, prompt_template, register, render_prompt
 from harness.judges.api import APIJudge, answer_text
 from harness.judges.parsers import PARSERS
+from harness.openai_client import OPENAI_URL
 
 REMINDER = 'End your answer with one line that says exactly "Preferred: A" or "Preferred: B".'
 
@@ -33,10 +34,9 @@ class OpenAIJudge(APIJudge):
     def __post_init__(self):
         if self.parser not in PARSERS:
             raise ValueError(f"unknown parser {self.parser!r} (parsers: {', '.join(PARSERS)})")
-        import openai  # noqa: F401  (imported once here, not inside the first judging call's clock)
 
     def describe_config(self) -> dict:
-        return {"judge": "openai", "model": self.model, "base_url": self.base_url or "https://api.openai.com/v1", "temperature": self.temperature,
+        return {"judge": "openai", "model": self.model, "base_url": self.base_url or OPENAI_URL, "temperature": self.temperature,
                 "max_tokens": self.max_tokens, "parser": self.parser, "max_source_words": self.max_source_words,
                 "prompts": "the harness's own (judges/prompts), not the paper's AlpacaFarm annotator"}  # fmt: skip
 

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
 from harness.errors import HarnessError
-from harness.openai_client import OPENAI_URL, AdaptiveLimit, Usage, make_client, send, served_models
+from harness.openai_client import OPENAI_URL, AdaptiveLimit, Usage, in_flight, make_client, send, served_models
 
 
 @register("openai")
@@ -50,7 +50,7 @@ class OpenAIEngine(Engine):
 
     @property
     def in_flight(self) -> int:
-        return self.concurrency or (16 if not self.base_url or self.base_url.rstrip("/") == OPENAI_URL else 4)
+        return in_flight(self.concurrency, self.base_url, for_openai=16)
 
     @property
     def chunk_size(self) -> int:
