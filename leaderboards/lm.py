@@ -17,6 +17,7 @@ from collections import defaultdict
 import plotly.graph_objects as go
 
 from harness.leaderboards.page import Section, Table, render_page
+from harness.stages.score import comparison_label, interval_text
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 COLUMNS = ["method", "model", "training data", "judge", "revision", "win rate", "CI", "length-controlled", "LC CI", "words",
@@ -63,18 +64,12 @@ def revision_figure(runs: list[dict], many: bool) -> go.Figure:
     return fig
 
 
-def _comparison(p: dict) -> str:
-    if p["kind"] == "methods":
-        return f"{p['method']} - {p['versus_method']}"
-    return f"{p['method']}: rev {p['revision']} - rev {p['versus_revision']}"
-
-
 def paired_figure(run: dict, many: bool) -> go.Figure | None:
     """A forest plot: each paired difference of win rates with its interval; zero is no difference."""
     paired = run["summary"].get("paired") or []
     if not paired:
         return None
-    labels = [f"{_comparison(p)} (rev {p['revision']})" + (f" [{run['name']}]" if many else "") for p in paired]
+    labels = [f"{comparison_label(p)} (rev {p['revision']})" + (f" [{run['name']}]" if many else "") for p in paired]
     diff = [p["difference"] for p in paired]
     fig = go.Figure()
     fig.add_scatter(x=diff, y=labels, mode="markers", marker={"color": "#1f77b4", "size": 9}, showlegend=False,
@@ -152,10 +147,6 @@ def _cell(value, fmt: str = ".3f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def _ci_cell(interval) -> str:
-    return "-" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
-
-
 def table_rows(runs: list[dict]) -> list[list]:
     out = []
     for run in runs:
@@ -167,7 +158,7 @@ def table_rows(runs: list[dict]) -> list[list]:
             paper = r.get("paper") or {}
             paper_mean = _cell(paper.get("mean")) + ("" if paper.get("complete", True) else " *")
             out.append([r["method"] + opponent, meta.get("model", ""), meta.get("training_data", ""), judge_label, r["revision"],
-                        _cell(r["win_rate"]), _ci_cell(r.get("ci")), _cell(r.get("length_controlled")), _ci_cell(r.get("length_controlled_ci")),
+                        _cell(r["win_rate"]), interval_text(r.get("ci")), _cell(r.get("length_controlled")), interval_text(r.get("length_controlled_ci")),
                         _cell(r.get("mean_length"), ".1f"), _cell(r.get("opponent_mean_length"), ".1f"), paper_mean, _cell(paper.get("std")),
                         r["n"], f"{r['wins']}/{r['ties']}/{r['losses']}", r["failed"], run["name"]])  # fmt: skip
     return out
@@ -178,8 +169,8 @@ def paired_table_rows(runs: list[dict]) -> list[list]:
     for run in runs:
         for p in run["summary"].get("paired") or []:
             head = p.get("head_to_head") or {}
-            out.append([_comparison(p), p["revision"], f"{p['difference']:+.3f}", _ci_cell(p["ci"]), p["n"],
-                        f"{p['a_better']}/{p['same']}/{p['b_better']}", _cell(head.get("win_rate")), _ci_cell(head.get("ci")), run["name"]])  # fmt: skip
+            out.append([comparison_label(p), p["revision"], f"{p['difference']:+.3f}", interval_text(p["ci"]), p["n"],
+                        f"{p['a_better']}/{p['same']}/{p['b_better']}", _cell(head.get("win_rate")), interval_text(head.get("ci")), run["name"]])  # fmt: skip
     return out
 
 

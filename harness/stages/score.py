@@ -171,9 +171,16 @@ def summarise(task: str, meta: dict, judges: list[JudgedBy], generations: list[d
             "meta": {**meta, "bootstrap": asdict(config), "scoring": scoring}}  # fmt: skip
 
 
-def _ci(row: dict, key: str = "ci") -> str:
-    low, high = row[key]
-    return f"[{low:.3f}, {high:.3f}]"
+def interval_text(interval) -> str:
+    """[low, high] as the tables print it; "-" when there is none."""
+    return "-" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def comparison_label(p: dict) -> str:
+    """What a paired difference compares: "a - b" (two methods), "m: rev k - rev 0" (two revisions)."""
+    if p["kind"] == "methods":
+        return f"{p['method']} - {p['versus_method']}"
+    return f"{p['method']}: rev {p['revision']} - rev {p['versus_revision']}"
 
 
 def print_tables(summary: dict, console) -> None:
@@ -192,12 +199,12 @@ def print_tables(summary: dict, console) -> None:
         if r["win_rate"] is None:
             cells = ["-"] * 5 if r["opponent"] == REFERENCE else ["-", "-"]
         elif r["opponent"] == REFERENCE:
-            lc = f"{r['length_controlled']:.3f} {_ci(r, 'length_controlled_ci')}" if r.get("length_controlled") is not None else "-"
+            lc = f"{r['length_controlled']:.3f} {interval_text(r['length_controlled_ci'])}" if r.get("length_controlled") is not None else "-"
             words_cell = f"{r['mean_length']:.1f} ({r['opponent_mean_length']:.1f})" if r.get("mean_length") is not None else "-"
             paper = r["paper"]
-            cells = [f"{r['win_rate']:.3f}", _ci(r), lc, words_cell, f"{paper['mean']:.3f} ± {paper['std']:.3f}" + ("" if paper["complete"] else " *")]
+            cells = [f"{r['win_rate']:.3f}", interval_text(r["ci"]), lc, words_cell, f"{paper['mean']:.3f} ± {paper['std']:.3f}" + ("" if paper["complete"] else " *")]
         else:
-            cells = [f"{r['win_rate']:.3f}", _ci(r)]
+            cells = [f"{r['win_rate']:.3f}", interval_text(r["ci"])]
         counts = [str(r["n"]), f"{r['wins']}/{r['ties']}/{r['losses']}", str(r["failed"])]
         if r["opponent"] == REFERENCE:
             ref.add_row(r["method"], str(r["revision"]), *cells, *counts)
@@ -212,11 +219,10 @@ def print_tables(summary: dict, console) -> None:
         for col in ("comparison", "difference", "CI", "n", "better/same/worse", "head to head"):
             table.add_column(col)
         for p in paired:
-            what = (f"{p['method']} - {p['versus_method']} (rev {p['revision']})" if p["kind"] == "methods"
-                    else f"{p['method']}: rev {p['revision']} - rev {p['versus_revision']}")  # fmt: skip
+            what = comparison_label(p) + (f" (rev {p['revision']})" if p["kind"] == "methods" else "")
             head = p.get("head_to_head")
-            table.add_row(what, f"{p['difference']:+.3f}", _ci(p), str(p["n"]), f"{p['a_better']}/{p['same']}/{p['b_better']}",
-                          f"{head['win_rate']:.3f} {_ci(head)} (n {head['n']})" if head else "")  # fmt: skip
+            table.add_row(what, f"{p['difference']:+.3f}", interval_text(p["ci"]), str(p["n"]), f"{p['a_better']}/{p['same']}/{p['b_better']}",
+                          f"{head['win_rate']:.3f} {interval_text(head['ci'])} (n {head['n']})" if head else "")  # fmt: skip
         console.print(table)
     print_judges(summary, console)
     console.print(f"intervals: {scoring.get('interval', '')}; length control: AlpacaEval 2's, at zero length difference")
