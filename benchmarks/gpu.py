@@ -173,6 +173,31 @@ def generation(model: str, prompts: int, new_tokens: int, cache: str) -> dict:
             "tokens_per_s": sum(o.completion_tokens for o in outputs) / timings[1], "seconds": timings[1], "first_call_s": timings[0]}  # fmt: skip
 
 
+class Report:
+    """Prints each result the moment it is measured and rewrites the JSON after each: a device run
+    cut off by its time limit still leaves every number it reached."""
+
+    def __init__(self, device: str, shape: str, pairs: int, out: str | None):
+        self.results = {"device": device, "shape": shape, "steps": [], "other": []}
+        self.out = out
+        print(f"device: {device}; model: random-weight {shape}; {pairs} XSum pairs per step; LoRA r16/alpha 32 all-linear", flush=True)
+
+    def step(self, s: dict) -> None:
+        seconds = f"{s['s_per_step']:.3f}" if s["s_per_step"] is not None else "-"
+        peak = f"{s['peak_gb']:.1f}" if s["peak_gb"] is not None else "-"
+        self._add("steps", s, f"{s['trainer']:<18} micro-batch {s['micro_batch_size']:>2}: {seconds:>7} s/step, peak {peak:>5} GB  {s.get('note', '')}")
+
+    def other(self, o: dict) -> None:
+        value = f"{o['pairs_per_s']:.1f} pairs/s" if "pairs_per_s" in o else f"{o['tokens_per_s']:.0f} tokens/s (first call {o['first_call_s']:.1f} s)"
+        self._add("other", o, f"{o['what']}: {value}")
+
+    def _add(self, kind: str, result: dict, line: str) -> None:
+        self.results[kind].append(result)
+        print(line, flush=True)
+        if self.out:
+            Path(self.out).write_text(json.dumps(self.results, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", required=True, help="a folder with the tokenizer files (e.g. the converted SmolLM2's)")
@@ -182,33 +207,26 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: trl, srpo8, generation")
-    parser.add_argument("--out", help="also write the results as JSON here")
+    parser.add_argument("--out", help="also write the results as JSON here (rewritten after each result)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    report = Report(device, args.shape, args.pairs, args.out)
     with tempfile.TemporaryDirectory() as folder:
         model = build_model(args.shape, args.tokenizer, Path(folder) / "model")
         rows = xsum_pairs(args.pairs)
-        steps = [harness_step(model, "dpo", rows, 1, args.steps), harness_step(model, "dpo", rows, args.pairs, args.steps),
-                 harness_step(model, "srpo", rows, 1, args.steps)]  # fmt: skip
-        if "srpo8" not in skip:
-            steps.append(harness_step(model, "srpo", rows, args.pairs, args.steps))
+        # In the order the issue's targets pay off: DPO against TRL, then SRPO, then the rest.
+        report.step(harness_step(model, "dpo", rows, args.pairs, args.steps))
         if "trl" not in skip:
-            steps.append(trl_step(model, rows, args.steps))
-        other = [reference_pass(model, rows * 4, args.pairs)]
+            report.step(trl_step(model, rows, args.steps))
+        report.step(harness_step(model, "srpo", rows, 1, args.steps))
+        if "srpo8" not in skip:
+            report.step(harness_step(model, "srpo", rows, args.pairs, args.steps))
+        report.step(harness_step(model, "dpo", rows, 1, args.steps))
+        report.other(reference_pass(model, rows * 4, args.pairs))
         if "generation" not in skip:
-            other += [generation(model, args.prompts, args.new_tokens, cache) for cache in ("dynamic", "static")]
-    print(f"device: {device}; model: random-weight {args.shape}; {args.pairs} XSum pairs per step; LoRA r16/alpha 32 all-linear")
-    print(f"{'trainer':<18} {'micro-batch':>11} {'s/step':>8} {'peak GB':>8}  note")
-    for s in steps:
-        seconds = f"{s['s_per_step']:.3f}" if s["s_per_step"] is not None else "-"
-        peak = f"{s['peak_gb']:.1f}" if s["peak_gb"] is not None else "-"
-        print(f"{s['trainer']:<18} {s['micro_batch_size']:>11} {seconds:>8} {peak:>8}  {s.get('note', '')}")
-    for o in other:
-        value = f"{o['pairs_per_s']:.1f} pairs/s" if "pairs_per_s" in o else f"{o['tokens_per_s']:.0f} tokens/s (first call {o['first_call_s']:.1f} s)"
-        print(f"{o['what']}: {value}")
-    if args.out:
-        Path(args.out).write_text(json.dumps({"device": device, "shape": args.shape, "steps": steps, "other": other}, indent=2))
+            for cache in ("dynamic", "static"):
+                report.other(generation(model, args.prompts, args.new_tokens, cache))
 
 
 if __name__ == "__main__":

@@ -68,7 +68,29 @@ def test_the_gpu_benchmark_runs_end_to_end_on_a_tiny_shape(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "harness SRPO" in result.stdout and "tokens/s" in result.stdout and "pairs/s" in result.stdout
     data = json.loads(out.read_text())
-    assert [s["trainer"] for s in data["steps"]] == ["harness DPO", "harness DPO", "harness SRPO", "harness SRPO"]
+    assert [(s["trainer"], s["micro_batch_size"]) for s in data["steps"]] == [("harness DPO", 2), ("harness SRPO", 1), ("harness SRPO", 2), ("harness DPO", 1)]
     assert all(s["s_per_step"] > 0 for s in data["steps"])
     assert [o["what"].split(", ")[2] for o in data["other"][1:]] == ["dynamic cache", "static cache"]
     assert all(o["tokens_per_s"] > 0 for o in data["other"][1:])
+
+
+def test_missing_requirements_follows_what_installed_distributions_need(tmp_path, monkeypatch):
+    """The GPU machine installs wheels with --no-deps; benchmarks/missing_requirements.py must see a
+    gap two levels down (a requirement of a requirement), through extras, and a version out of range."""
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from missing_requirements import problems, project_requirements
+
+    info = tmp_path / "demo_dist-1.0.dist-info"
+    info.mkdir()
+    info.joinpath("METADATA").write_text("Metadata-Version: 2.1\nName: demo-dist\nVersion: 1.0\nRequires-Dist: numpy>=1\n"
+                                         "Requires-Dist: absent-always-abc\nRequires-Dist: absent-with-extra-abc ; extra == \"gpu\"\n")  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert problems([Requirement("demo-dist")]) == ["absent-always-abc (needed by demo-dist): not installed"]
+    assert problems([Requirement("demo-dist[gpu]")]) == ["absent-always-abc (needed by demo-dist): not installed",
+                                                         "absent-with-extra-abc; extra == \"gpu\" (needed by demo-dist): not installed"]  # fmt: skip
+    assert problems([Requirement("numpy<1")], "me") == [f"numpy<1 (needed by me): {__import__('numpy').__version__} installed"]
+    assert problems(project_requirements(extras=())) == []  # this test's environment has every runtime dependency
