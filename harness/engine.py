@@ -13,16 +13,16 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from harness import registry
-from harness.config import Options
+from harness.config import NonNegative, NonNegativeInt, Options, PositiveInt
 from harness.plugin import Plugin
 
 
 @dataclass(frozen=True)
 class SamplingParams(Options):
-    temperature: Annotated[float, Field(ge=0)] = 0.0  # 0: greedy decoding
+    temperature: NonNegative = 0.0  # 0: greedy decoding
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0  # nucleus sampling mass (ignored when greedy)
-    max_new_tokens: Annotated[int, Field(ge=1)] = 64  # completion budget (XSum summaries are one sentence)
-    seed: Annotated[int, Field(ge=0)] = 0  # seeds sampling; each chunk of a generation derives its own seed from it
+    max_new_tokens: PositiveInt = 64  # completion budget (XSum summaries are one sentence)
+    seed: NonNegativeInt = 0  # seeds sampling; each chunk of a generation derives its own seed from it
 
     @property
     def greedy(self) -> bool:

@@ -14,12 +14,12 @@ import dataclasses
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness import registry
-from harness.config import build_options, describe_validation_error, stable_hash
+from harness.config import NonNegativeInt, PositiveInt, build_options, describe_validation_error, stable_hash
 from harness.engine import SamplingParams, build_engine
 from harness.errors import HarnessError
 from harness.judge import build_judge
@@ -44,8 +44,6 @@ def option(default: Any, help: str, flag: str | None = None, applies: tuple[str,
     return Field(default, description=help, json_schema_extra={"flag": flag, "applies": list(applies), **cli})
 
 
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveInt = Annotated[int, Field(ge=1)]
 
 
 class RunConfig(BaseModel):

@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import Field
 from scipy.special import expit, ndtr, ndtri
 
-from harness.config import Options
+from harness.config import NonNegativeInt, Options, PositiveInt
 
 FEW_VALUES = 64  # up to this many distinct verdict values, resample through multinomial counts
 
@@ -38,10 +38,10 @@ FEW_VALUES = 64  # up to this many distinct verdict values, resample through mul
 class BootstrapConfig(Options):
     resamples: Annotated[int, Field(ge=100)] = 10_000  # bootstrap resamples of n out of n behind every headline interval
     level: Annotated[float, Field(gt=0, lt=1)] = 0.95  # confidence level of every interval the harness prints
-    seed: Annotated[int, Field(ge=0)] = 0  # seeds every resampling: the same verdicts always give the same numbers
-    paper_n_items: Annotated[int, Field(ge=1)] = 1024  # the paper's protocol: the first 1,024 items...
+    seed: NonNegativeInt = 0  # seeds every resampling: the same verdicts always give the same numbers
+    paper_n_items: PositiveInt = 1024  # the paper's protocol: the first 1,024 items...
     paper_resamples: Annotated[int, Field(ge=2)] = 20  # ...20 resamples...
-    paper_sample_size: Annotated[int, Field(ge=1)] = 512  # ...of 512 each, with replacement; mean and std
+    paper_sample_size: PositiveInt = 512  # ...of 512 each, with replacement; mean and std
 
     def describe(self) -> str:
         return f"BCa bootstrap, {self.resamples:,} resamples of n out of n, seed {self.seed}, {self.level:.0%} level"

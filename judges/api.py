@@ -19,10 +19,9 @@ import asyncio
 import hashlib
 import json
 from dataclasses import dataclass, replace
-from typing import Annotated
 
-from pydantic import Field
 
+from harness.config import NonNegativeInt, Positive
 from harness.judge import Comparison, Judge, Verdict
 from harness.judges.cache import VerdictCache
 from harness.models import cache_dir
@@ -41,11 +40,11 @@ class APIJudge(Judge):
 
     base_url: str = ""  # empty: OpenAI; else e.g. http://127.0.0.1:8080/v1 (a vLLM or llama.cpp server)
     api_key_env: str = ""  # the variable holding the key; empty: OPENAI_API_KEY for OpenAI's API and no key for any other server
-    concurrency: Annotated[int, Field(ge=0)] = 0  # requests in flight; 0: 64 for OpenAI's API, 4 for another server; halves after a timeout
-    max_retries: Annotated[int, Field(ge=0)] = 5  # retries of a request after 429, 5xx, a timeout or a dropped connection
-    timeout: Annotated[float, Field(gt=0)] = 60.0  # seconds per request
-    parse_retries: Annotated[int, Field(ge=0)] = 2  # asks again when an answer holds no verdict: with a format reminder, then sampled
-    max_source_words: Annotated[int, Field(ge=0)] = 2000  # the source is cut to this many words (the judge's context); 0: never cut
+    concurrency: NonNegativeInt = 0  # requests in flight; 0: 64 for OpenAI's API, 4 for another server; halves after a timeout
+    max_retries: NonNegativeInt = 5  # retries of a request after 429, 5xx, a timeout or a dropped connection
+    timeout: Positive = 60.0  # seconds per request
+    parse_retries: NonNegativeInt = 2  # asks again when an answer holds no verdict: with a format reminder, then sampled
+    max_source_words: NonNegativeInt = 2000  # the source is cut to this many words (the judge's context); 0: never cut
     cache_path: str = ""  # SQLite file; empty: ~/.cache/harness/judgments.sqlite
     price_input: float = -1.0  # USD per million input tokens; -1: from the known-price table
     price_output: float = -1.0  # USD per million output tokens; -1: from the known-price table

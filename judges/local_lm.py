@@ -10,11 +10,11 @@ method is better. Use the openai judge for results.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
-from pydantic import Field
 
+from harness.config import NonNegativeInt, PositiveInt
 from harness.judge import Comparison, Judge, Verdict, register, render_prompt
 from harness.models import inference_placement, load_causal_lm, load_tokenizer, resolve_model
 from harness.truncation import SourceBudget
@@ -26,9 +26,9 @@ class LocalLMJudge(Judge):
     """Offline proxy judge: a local LM's next-token probability of "A" vs "B", no API needed."""
 
     model: str = "smollm2-135m"  # any causal LM with a chat template; smollm2-135m works offline
-    batch_size: Annotated[int, Field(ge=1)] = 8  # prompts per forward pass
+    batch_size: PositiveInt = 8  # prompts per forward pass
     device: Literal["auto", "cuda", "cpu"] = "auto"  # "auto": CUDA when present (bfloat16), else CPU
-    max_source_tokens: Annotated[int, Field(ge=0)] = 256  # the source is cut to this many tokens (the candidates never are): CPU time
+    max_source_tokens: NonNegativeInt = 256  # the source is cut to this many tokens (the candidates never are): CPU time
 
     def __post_init__(self):
         self._model = None

@@ -9,10 +9,9 @@ from AlpacaEval's own config files (``--judge alpaca-eval``; the ``paper`` prese
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
 
-from pydantic import Field
 
+from harness.config import NonNegative, PositiveInt
 from harness.judge import Comparison, prompt_template, register, render_prompt
 from harness.judges.api import APIJudge, answer_text
 from harness.judges.parsers import PARSERS
@@ -27,8 +26,8 @@ class OpenAIJudge(APIJudge):
     """The harness's own pairwise LLM judge over an OpenAI-compatible API (not the paper's annotator: see alpaca-eval)."""
 
     model: str = "gpt-4o"  # the served model; the paper: gpt-4-0613 (TL;DR, XSum) and gpt-4o (Arena-Hard)
-    temperature: Annotated[float, Field(ge=0)] = 0.0  # deterministic verdicts
-    max_tokens: Annotated[int, Field(ge=1)] = 256  # room for the rationale and the verdict line
+    temperature: NonNegative = 0.0  # deterministic verdicts
+    max_tokens: PositiveInt = 256  # room for the rationale and the verdict line
     parser: str = "preferred_line"  # a name in judges/parsers.py
 
     def __post_init__(self):

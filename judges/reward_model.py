@@ -4,11 +4,11 @@ source; P(A > B) = sigmoid(r_A - r_B) (the Bradley-Terry reading of reward diffe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
-from pydantic import Field
 
+from harness.config import PositiveInt
 from harness.judge import Comparison, Judge, Verdict, register
 from harness.models import inference_placement, resolve_model
 
@@ -19,8 +19,8 @@ class RewardModelJudge(Judge):
     """A sequence-classification reward model: P(A > B) = sigmoid(r_A - r_B)."""
 
     model: str = ""  # a reward model with one output logit, e.g. a hub id or a local folder
-    batch_size: Annotated[int, Field(ge=1)] = 8  # texts scored per forward pass
-    max_length: Annotated[int, Field(ge=1)] = 2048  # tokens per scored text (the head of the source is kept)
+    batch_size: PositiveInt = 8  # texts scored per forward pass
+    max_length: PositiveInt = 2048  # tokens per scored text (the head of the source is kept)
     device: Literal["auto", "cuda", "cpu"] = "auto"  # "auto": CUDA when present (bfloat16), else CPU
 
     def __post_init__(self):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
+from harness.config import Positive
 from harness.method import CHOSEN, REJECTED, LogProbs, Method, register
 
 
@@ -17,14 +18,10 @@ from harness.method import CHOSEN, REJECTED, LogProbs, Method, register
 class DPO(Method):
     """Direct Preference Optimization: logistic loss on the chosen-minus-rejected log-ratio."""
 
-    beta: float = 0.1  # Sec. 6 follows Rafailov et al.: 0.1 (Appendix D: 10 with average log-likelihood)
+    beta: Positive = 0.1  # Sec. 6 follows Rafailov et al.: 0.1 (Appendix D: 10 with average log-likelihood)
     average_log_prob: bool = False  # per-token average log-likelihood (Appendix D) instead of the sum
 
     needs = (CHOSEN, REJECTED)
-
-    def __post_init__(self):
-        if self.beta <= 0:
-            raise ValueError(f"beta must be positive, got {self.beta}")
 
     def loss(self, policy: LogProbs, reference: LogProbs | None):
         margin = self.ratio(policy, reference, CHOSEN) - self.ratio(policy, reference, REJECTED)  # [B]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.config import Positive
 from harness.method import CHOSEN, REJECTED, LogProbs, Method, register
 
 
@@ -15,14 +16,10 @@ from harness.method import CHOSEN, REJECTED, LogProbs, Method, register
 class IPO(Method):
     """Identity Preference Optimization: squared loss pulling the log-ratio margin to 1/(2 beta)."""
 
-    beta: float = 0.01  # Sec. 6 (TL;DR): 0.01; Appendix D (UltraFeedback): 1.0
+    beta: Positive = 0.01  # Sec. 6 (TL;DR): 0.01; Appendix D (UltraFeedback): 1.0
     average_log_prob: bool = False  # per-token average log-likelihood (Appendix D) instead of the sum
 
     needs = (CHOSEN, REJECTED)
-
-    def __post_init__(self):
-        if self.beta <= 0:
-            raise ValueError(f"beta must be positive, got {self.beta}")
 
     def loss(self, policy: LogProbs, reference: LogProbs | None):
         margin = self.ratio(policy, reference, CHOSEN) - self.ratio(policy, reference, REJECTED)  # [B]

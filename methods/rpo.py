@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
+from harness.config import NonNegative, Positive
 from harness.method import CHOSEN, REJECTED, LogProbs, Method, register
 
 
@@ -22,17 +23,11 @@ from harness.method import CHOSEN, REJECTED, LogProbs, Method, register
 class RPO(Method):
     """Regularized Preference Optimization: DPO plus a beta-scaled NLL on the chosen completion."""
 
-    beta: float = 0.1  # DPO's strength (Sec. 6's DPO value; Appendix D: 10 with average log-likelihood)
-    nll_weight: float = 1e-5  # Appendix D: weight of the NLL, scaled by beta
+    beta: Positive = 0.1  # DPO's strength (Sec. 6's DPO value; Appendix D: 10 with average log-likelihood)
+    nll_weight: NonNegative = 1e-5  # Appendix D: weight of the NLL, scaled by beta
     average_log_prob: bool = False  # per-token average log-likelihood (Appendix D) instead of the sum
 
     needs = (CHOSEN, REJECTED)
-
-    def __post_init__(self):
-        if self.beta <= 0:
-            raise ValueError(f"beta must be positive, got {self.beta}")
-        if self.nll_weight < 0:
-            raise ValueError(f"nll_weight must be non-negative, got {self.nll_weight}")
 
     def loss(self, policy: LogProbs, reference: LogProbs | None):
         margin = self.ratio(policy, reference, CHOSEN) - self.ratio(policy, reference, REJECTED)  # [B]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
+from harness.config import Positive
 from harness.method import CHOSEN, REJECTED, LogProbs, Method, register
 
 
@@ -19,16 +20,12 @@ from harness.method import CHOSEN, REJECTED, LogProbs, Method, register
 class SimPO(Method):
     """Simple Preference Optimization: reference-free, length-normalised, with a target margin gamma."""
 
-    beta: float = 50.0  # Appendix D's value for SimPO
+    beta: Positive = 50.0  # Appendix D's value for SimPO
     gamma: float = 0.5  # target reward margin; the paper gives none, 0.5 is TRL's default
     average_log_prob: bool = True  # SimPO's length normalisation
 
     needs = (CHOSEN, REJECTED)
     uses_reference = False
-
-    def __post_init__(self):
-        if self.beta <= 0:
-            raise ValueError(f"beta must be positive, got {self.beta}")
 
     def loss(self, policy: LogProbs, reference: LogProbs | None):
         margin = policy.get(CHOSEN, self.average_log_prob) - policy.get(REJECTED, self.average_log_prob)  # [B]

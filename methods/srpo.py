@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.config import Fraction, Positive
 from harness.method import CHOSEN, REJECTED, LogProbs, Method, register, revision
 
 W, L = CHOSEN, REJECTED
@@ -32,17 +33,11 @@ L_GIVEN_W = revision(L, W)  # y_l revising y_w: a worsening
 class SRPO(Method):
     """Self-Improving Robust Preference Optimization (Eq. 17): least squares on 0-revision and revision log-ratios."""
 
-    beta: float = 0.01  # KL strength; Sec. 6 (TL;DR) uses 0.01, Appendix D (UltraFeedback) 1.3
-    alpha: float = 0.0  # weight of the self-improvement loss Eq. 15; 1 - alpha weights Eq. 16
+    beta: Positive = 0.01  # KL strength; Sec. 6 (TL;DR) uses 0.01, Appendix D (UltraFeedback) 1.3
+    alpha: Fraction = 0.0  # weight of the self-improvement loss Eq. 15; 1 - alpha weights Eq. 16
     average_log_prob: bool = False  # per-token average log-likelihood (Appendix D) instead of the sum
 
     needs = (W, L, W_GIVEN_L, L_GIVEN_L, W_GIVEN_W, L_GIVEN_W)
-
-    def __post_init__(self):
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.beta <= 0:
-            raise ValueError(f"beta must be positive, got {self.beta}")
 
     def loss(self, policy: LogProbs, reference: LogProbs | None):
         h = {key: self.ratio(policy, reference, key) for key in self.needs}  # each [B]

@@ -79,7 +79,7 @@ BAD_RUNS = [
     (["--task-arg", "matrix=[[0.5, 0.9, 0.3], [0.2, 0.5, 0.25], [0.7, 0.75, 0.5]]"], "P + P^T = 1"),
     (["--task-arg", "behaviors={odd: [0.5, 0.3, 0.3]}", "--behavior", "odd"], "sum to 1"),
     (["--behavior", "sideways"], "unknown behaviour 'sideways'"),
-    (["--method-arg", "srpo.alpha=2"], "alpha must be in [0, 1]"),
+    (["--method-arg", "srpo.alpha=2"], "option 'alpha': input should be less than or equal to 1 (got 2)"),
     (["--task-arg", "stepz=3"], "did you mean 'steps'"),
 ]
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field
 
+from harness.config import NonNegativeInt, Positive
 from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
 from harness.errors import HarnessError
 from harness.openai_client import OPENAI_URL, AdaptiveLimit, Usage, in_flight, make_client, send, served_models
@@ -37,9 +37,9 @@ class OpenAIEngine(Engine):
     base_url: str = ""  # e.g. http://127.0.0.1:8000/v1 for a vLLM or llama.cpp server; empty: OpenAI
     api: Literal["auto", "chat", "completions"] = "auto"  # auto: completions for completion-style tasks, chat for chat tasks
     api_key_env: str = ""  # the variable holding the key; empty: OPENAI_API_KEY for OpenAI's API and no key for any other server
-    concurrency: Annotated[int, Field(ge=0)] = 0  # requests in flight; 0: 16 for OpenAI's API, 4 for another server; halves after a timeout
-    max_retries: Annotated[int, Field(ge=0)] = 5  # retries after 429, 5xx, a timeout or a dropped connection (exponential backoff, jitter)
-    timeout: Annotated[float, Field(gt=0)] = 60.0  # seconds per request
+    concurrency: NonNegativeInt = 0  # requests in flight; 0: 16 for OpenAI's API, 4 for another server; halves after a timeout
+    max_retries: NonNegativeInt = 5  # retries after 429, 5xx, a timeout or a dropped connection (exponential backoff, jitter)
+    timeout: Positive = 60.0  # seconds per request
     adapter_models: dict[str, str] = field(default_factory=dict)  # trained adapter folder -> the name the server serves it under
 
     sets_model = False  # the served name is the user's, never the run's local model path

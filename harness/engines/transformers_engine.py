@@ -14,11 +14,11 @@ from __future__ import annotations
 import functools
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
-from pydantic import Field
 
+from harness.config import PositiveInt
 from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
 from harness.models import inference_placement, load_causal_lm, load_tokenizer, resolve_model
 
@@ -29,12 +29,12 @@ class TransformersEngine(Engine):
     """Local generation with transformers: batched, left-padded, KV-cached; LoRA adapters by peft."""
 
     model: str = "smollm2-135m"  # base model: hub id, local folder or smollm2-135m
-    batch_size: Annotated[int, Field(ge=1)] = 32  # at most this many prompts per generate() call
-    max_batch_tokens: Annotated[int, Field(ge=1)] = 4096  # and at most this many (padded) prompt tokens: long prompts go in small batches
+    batch_size: PositiveInt = 32  # at most this many prompts per generate() call
+    max_batch_tokens: PositiveInt = 4096  # and at most this many (padded) prompt tokens: long prompts go in small batches
     device: Literal["auto", "cuda", "cpu"] = "auto"  # "auto": CUDA when present, else CPU
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # "auto": bfloat16 on a GPU that has it, float32 otherwise
     cache: Literal["dynamic", "static"] = "dynamic"  # "static": a preallocated KV cache, which transformers compiles on a GPU (CUDA graphs): decoding stops waiting on kernel launches, after one compile per batch shape
-    pad_to_multiple: Annotated[int, Field(ge=1)] = 64  # with the static cache, prompts are padded to a multiple of this many tokens so batch shapes (and compiles) repeat
+    pad_to_multiple: PositiveInt = 64  # with the static cache, prompts are padded to a multiple of this many tokens so batch shapes (and compiles) repeat
 
     def __post_init__(self):
         self._model = None

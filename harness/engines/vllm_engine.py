@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from harness.config import PositiveInt
 from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
 from harness.errors import HarnessError
 from harness.models import resolve_model
@@ -24,10 +25,10 @@ class VLLMEngine(Engine):
     """vLLM on GPUs: paged attention, continuous batching, LoRA requests, tensor parallel."""
 
     model: str = "smollm2-135m"  # base model: hub id, local folder or smollm2-135m
-    tensor_parallel_size: Annotated[int, Field(ge=1)] = 1  # GPUs per model
-    max_lora_rank: Annotated[int, Field(ge=1)] = 16  # at least the trained adapters' rank
+    tensor_parallel_size: PositiveInt = 1  # GPUs per model
+    max_lora_rank: PositiveInt = 16  # at least the trained adapters' rank
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.85  # fraction of GPU memory vLLM may take
-    max_model_len: Annotated[int, Field(ge=1)] = 4096  # context length to reserve KV cache for
+    max_model_len: PositiveInt = 4096  # context length to reserve KV cache for
 
     def __post_init__(self):
         self._llm = None

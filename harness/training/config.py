@@ -11,11 +11,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from harness.config import Fraction, NonNegative, NonNegativeInt, Positive, PositiveInt
 from harness.plugin import Plugin
 
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
 AdamBeta = Annotated[float, Field(ge=0, lt=1)]
 
 
@@ -24,12 +22,12 @@ class TrainConfig(Plugin):
     """Optimisation, LoRA and memory options of the trainer (``--train-arg KEY=VALUE``)."""
 
     lr: Positive = 2e-6  # peak learning rate (Sec. 6: SRPO/IPO 2e-6, DPO 1e-6; Appendix D: 1.25e-6)
-    epochs: Annotated[int, Field(ge=1)] = 1  # passes over the pairs (Sec. 6: 5; Appendix D: 1)
-    max_steps: Annotated[int, Field(ge=0)] = 0  # optimizer steps; 0 lets ``epochs`` decide
-    batch_size: Annotated[int, Field(ge=1)] = 8  # effective pairs per optimizer step, over processes and accumulation (paper: 128 / 32)
-    micro_batch_size: Annotated[int, Field(ge=1)] = 1  # pairs per forward pass; accumulation makes up the rest
+    epochs: PositiveInt = 1  # passes over the pairs (Sec. 6: 5; Appendix D: 1)
+    max_steps: NonNegativeInt = 0  # optimizer steps; 0 lets ``epochs`` decide
+    batch_size: PositiveInt = 8  # effective pairs per optimizer step, over processes and accumulation (paper: 128 / 32)
+    micro_batch_size: PositiveInt = 1  # pairs per forward pass; accumulation makes up the rest
     schedule: Literal["constant", "cosine"] = "cosine"  # "constant" (Sec. 6's DPO) or "cosine" (Appendix D), both after warm-up
-    warmup_steps: Annotated[int, Field(ge=0)] = 0  # linear warm-up (Sec. 6: 150; Appendix D: 128); overrides warmup_ratio
+    warmup_steps: NonNegativeInt = 0  # linear warm-up (Sec. 6: 150; Appendix D: 128); overrides warmup_ratio
     warmup_ratio: Fraction = 0.0  # warm-up as a fraction of all steps (Sec. 6's SFT: 0.03)
     min_lr_ratio: Fraction = 0.0  # cosine decays to lr * this (Appendix D: 0.1, 1.25e-6 -> 1.25e-7)
     weight_decay: NonNegative = 0.0  # AdamW decoupled weight decay (Sec. 6: 0.1)
@@ -37,15 +35,15 @@ class TrainConfig(Plugin):
     adam_beta2: AdamBeta = 0.999  # (Sec. 6 and Appendix D)
     max_grad_norm: NonNegative = 1.0  # gradient clipping; 0 disables
     lora: bool = True  # LoRA adapters through peft; False trains every weight
-    lora_r: Annotated[int, Field(ge=1)] = 16  # LoRA rank (the paper: TRL's PEFT defaults, r 16)
+    lora_r: PositiveInt = 16  # LoRA rank (the paper: TRL's PEFT defaults, r 16)
     lora_alpha: Positive = 32  # LoRA scaling alpha (the paper: 32)
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05  # TRL's default
     lora_target_modules: Annotated[str, Field(min_length=1)] = "all-linear"  # peft's shorthand, or comma-separated module names
     gradient_checkpointing: bool = False  # trade compute for memory (disables prefix sharing: no KV cache)
     bf16: Literal["auto", "yes", "no"] = "auto"  # bf16 autocast: "auto" where the accelerator supports it, "yes" or "no"
     share_prefixes: bool = True  # compute each shared prompt prefix once (see harness/policies/lm.py)
-    max_completion_tokens: Annotated[int, Field(ge=1)] = 256  # longer completions are cut for training
-    checkpoint_every: Annotated[int, Field(ge=0)] = 50  # optimizer steps between resumable checkpoints; 0: none
+    max_completion_tokens: PositiveInt = 256  # longer completions are cut for training
+    checkpoint_every: NonNegativeInt = 50  # optimizer steps between resumable checkpoints; 0: none
     merge_adapter: bool = False  # also save base + adapter merged into one model
     prompt_format: Literal["auto", "raw", "chat"] = "auto"  # "auto" (chat template for chat tasks), "raw" or "chat"
 
