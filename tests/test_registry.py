@@ -200,3 +200,26 @@ def test_a_checkout_runs_without_installing(tmp_path):
     out = subprocess.run([sys.executable, "-S", "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith(str(root / "methods" / "__init__.py")) and "'srpo'" in out.stdout
+
+
+def test_the_readmes_method_example_works_as_written(tmp_path):
+    """README's "Adding a method" block, as a user would paste it: it registers, passes the method
+    contract, and a bad value for its bounded option fails with the option named."""
+    import os
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (tmp_path / "readme_hinge.py").write_text(readme.split("# methods/hinge.py\n", 1)[1].split("```", 1)[0])
+    script = textwrap.dedent("""
+        import harness, readme_hinge
+        from harness.errors import HarnessError
+        from harness.method import build_method
+        harness.check_method(build_method("hinge"))
+        try:
+            build_method("hinge", {"beta": -1})
+        except HarnessError as exc:
+            print(exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "method 'hinge' option 'beta': input should be greater than 0 (got -1)"
