@@ -238,3 +238,26 @@ def test_a_batched_micro_batch_scores_each_pair_as_it_scores_alone(tiny, share_p
                 assert together.sums[key][i].item() == pytest.approx(alone.sums[key][0].item(), abs=1e-4)
                 assert together.sums[key][i].item() == pytest.approx(plain.item(), abs=1e-4)
                 assert together.counts[key][i].item() == len(comp)
+
+
+@pytest.mark.parametrize("share_prefixes, pad_prefixes, decoder_calls", [(True, True, lambda prefixes: 2), (True, False, lambda prefixes: 2 * prefixes),
+                                                                         (False, None, lambda prefixes: 1)],
+                         ids=["padded prefixes (accelerators)", "a prefix at a time (CPUs)", "no prefix sharing"])  # fmt: skip
+def test_a_micro_batch_is_a_fixed_number_of_forwards_however_many_pairs(tiny, share_prefixes, pad_prefixes, decoder_calls):
+    """What made the first GPU run launch-bound: a Python loop of small forwards, one per pair. On
+    an accelerator (padded prefixes) a micro-batch is one forward of its prefixes and one of its
+    continuations, whatever its size; the LM head runs once over every completion token."""
+    trainer = _trainer("srpo", tiny, "/tmp/unused")
+    tokenizer = load_tokenizer(tiny)
+    model = load_causal_lm(tiny).eval()
+    scorer = SequenceScorer(model, tokenizer.pad_token_id, share_prefixes=share_prefixes, pad_prefixes=pad_prefixes)
+    calls = {"decoder": 0, "head": 0}
+    model.get_decoder().register_forward_hook(lambda *_: calls.__setitem__("decoder", calls["decoder"] + 1))
+    model.get_output_embeddings().register_forward_hook(lambda *_: calls.__setitem__("head", calls["head"] + 1))
+    pairs = trainer._encode(ROWS, tokenizer)
+    for n in (1, len(pairs)):
+        calls.update(decoder=0, head=0)
+        with torch.no_grad():
+            scorer(pairs=pairs[:n], keys=trainer.method.needs)
+        prefixes = len({tuple(p.sequence(key)[0][0]) for p in pairs[:n] for key in trainer.method.needs})  # distinct first segments
+        assert calls == {"decoder": decoder_calls(prefixes), "head": 1}, (n, prefixes)
