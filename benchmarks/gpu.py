@@ -154,7 +154,7 @@ def generation(model: str, prompts: int, new_tokens: int, cache: str) -> dict:
     from harness.prompting import PromptFormatter
     from harness.task import build_task
 
-    engine = build_engine("transformers", {"model": model, "batch_size": prompts, "max_batch_tokens": 1 << 20, "cache": cache})
+    engine = build_engine("transformers", {"model": model, "batch_size": prompts, "cache": cache})
     task = build_task("xsum", {"max_source_tokens": 320})
     formatter = PromptFormatter(task, engine.tokenizer())
     texts = [formatter.prompt(ex) for ex in task.load("test", limit=prompts).rows]

@@ -219,3 +219,17 @@ def test_the_static_cache_gives_the_dynamic_caches_texts_in_padded_shapes(tiny):
     static = [width for cache, width in shapes if cache == "static"]
     assert static and all(width % 16 == 0 for width in static)  # prompts padded to the multiple: compiled shapes repeat
     assert any(width % 16 for cache, width in shapes if cache == "dynamic")
+
+
+def test_the_prompt_token_budget_splits_long_prompts_on_a_cpu_and_not_on_an_accelerator():
+    """On a CPU, long prompts go in small batches (prefill is compute-bound; padding is work for
+    nothing); on an accelerator 32 XSum-sized prompts are one batch, since each decoding step costs
+    about the same whatever the batch. An explicit max_batch_tokens holds on both."""
+    import torch
+
+    prompts = [[1] * (400 + i) for i in range(32)]  # token ids; only the lengths matter here
+    default = build_engine("transformers", {})
+    assert [len(b) for b in default._batches(prompts, torch.device("cpu"))] == [10, 9, 9, 4]  # 4096 tokens a batch
+    assert [len(b) for b in default._batches(prompts, torch.device("cuda"))] == [32]
+    explicit = build_engine("transformers", {"max_batch_tokens": 2048})
+    assert [len(b) for b in explicit._batches(prompts, torch.device("cuda"))] == [5, 5, 4, 4, 4, 4, 4, 2]  # 5 x 409 <= 2048 < 5 x 414

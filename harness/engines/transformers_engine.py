@@ -30,7 +30,7 @@ class TransformersEngine(Engine):
 
     model: str = "smollm2-135m"  # base model: hub id, local folder or smollm2-135m
     batch_size: PositiveInt = 32  # at most this many prompts per generate() call
-    max_batch_tokens: PositiveInt = 4096  # and at most this many (padded) prompt tokens: long prompts go in small batches
+    max_batch_tokens: PositiveInt | None = None  # and at most this many (padded) prompt tokens; None: 4096 on a CPU (long prompts in small batches), 65536 on a GPU
     device: Literal["auto", "cuda", "cpu"] = "auto"  # "auto": CUDA when present, else CPU
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # "auto": bfloat16 on a GPU that has it, float32 otherwise
     cache: Literal["dynamic", "static"] = "dynamic"  # "static": a preallocated KV cache, which transformers compiles on a GPU (CUDA graphs): decoding stops waiting on kernel launches, after one compile per batch shape
@@ -81,7 +81,7 @@ class TransformersEngine(Engine):
         out: list[Generation | None] = [None] * len(prompts)
         with self._use_adapter(adapter):
             model = self._model
-            for idx in self._batches(encoded):
+            for idx in self._batches(encoded, model.device):
                 multiple = self.pad_to_multiple if self.cache == "static" else None
                 enc = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, pad_to_multiple_of=multiple, return_tensors="pt").to(model.device)
                 sampler = None if params.greedy else [SeededRowSampler([seeds[i] for i in idx], params.temperature, params.top_p, model.device)]
@@ -99,14 +99,17 @@ class TransformersEngine(Engine):
                     out[i] = Generation(text.strip(), len(encoded[i]), n, "stop" if hit or eos in row[:n] else "length")
         return out  # type: ignore[return-value]
 
-    def _batches(self, encoded: list[list[int]]) -> list[list[int]]:
+    def _batches(self, encoded: list[list[int]], device: torch.device) -> list[list[int]]:
         """Prompt indices grouped by length, each group within ``batch_size`` prompts and
         ``max_batch_tokens`` padded tokens: padding a batch to its longest prompt is prefill work
-        for nothing, and on a CPU prefill is most of the cost of a long-document prompt."""
+        for nothing, and on a CPU prefill is most of the cost of a long-document prompt. On a GPU
+        decoding waits on kernel launches whatever the batch, so the budget there is large: 32 XSum
+        prompts in one batch, not four."""
+        budget = self.max_batch_tokens or (4096 if device.type == "cpu" else 1 << 16)
         batches: list[list[int]] = []
         for i in sorted(range(len(encoded)), key=lambda i: len(encoded[i])):
             current = batches[-1] if batches else None
-            fits = current is not None and len(current) < self.batch_size and (len(current) + 1) * len(encoded[i]) <= self.max_batch_tokens
+            fits = current is not None and len(current) < self.batch_size and (len(current) + 1) * len(encoded[i]) <= budget
             if fits:
                 current.append(i)
             else:
