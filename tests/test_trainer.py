@@ -261,3 +261,15 @@ def test_a_micro_batch_is_a_fixed_number_of_forwards_however_many_pairs(tiny, sh
             scorer(pairs=pairs[:n], keys=trainer.method.needs)
         prefixes = len({tuple(p.sequence(key)[0][0]) for p in pairs[:n] for key in trainer.method.needs})  # distinct first segments
         assert calls == {"decoder": decoder_calls(prefixes), "head": 1}, (n, prefixes)
+
+
+def test_the_micro_batch_follows_the_device_unless_set():
+    """One pair per forward on a CPU; on an accelerator up to 8, evenly splitting each process's
+    share of the batch (a micro-batch per process must exist, or the step would be dropped)."""
+    assert TrainConfig(batch_size=8).micro_batch("cpu", 1) == 1
+    assert TrainConfig(batch_size=8).micro_batch("cuda", 1) == 8
+    assert TrainConfig(batch_size=128).micro_batch("cuda", 1) == 8  # the paper's batch, accumulated
+    assert TrainConfig(batch_size=6).micro_batch("cuda", 1) == 6
+    assert TrainConfig(batch_size=8).micro_batch("cuda", 2) == 4
+    assert TrainConfig(batch_size=12).micro_batch("cuda", 8) == 1  # 12 pairs do not split over 8 processes
+    assert TrainConfig(batch_size=8, micro_batch_size=2).micro_batch("cuda", 1) == 2

@@ -101,7 +101,7 @@ class Trainer:
         encoder = PairEncoder(formatter, self.method.needs, self.config.max_completion_tokens)
         return [encoder.encode(row, i) for i, row in enumerate(rows)]
 
-    def _schedule(self, n_pairs: int, world: int) -> list[list[list[int]]]:
+    def _schedule(self, n_pairs: int, world: int, micro_size: int) -> list[list[list[int]]]:
         """Per optimizer step, the micro-batches (lists of pair indices) in order, all epochs."""
         c = self.config
         steps = []
@@ -109,7 +109,7 @@ class Trainer:
             order = torch.randperm(n_pairs, generator=torch.Generator().manual_seed(self.seed * 1000 + epoch)).tolist()
             for start in range(0, n_pairs, c.batch_size):
                 chunk = order[start : start + c.batch_size]
-                micro = [chunk[i : i + c.micro_batch_size] for i in range(0, len(chunk), c.micro_batch_size)]
+                micro = [chunk[i : i + micro_size] for i in range(0, len(chunk), micro_size)]
                 if len(micro) >= world:  # a tail smaller than one micro-batch per process is dropped
                     steps.append(micro)
         if c.max_steps:
@@ -149,7 +149,7 @@ class Trainer:
                 saved = torch.load(path, weights_only=False)
                 if saved.get("key") == key:
                     return saved["logps"]
-            logps = self.reference_logprobs(scorer, pairs, self.config.micro_batch_size)
+            logps = self.reference_logprobs(scorer, pairs, self.config.micro_batch(accelerator.device.type, accelerator.num_processes))
             if accelerator.is_main_process:
                 tmp = path.with_suffix(".partial")
                 torch.save({"key": key, "logps": logps}, tmp)
@@ -188,7 +188,7 @@ class Trainer:
         pairs = self._encode(self.inputs.rows.items, tokenizer)
 
         world, rank = accelerator.num_processes, accelerator.process_index
-        schedule = self._schedule(len(pairs), world)
+        schedule = self._schedule(len(pairs), world, c.micro_batch(accelerator.device.type, world))
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=c.lr, betas=(c.adam_beta1, c.adam_beta2), weight_decay=c.weight_decay)
         scheduler = self._scheduler(optimizer, len(schedule))
