@@ -233,3 +233,20 @@ def test_the_prompt_token_budget_splits_long_prompts_on_a_cpu_and_not_on_an_acce
     assert [len(b) for b in default._batches(prompts, torch.device("cuda"))] == [32]
     explicit = build_engine("transformers", {"max_batch_tokens": 2048})
     assert [len(b) for b in explicit._batches(prompts, torch.device("cuda"))] == [5, 5, 4, 4, 4, 4, 4, 2]  # 5 x 409 <= 2048 < 5 x 414
+
+
+def test_running_out_of_accelerator_memory_while_generating_names_the_settings(tiny):
+    import torch
+
+    from harness.errors import HarnessError
+
+    engine = build_engine("transformers", {"model": tiny, "batch_size": 2})
+    model = engine._load()
+
+    def out_of_memory(**kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+
+    model.generate = out_of_memory
+    with pytest.raises(HarnessError, match=r"^out of accelerator memory generating 2 prompts of \d+ tokens: lower --engine-arg batch_size \(now 2\) "
+                                           r"or max_batch_tokens \(now automatic\); completions already written are kept$"):  # fmt: skip
+        engine.generate(["one prompt", "and another"], SamplingParams(max_new_tokens=4))

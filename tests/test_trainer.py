@@ -273,3 +273,34 @@ def test_the_micro_batch_follows_the_device_unless_set():
     assert TrainConfig(batch_size=8).micro_batch("cuda", 2) == 4
     assert TrainConfig(batch_size=12).micro_batch("cuda", 8) == 1  # 12 pairs do not split over 8 processes
     assert TrainConfig(batch_size=8, micro_batch_size=2).micro_batch("cuda", 1) == 2
+
+
+def test_running_out_of_accelerator_memory_says_what_to_lower_and_keeps_the_checkpoint(tiny, tmp_path, monkeypatch):
+    """torch's out-of-memory error mid-run becomes one message naming the setting to lower; the
+    steps checkpointed before it stay, and the rerun resumes after them."""
+    from harness.errors import HarnessError
+
+    real, calls = Trainer.micro_step, []
+
+    def micro_step(self, *args, **kwargs):
+        calls.append(1)
+        if out_of_memory_at == len(calls):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "micro_step", micro_step)
+    out_of_memory_at = 3  # batch 2, a pair per forward: the first forward of step 2
+    with pytest.raises(HarnessError) as info:
+        _trainer("dpo", tiny, tmp_path, epochs=1, checkpoint_every=1, micro_batch_size=1).train()
+    assert str(info.value) == ("out of accelerator memory in training step 2 with 1 pair(s) per forward: try a lower --train-arg max_completion_tokens "
+                               "or --task-arg max_source_tokens or --train-arg gradient_checkpointing=true; a rerun resumes after the last checkpoint")  # fmt: skip
+    calls.clear()
+    out_of_memory_at = None
+    result = _trainer("dpo", tiny, tmp_path, epochs=1, checkpoint_every=1, micro_batch_size=1).train()
+    assert len(calls) == 2  # step 2 alone: step 1 came from the checkpoint
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2] == list(range(1, result.steps + 1))
+    calls.clear()
+    out_of_memory_at = 1
+    with pytest.raises(HarnessError, match=r"with 2 pair\(s\) per forward: try --train-arg micro_batch_size=1 or --train-arg gradient_checkpointing=true;"):
+        _trainer("dpo", tiny, tmp_path / "two", epochs=1, micro_batch_size=2).train()

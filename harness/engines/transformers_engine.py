@@ -20,6 +20,7 @@ import torch
 
 from harness.config import PositiveInt
 from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
+from harness.errors import HarnessError
 from harness.models import inference_placement, load_causal_lm, load_tokenizer, resolve_model
 
 
@@ -86,11 +87,17 @@ class TransformersEngine(Engine):
                 enc = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, pad_to_multiple_of=multiple, return_tensors="pt").to(model.device)
                 sampler = None if params.greedy else [SeededRowSampler([seeds[i] for i in idx], params.temperature, params.top_p, model.device)]
                 stopping = [_StopAfterText(tokenizer, stop, enc["input_ids"].shape[1], model.device)] if stop else None
-                generated = model.generate(
-                    **enc, max_new_tokens=params.max_new_tokens, do_sample=False, logits_processor=sampler,
-                    pad_token_id=tokenizer.pad_token_id, stopping_criteria=stopping,
-                    cache_implementation="static" if self.cache == "static" else None,  # None: transformers' default
-                )  # fmt: skip
+                try:
+                    generated = model.generate(
+                        **enc, max_new_tokens=params.max_new_tokens, do_sample=False, logits_processor=sampler,
+                        pad_token_id=tokenizer.pad_token_id, stopping_criteria=stopping,
+                        cache_implementation="static" if self.cache == "static" else None,  # None: transformers' default
+                    )  # fmt: skip
+                except torch.cuda.OutOfMemoryError:  # the settings against the card: say which to lower
+                    rows, width = enc["input_ids"].shape
+                    raise HarnessError(f"out of accelerator memory generating {rows} prompts of {width} tokens: lower --engine-arg batch_size "
+                                       f"(now {self.batch_size}) or max_batch_tokens (now {self.max_batch_tokens or 'automatic'}); completions "
+                                       "already written are kept") from None  # fmt: skip
                 new = generated[:, enc["input_ids"].shape[1] :]  # [B, new]: left padding aligns every prompt's end
                 eos = tokenizer.eos_token_id
                 for i, row in zip(idx, new.tolist()):

@@ -15,9 +15,9 @@ non-finite stops the run with a clear error instead of saving a broken adapter.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 import shutil
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -139,7 +139,7 @@ class Trainer:
         model.train(was_training)
         return LogProbs({k: torch.cat(v) for k, v in sums.items()}, {k: torch.cat(v) for k, v in counts.items()})
 
-    def _cached_reference(self, scorer, pairs, accelerator) -> LogProbs | None:
+    def _cached_reference(self, scorer, pairs, accelerator, micro_size: int) -> LogProbs | None:
         if not self.method.uses_reference:
             return None
         key = stable_hash([self.key, "reference"])
@@ -149,7 +149,8 @@ class Trainer:
                 saved = torch.load(path, weights_only=False)
                 if saved.get("key") == key:
                     return saved["logps"]
-            logps = self.reference_logprobs(scorer, pairs, self.config.micro_batch(accelerator.device.type, accelerator.num_processes))
+            with _explaining_oom("the reference pass", micro_size, self.config):
+                logps = self.reference_logprobs(scorer, pairs, micro_size)
             if accelerator.is_main_process:
                 tmp = path.with_suffix(".partial")
                 torch.save({"key": key, "logps": logps}, tmp)
@@ -188,12 +189,13 @@ class Trainer:
         pairs = self._encode(self.inputs.rows.items, tokenizer)
 
         world, rank = accelerator.num_processes, accelerator.process_index
-        schedule = self._schedule(len(pairs), world, c.micro_batch(accelerator.device.type, world))
+        micro_size = c.micro_batch(accelerator.device.type, world)
+        schedule = self._schedule(len(pairs), world, micro_size)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=c.lr, betas=(c.adam_beta1, c.adam_beta2), weight_decay=c.weight_decay)
         scheduler = self._scheduler(optimizer, len(schedule))
         scorer, optimizer = accelerator.prepare(scorer, optimizer)  # the model is on its device from here on
-        reference = self._cached_reference(accelerator.unwrap_model(scorer), pairs, accelerator)
+        reference = self._cached_reference(accelerator.unwrap_model(scorer), pairs, accelerator, micro_size)
         checkpoint_dir = self.output_dir / "checkpoint"
         start = load_checkpoint(checkpoint_dir, model, optimizer, scheduler, self.key) or 0
         metrics = JsonlLog(self.output_dir / "metrics.jsonl")
@@ -209,7 +211,7 @@ class Trainer:
             losses, metric_values, tokens = [], {}, 0
             for i, micro in enumerate(mine):
                 share = len(micro) / sum(map(len, mine))  # of the step's mean loss
-                with _maybe_no_sync(accelerator, scorer, i == len(mine) - 1), accelerator.autocast():
+                with _explaining_oom(f"training step {step + 1}", micro_size, c), _maybe_no_sync(accelerator, scorer, i == len(mine) - 1), accelerator.autocast():
                     per_pair, metric = self.micro_step(scorer, pairs, micro, reference, accelerator.device, lambda loss: accelerator.backward(loss * share))
                 losses.append(per_pair.detach().float())
                 for name, value in metric.items():
@@ -296,3 +298,18 @@ def _select(logps: LogProbs, indices: list[int], device: torch.device) -> LogPro
 
 def _maybe_no_sync(accelerator, model, sync: bool):
     return nullcontext() if sync or accelerator.num_processes == 1 else accelerator.no_sync(model)
+
+
+@contextmanager
+def _explaining_oom(where: str, micro_size: int, config: TrainConfig):
+    """An accelerator running out of memory is the settings against the card, not a bug: say which
+    setting to lower. Checkpointed steps stay, and a rerun resumes after the last one."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        smaller = max(d for d in range(1, micro_size) if config.batch_size % d == 0) if micro_size > 1 else None
+        advice = [f"--train-arg micro_batch_size={smaller}"] if smaller else ["a lower --train-arg max_completion_tokens or --task-arg max_source_tokens"]
+        if not config.gradient_checkpointing:
+            advice.append("--train-arg gradient_checkpointing=true")
+        raise HarnessError(f"out of accelerator memory in {where} with {micro_size} pair(s) per forward: try {' or '.join(advice)}; "
+                           "a rerun resumes after the last checkpoint") from None  # fmt: skip
