@@ -33,7 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32, help="at most this many prompts per batch")
-    parser.add_argument("--max-batch-tokens", type=int, help="at most this many padded prompt tokens per batch (default: the engine's, 4096 on a CPU, 65536 on a GPU)")
+    parser.add_argument("--max-batch-tokens", default="auto", help="at most this many padded prompt tokens per batch (default: the engine's auto, 4096 on a CPU, 65536 on a GPU)")
     parser.add_argument("--max-new-tokens", type=int, help="default: 48 for xsum, 128 for arena-hard")
     parser.add_argument("--task", default="xsum", choices=["xsum", "arena-hard"])
     parser.add_argument("--model", default=SMOLLM2)
@@ -47,7 +47,7 @@ def main() -> None:
     formatter = PromptFormatter(task, batched.tokenizer())
     prompts = [formatter.prompt(ex) for ex in examples]
     timed(batched, prompts[:2], params, task.stop)  # warm-up: first-call allocations
-    rows.append(("transformers", f"batched <={args.batch_size}/{args.max_batch_tokens or 'auto '}t", *timed(batched, prompts, params, task.stop)))
+    rows.append(("transformers", f"batched <={args.batch_size}/{args.max_batch_tokens}t", *timed(batched, prompts, params, task.stop)))
     single = build_engine("transformers", {"model": args.model, "batch_size": 1})
     rows.append(("transformers", "one at a time", *timed(single, prompts, params, task.stop)))
     if torch.cuda.is_available():

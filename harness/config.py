@@ -126,15 +126,18 @@ def _option_names(cls: type) -> list[str]:
 
 
 def describe_validation_error(exc: ValidationError, what: str, known: list[str], flags: dict[str, str] | None = None) -> str:
-    """The first error of ``exc`` as one line: where, what is wrong, what was given."""
-    error = exc.errors(include_url=False)[0]
-    loc = ".".join(str(p) for p in error["loc"] if not _UNION_TAG.fullmatch(str(p)))
+    """The first error of ``exc`` as one line: where, what is wrong, what was given. A union's
+    members each fail on their own (``PositiveInt | Literal["auto"]``): their messages join."""
+    errors = exc.errors(include_url=False)
+    error = errors[0]
+    loc = _location(error)
     if error["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
         name = str(error["loc"][-1])
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"{what} has no option {name!r}{hint} (options: {', '.join(known)})"
-    message = error["msg"]
+    members = [e["msg"] for e in errors if _location(e) == loc]
+    message = " or ".join([members[0], *(m.removeprefix("Input should be ") for m in members[1:])])
     if error["type"] == "value_error":  # raised by a check of ours: its text is the message
         message = message.removeprefix("Value error, ")
     where = f"{what} option {loc!r}" if loc else what
@@ -145,7 +148,11 @@ def describe_validation_error(exc: ValidationError, what: str, known: list[str],
     return f"{where}: {message[0].lower() + message[1:]}{shown}"
 
 
-_UNION_TAG = re.compile(r"bool|int|float|str|none|[\w-]+\[.*\]")  # pydantic names a union's member in an error's location
+_UNION_TAG = re.compile(r"bool|int|float|str|none|constrained-\w+|[\w-]+\[.*\]")  # pydantic names a union's member in an error's location
+
+
+def _location(error: dict) -> str:
+    return ".".join(str(p) for p in error["loc"] if not _UNION_TAG.fullmatch(str(p)))
 
 
 def _short(value: Any) -> str:

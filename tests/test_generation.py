@@ -248,5 +248,5 @@ def test_running_out_of_accelerator_memory_while_generating_names_the_settings(t
 
     model.generate = out_of_memory
     with pytest.raises(HarnessError, match=r"^out of accelerator memory generating 2 prompts of \d+ tokens: lower --engine-arg batch_size \(now 2\) "
-                                           r"or max_batch_tokens \(now automatic\); completions already written are kept$"):  # fmt: skip
+                                           r"or max_batch_tokens \(now auto\); completions already written are kept$"):  # fmt: skip
         engine.generate(["one prompt", "and another"], SamplingParams(max_new_tokens=4))

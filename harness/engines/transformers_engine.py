@@ -31,7 +31,7 @@ class TransformersEngine(Engine):
 
     model: str = "smollm2-135m"  # base model: hub id, local folder or smollm2-135m
     batch_size: PositiveInt = 32  # at most this many prompts per generate() call
-    max_batch_tokens: PositiveInt | None = None  # and at most this many (padded) prompt tokens; None: 4096 on a CPU (long prompts in small batches), 65536 on a GPU
+    max_batch_tokens: PositiveInt | Literal["auto"] = "auto"  # and at most this many (padded) prompt tokens; "auto": 4096 on a CPU (long prompts in small batches), 65536 on a GPU
     device: Literal["auto", "cuda", "cpu"] = "auto"  # "auto": CUDA when present, else CPU
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # "auto": bfloat16 on a GPU that has it, float32 otherwise
     cache: Literal["dynamic", "static"] = "dynamic"  # "static": a preallocated KV cache, which transformers compiles on a GPU (CUDA graphs): decoding stops waiting on kernel launches, after one compile per batch shape
@@ -96,7 +96,7 @@ class TransformersEngine(Engine):
                 except torch.cuda.OutOfMemoryError:  # the settings against the card: say which to lower
                     rows, width = enc["input_ids"].shape
                     raise HarnessError(f"out of accelerator memory generating {rows} prompts of {width} tokens: lower --engine-arg batch_size "
-                                       f"(now {self.batch_size}) or max_batch_tokens (now {self.max_batch_tokens or 'automatic'}); completions "
+                                       f"(now {self.batch_size}) or max_batch_tokens (now {self.max_batch_tokens}); completions "
                                        "already written are kept") from None  # fmt: skip
                 new = generated[:, enc["input_ids"].shape[1] :]  # [B, new]: left padding aligns every prompt's end
                 eos = tokenizer.eos_token_id
@@ -112,7 +112,7 @@ class TransformersEngine(Engine):
         for nothing, and on a CPU prefill is most of the cost of a long-document prompt. On a GPU
         decoding waits on kernel launches whatever the batch, so the budget there is large: 32 XSum
         prompts in one batch, not four."""
-        budget = self.max_batch_tokens or (4096 if device.type == "cpu" else 1 << 16)
+        budget = self.max_batch_tokens if self.max_batch_tokens != "auto" else 4096 if device.type == "cpu" else 1 << 16
         batches: list[list[int]] = []
         for i in sorted(range(len(encoded)), key=lambda i: len(encoded[i])):
             current = batches[-1] if batches else None

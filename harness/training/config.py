@@ -25,7 +25,7 @@ class TrainConfig(Plugin):
     epochs: PositiveInt = 1  # passes over the pairs (Sec. 6: 5; Appendix D: 1)
     max_steps: NonNegativeInt = 0  # optimizer steps; 0 lets ``epochs`` decide
     batch_size: PositiveInt = 8  # effective pairs per optimizer step, over processes and accumulation (paper: 128 / 32)
-    micro_batch_size: PositiveInt | None = None  # pairs per forward pass, accumulation making up the rest; None: 1 on a CPU, up to 8 on an accelerator (see micro_batch)
+    micro_batch_size: PositiveInt | Literal["auto"] = "auto"  # pairs per forward pass, accumulation making up the rest; "auto": 1 on a CPU, up to 8 on an accelerator (see micro_batch)
     schedule: Literal["constant", "cosine"] = "cosine"  # "constant" (Sec. 6's DPO) or "cosine" (Appendix D), both after warm-up
     warmup_steps: NonNegativeInt = 0  # linear warm-up (Sec. 6: 150; Appendix D: 128); overrides warmup_ratio
     warmup_ratio: Fraction = 0.0  # warm-up as a fraction of all steps (Sec. 6's SFT: 0.03)
@@ -48,14 +48,14 @@ class TrainConfig(Plugin):
     prompt_format: Literal["auto", "raw", "chat"] = "auto"  # "auto" (chat template for chat tasks), "raw" or "chat"
 
     def __post_init__(self):
-        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+        if self.micro_batch_size != "auto" and self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})")
 
     def micro_batch(self, device_type: str, world: int) -> int:
-        """``micro_batch_size``, or where it is None: 1 on a CPU, whose cores one sequence already
+        """``micro_batch_size``, or where it is "auto": 1 on a CPU, whose cores one sequence already
         fills; on an accelerator, where a forward of one pair waits on kernel launches, the largest
         size up to 8 (TRL's per-device default) that splits every process's share of a batch evenly."""
-        if self.micro_batch_size:
+        if self.micro_batch_size != "auto":
             return self.micro_batch_size
         if device_type == "cpu":
             return 1
