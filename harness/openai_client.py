@@ -36,10 +36,12 @@ def is_openai(base_url: str) -> bool:
     return not base_url or base_url.rstrip("/") == OPENAI_URL
 
 
-def in_flight(concurrency: int, base_url: str, for_openai: int) -> int:
-    """Requests in flight to start with: ``concurrency`` when set, else ``for_openai`` for OpenAI's
-    API and a few for any other server (``AdaptiveLimit`` adjusts from there)."""
-    return concurrency or (for_openai if is_openai(base_url) else OTHER_SERVER_IN_FLIGHT)
+def in_flight(concurrency: int | str, base_url: str, for_openai: int) -> int:
+    """Requests in flight to start with: ``concurrency`` when set, else ("auto") ``for_openai`` for
+    OpenAI's API and a few for any other server (``AdaptiveLimit`` adjusts from there)."""
+    if concurrency != "auto":
+        return int(concurrency)
+    return for_openai if is_openai(base_url) else OTHER_SERVER_IN_FLIGHT
 
 
 def api_key(env_name: str, base_url: str) -> str:

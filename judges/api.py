@@ -19,11 +19,12 @@ import asyncio
 import hashlib
 import json
 from dataclasses import dataclass, replace
+from typing import Literal
 
-
-from harness.config import NonNegativeInt, Positive
-from harness.judge import Comparison, Judge, Verdict
 from harness.judges.cache import VerdictCache
+
+from harness.config import NonNegativeInt, Positive, PositiveInt
+from harness.judge import Comparison, Judge, Verdict
 from harness.models import cache_dir
 from harness.openai_client import AdaptiveLimit, Usage, in_flight, make_client, send
 from harness.truncation import SourceBudget
@@ -40,7 +41,7 @@ class APIJudge(Judge):
 
     base_url: str = ""  # empty: OpenAI; else e.g. http://127.0.0.1:8080/v1 (a vLLM or llama.cpp server)
     api_key_env: str = ""  # the variable holding the key; empty: OPENAI_API_KEY for OpenAI's API and no key for any other server
-    concurrency: NonNegativeInt = 0  # requests in flight; 0: 64 for OpenAI's API, 4 for another server; halves after a timeout
+    concurrency: PositiveInt | Literal["auto"] = "auto"  # requests in flight; "auto": 64 for OpenAI's API, 4 for another server; halves after a timeout
     max_retries: NonNegativeInt = 5  # retries of a request after 429, 5xx, a timeout or a dropped connection
     timeout: Positive = 60.0  # seconds per request
     parse_retries: NonNegativeInt = 2  # asks again when an answer holds no verdict: with a format reminder, then sampled

@@ -57,7 +57,7 @@ CASES = [
     ("unknown judge", [*XSUM, "--judge", "gpt5"], {}, "unknown judge 'gpt5'"),
     ("oracle judge on text", [*XSUM, "--judge", "oracle"], {}, "judge 'oracle' does not judge text; text tasks take:"),
     ("judge retries negative", [*XSUM, "--judge", "openai", "--judge-arg", "max_retries=-1"], {}, "judge 'openai' option 'max_retries': input should be greater than or equal to 0"),
-    ("judge concurrency negative", [*XSUM, "--judge", "openai", "--judge-arg", "concurrency=-1"], {}, "judge 'openai' option 'concurrency': input should be greater than or equal to 0"),
+    ("judge concurrency negative", [*XSUM, "--judge", "openai", "--judge-arg", "concurrency=-1"], {}, "judge 'openai' option 'concurrency': input should be greater than or equal to 1 or 'auto' (got -1)"),
     ("judge on the bandit", [*BANDIT, "--judge", "openai"], {}, "option 'judge' (--judge) does not apply to task 'bandit', a synthetic task"),
     ("model on the bandit", [*BANDIT, "--model", "x/y"], {}, "option 'model' (--model) does not apply to task 'bandit'"),
     ("behaviour on a text task", [*XSUM, "--behavior", "skewed"], {}, "option 'behaviors' (--behavior) does not apply to task 'xsum', a text task"),

@@ -21,8 +21,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Literal
 
-
-from harness.config import NonNegativeInt, Positive
+from harness.config import NonNegativeInt, Positive, PositiveInt
 from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
 from harness.errors import HarnessError
 from harness.openai_client import OPENAI_URL, AdaptiveLimit, Usage, in_flight, make_client, send, served_models
@@ -37,7 +36,7 @@ class OpenAIEngine(Engine):
     base_url: str = ""  # e.g. http://127.0.0.1:8000/v1 for a vLLM or llama.cpp server; empty: OpenAI
     api: Literal["auto", "chat", "completions"] = "auto"  # auto: completions for completion-style tasks, chat for chat tasks
     api_key_env: str = ""  # the variable holding the key; empty: OPENAI_API_KEY for OpenAI's API and no key for any other server
-    concurrency: NonNegativeInt = 0  # requests in flight; 0: 16 for OpenAI's API, 4 for another server; halves after a timeout
+    concurrency: PositiveInt | Literal["auto"] = "auto"  # requests in flight; "auto": 16 for OpenAI's API, 4 for another server; halves after a timeout
     max_retries: NonNegativeInt = 5  # retries after 429, 5xx, a timeout or a dropped connection (exponential backoff, jitter)
     timeout: Positive = 60.0  # seconds per request
     adapter_models: dict[str, str] = field(default_factory=dict)  # trained adapter folder -> the name the server serves it under
