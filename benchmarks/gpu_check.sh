@@ -18,6 +18,7 @@ TESTS_LIMIT=${TESTS_LIMIT:-400}  # seconds for the tests part
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --target /tmp/site gpu/wheels/*.whl > "$OUT/install.log" 2>&1
 export PYTHONPATH=/tmp/site:$PWD HARNESS_DATA_DIR=$PWD/gpu/data
+export TQDM_DISABLE=1  # progress bars in a log file glue the results onto their lines
 python3 benchmarks/missing_requirements.py > "$OUT/requirements.txt" 2>&1  # a gap here explains an ImportError below
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 if [[ $part == bench || $part == all ]]; then
