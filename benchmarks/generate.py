@@ -47,7 +47,7 @@ def main() -> None:
     formatter = PromptFormatter(task, batched.tokenizer())
     prompts = [formatter.prompt(ex) for ex in examples]
     timed(batched, prompts[:2], params, task.stop)  # warm-up: first-call allocations
-    rows.append(("transformers", f"batched <={args.batch_size}/{args.max_batch_tokens}t", *timed(batched, prompts, params, task.stop)))
+    rows.append(("transformers", f"batched <={args.batch_size}, {args.max_batch_tokens} tokens", *timed(batched, prompts, params, task.stop)))
     single = build_engine("transformers", {"model": args.model, "batch_size": 1})
     rows.append(("transformers", "one at a time", *timed(single, prompts, params, task.stop)))
     if torch.cuda.is_available():
@@ -59,9 +59,9 @@ def main() -> None:
             print(f"vllm skipped: {exc}")
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\n{args.prompts} {args.task} prompts, greedy, max {args.max_new_tokens} new tokens, {args.model} on {device}")
-    print(f"{'engine':13} {'mode':20} {'seconds':>8} {'compl/s':>8} {'tokens/s':>9}")
+    print(f"{'engine':13} {'mode':28} {'seconds':>8} {'compl/s':>8} {'tokens/s':>9}")
     for engine, mode, seconds, tokens in rows:
-        print(f"{engine:13} {mode:20} {seconds:8.2f} {args.prompts / seconds:8.2f} {tokens / seconds:9.1f}")
+        print(f"{engine:13} {mode:28} {seconds:8.2f} {args.prompts / seconds:8.2f} {tokens / seconds:9.1f}")
     print(f"batched / one-at-a-time speed-up: {rows[1][2] / rows[0][2]:.1f}x")
     if len(rows) > 2:
         print(f"vllm / transformers (batched) speed-up: {rows[0][2] / rows[2][2]:.1f}x")
