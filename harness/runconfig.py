@@ -44,8 +44,6 @@ def option(default: Any, help: str, flag: str | None = None, applies: tuple[str,
     return Field(default, description=help, json_schema_extra={"flag": flag, "applies": list(applies), **cli})
 
 
-
-
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 

@@ -21,10 +21,9 @@ import json
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from harness.judges.cache import VerdictCache
-
 from harness.config import NonNegativeInt, Positive, PositiveInt
 from harness.judge import Comparison, Judge, Verdict
+from harness.judges.cache import VerdictCache
 from harness.models import cache_dir
 from harness.openai_client import AdaptiveLimit, Usage, in_flight, make_client, send
 from harness.truncation import SourceBudget

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.judges.api import APIJudge, answer_text
-from harness.judges.parsers import PARSERS
-
 from harness.config import NonNegative, PositiveInt
 from harness.judge import Comparison, prompt_template, register, render_prompt
+from harness.judges.api import APIJudge, answer_text
+from harness.judges.parsers import PARSERS
 from harness.openai_client import OPENAI_URL
 
 REMINDER = 'End your answer with one line that says exactly "Preferred: A" or "Preferred: B".'

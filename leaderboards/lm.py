@@ -69,7 +69,7 @@ def paired_figure(run: dict, many: bool) -> go.Figure | None:
     paired = run["summary"].get("paired") or []
     if not paired:
         return None
-    labels = [f"{comparison_label(p)} (rev {p['revision']})" + (f" [{run['name']}]" if many else "") for p in paired]
+    labels = [comparison_label(p) + (f" [{run['name']}]" if many else "") for p in paired]
     diff = [p["difference"] for p in paired]
     fig = go.Figure()
     fig.add_scatter(x=diff, y=labels, mode="markers", marker={"color": "#1f77b4", "size": 9}, showlegend=False,
@@ -169,7 +169,7 @@ def paired_table_rows(runs: list[dict]) -> list[list]:
     for run in runs:
         for p in run["summary"].get("paired") or []:
             head = p.get("head_to_head") or {}
-            out.append([comparison_label(p), p["revision"], f"{p['difference']:+.3f}", interval_text(p["ci"]), p["n"],
+            out.append([comparison_label(p, revision=False), p["revision"], f"{p['difference']:+.3f}", interval_text(p["ci"]), p["n"],
                         f"{p['a_better']}/{p['same']}/{p['b_better']}", _cell(head.get("win_rate")), interval_text(head.get("ci")), run["name"]])  # fmt: skip
     return out
 

@@ -176,10 +176,11 @@ def interval_text(interval) -> str:
     return "-" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
-def comparison_label(p: dict) -> str:
-    """What a paired difference compares: "a - b" (two methods), "m: rev k - rev 0" (two revisions)."""
+def comparison_label(p: dict, revision: bool = True) -> str:
+    """What a paired difference compares: "a - b (rev k)" (two methods; ``revision=False`` for a
+    table with a revision column of its own), "m: rev k - rev 0" (two revisions)."""
     if p["kind"] == "methods":
-        return f"{p['method']} - {p['versus_method']}"
+        return f"{p['method']} - {p['versus_method']}" + (f" (rev {p['revision']})" if revision else "")
     return f"{p['method']}: rev {p['revision']} - rev {p['versus_revision']}"
 
 
@@ -219,9 +220,8 @@ def print_tables(summary: dict, console) -> None:
         for col in ("comparison", "difference", "CI", "n", "better/same/worse", "head to head"):
             table.add_column(col)
         for p in paired:
-            what = comparison_label(p) + (f" (rev {p['revision']})" if p["kind"] == "methods" else "")
             head = p.get("head_to_head")
-            table.add_row(what, f"{p['difference']:+.3f}", interval_text(p["ci"]), str(p["n"]), f"{p['a_better']}/{p['same']}/{p['b_better']}",
+            table.add_row(comparison_label(p), f"{p['difference']:+.3f}", interval_text(p["ci"]), str(p["n"]), f"{p['a_better']}/{p['same']}/{p['b_better']}",
                           f"{head['win_rate']:.3f} {interval_text(head['ci'])} (n {head['n']})" if head else "")  # fmt: skip
         console.print(table)
     print_judges(summary, console)

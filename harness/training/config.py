@@ -57,6 +57,9 @@ class TrainConfig(Plugin):
         size up to 8 (TRL's per-device default) that splits every process's share of a batch evenly."""
         if self.micro_batch_size != "auto":
             return self.micro_batch_size
-        if device_type == "cpu":
-            return 1
-        return max(d for d in range(1, 9) if self.batch_size % (d * world) == 0) if self.batch_size % world == 0 else 1
+        return 1 if device_type == "cpu" else self.even_micro_batch(8, world)
+
+    def even_micro_batch(self, at_most: int, world: int) -> int:
+        """The largest micro-batch up to ``at_most`` pairs that splits each of ``world`` processes'
+        share of a batch evenly; 1 where none does."""
+        return max((d for d in range(1, at_most + 1) if self.batch_size % (d * world) == 0), default=1)

@@ -149,7 +149,7 @@ class Trainer:
                 saved = torch.load(path, weights_only=False)
                 if saved.get("key") == key:
                     return saved["logps"]
-            with _explaining_oom("the reference pass", micro_size, self.config):
+            with _explaining_oom("the reference pass", micro_size, self.config, accelerator.num_processes):
                 logps = self.reference_logprobs(scorer, pairs, micro_size)
             if accelerator.is_main_process:
                 tmp = path.with_suffix(".partial")
@@ -211,7 +211,7 @@ class Trainer:
             losses, metric_values, tokens = [], {}, 0
             for i, micro in enumerate(mine):
                 share = len(micro) / sum(map(len, mine))  # of the step's mean loss
-                with _explaining_oom(f"training step {step + 1}", micro_size, c), _maybe_no_sync(accelerator, scorer, i == len(mine) - 1), accelerator.autocast():
+                with _explaining_oom(f"training step {step + 1}", micro_size, c, world), _maybe_no_sync(accelerator, scorer, i == len(mine) - 1), accelerator.autocast():
                     per_pair, metric = self.micro_step(scorer, pairs, micro, reference, accelerator.device, lambda loss: accelerator.backward(loss * share))
                 losses.append(per_pair.detach().float())
                 for name, value in metric.items():
@@ -301,13 +301,13 @@ def _maybe_no_sync(accelerator, model, sync: bool):
 
 
 @contextmanager
-def _explaining_oom(where: str, micro_size: int, config: TrainConfig):
+def _explaining_oom(where: str, micro_size: int, config: TrainConfig, world: int = 1):
     """An accelerator running out of memory is the settings against the card, not a bug: say which
     setting to lower. Checkpointed steps stay, and a rerun resumes after the last one."""
     try:
         yield
     except torch.cuda.OutOfMemoryError:
-        smaller = max(d for d in range(1, micro_size) if config.batch_size % d == 0) if micro_size > 1 else None
+        smaller = config.even_micro_batch(micro_size - 1, world) if micro_size > 1 else None
         advice = [f"--train-arg micro_batch_size={smaller}"] if smaller else ["a lower --train-arg max_completion_tokens or --task-arg max_source_tokens"]
         if not config.gradient_checkpointing:
             advice.append("--train-arg gradient_checkpointing=true")
