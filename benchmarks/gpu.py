@@ -36,6 +36,13 @@ SHAPES = {
 LORA = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "lora_target_modules": "all-linear"}
 
 
+def xsum():
+    """The task every part reads: XSum with articles cut to 320 tokens, as the offline preset cuts them."""
+    from harness.task import build_task
+
+    return build_task("xsum", {"max_source_tokens": 320})
+
+
 def build_model(shape: str, tokenizer_dir: str, folder: Path) -> str:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -52,9 +59,7 @@ def build_model(shape: str, tokenizer_dir: str, folder: Path) -> str:
 
 
 def xsum_pairs(n: int) -> list[dict]:
-    from harness.task import build_task
-
-    examples = build_task("xsum", {"max_source_tokens": 320}).load("test", limit=n + 1).rows
+    examples = xsum().load("test", limit=n + 1).rows
     return [{**ex, "chosen": ex["reference"], "rejected": examples[i + 1]["reference"]} for i, ex in enumerate(examples[:n])]
 
 
@@ -73,7 +78,6 @@ def harness_step(model: str, method: str, rows: list[dict], micro: int, steps: i
     from harness.datasources import Rows
     from harness.method import build_method
     from harness.models import model_ref
-    from harness.task import build_task
     from harness.training.config import TrainConfig
     from harness.training.trainer import Trainer, TrainInputs
 
@@ -81,7 +85,7 @@ def harness_step(model: str, method: str, rows: list[dict], micro: int, steps: i
     reset_memory()
     try:
         with tempfile.TemporaryDirectory() as out:
-            Trainer(TrainInputs(build_method(method), config, build_task("xsum", {"max_source_tokens": 320}), model_ref(model), Rows.of(rows), 0), Path(out)).train()
+            Trainer(TrainInputs(build_method(method), config, xsum(), model_ref(model), Rows.of(rows), 0), Path(out)).train()
             seconds = [json.loads(line)["seconds"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()][1:]
     except torch.cuda.OutOfMemoryError:
         return {"trainer": f"harness {method.upper()}", "micro_batch_size": micro, "s_per_step": None, "peak_gb": peak_memory_gb(), "note": "out of memory"}
@@ -97,10 +101,9 @@ def trl_step(model: str, rows: list[dict], steps: int) -> dict:
     except ImportError as exc:
         return {"trainer": "TRL DPOTrainer", "micro_batch_size": len(rows), "s_per_step": None, "peak_gb": None, "note": f"not installed ({exc.name})"}
     from harness.prompting import PromptFormatter
-    from harness.task import build_task
 
     tokenizer = AutoTokenizer.from_pretrained(model)
-    formatter = PromptFormatter(build_task("xsum", {"max_source_tokens": 320}), tokenizer)
+    formatter = PromptFormatter(xsum(), tokenizer)
     data = Dataset.from_list([{"prompt": formatter.prompt(r), "chosen": formatter.completion(r["chosen"]), "rejected": formatter.completion(r["rejected"])} for r in rows])
     times: list[float] = []
 
@@ -132,11 +135,10 @@ def reference_pass(model: str, rows: list[dict], micro: int) -> dict:
     from harness.method import build_method
     from harness.models import load_causal_lm, load_tokenizer, model_ref
     from harness.policies.lm import SequenceScorer
-    from harness.task import build_task
     from harness.training.config import TrainConfig
     from harness.training.trainer import Trainer, TrainInputs
 
-    trainer = Trainer(TrainInputs(build_method("srpo"), TrainConfig(), build_task("xsum", {"max_source_tokens": 320}), model_ref(model), Rows.of(rows), 0), "/tmp/unused")
+    trainer = Trainer(TrainInputs(build_method("srpo"), TrainConfig(), xsum(), model_ref(model), Rows.of(rows), 0), "/tmp/unused")
     tokenizer = load_tokenizer(model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = "bfloat16" if device == "cuda" else "float32"
@@ -155,10 +157,9 @@ def reference_pass(model: str, rows: list[dict], micro: int) -> dict:
 def generation(model: str, prompts: int, new_tokens: int, cache: str) -> dict:
     from harness.engine import SamplingParams, build_engine
     from harness.prompting import PromptFormatter
-    from harness.task import build_task
 
     engine = build_engine("transformers", {"model": model, "batch_size": prompts, "cache": cache})
-    task = build_task("xsum", {"max_source_tokens": 320})
+    task = xsum()
     formatter = PromptFormatter(task, engine.tokenizer())
     texts = [formatter.prompt(ex) for ex in task.load("test", limit=prompts).rows]
     params = SamplingParams(max_new_tokens=new_tokens)
