@@ -12,9 +12,10 @@ linear layer; bf16 autocast where the device has it. TRL is a benchmark-only dep
 (``pip install 'preference-harness[bench]'``); without it, its row says so.
 
 Measures, per configuration: the median seconds per optimizer step after a warm-up step and the
-peak GPU memory; the reference pass in pairs per second; generation in tokens per second (32
-prompts, greedy, 48 new tokens; a random model never stops early, so every row decodes all 48)
-with the dynamic and the static KV cache, timed on a second call after a first that warms up
+peak GPU memory (prefixes shared under the packed shared-prefix mask, the default; last, through
+copies of the KV cache); the reference pass in pairs per second; generation in tokens per second
+(32 prompts, greedy, 48 new tokens; a random model never stops early, so every row decodes all
+48) with the dynamic and the static KV cache, timed on a second call after a first that warms up
 (and compiles, for the static cache on a GPU: its time is printed beside).
 """
 
@@ -74,22 +75,23 @@ def reset_memory() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def harness_step(model: str, method: str, rows: list[dict], micro: int, steps: int) -> dict:
+def harness_step(model: str, method: str, rows: list[dict], micro: int, steps: int, sharing: str = "packed") -> dict:
     from harness.datasources import Rows
     from harness.method import build_method
     from harness.models import model_ref
     from harness.training.config import TrainConfig
     from harness.training.trainer import Trainer, TrainInputs
 
-    config = TrainConfig(lr=1e-5, batch_size=len(rows), micro_batch_size=micro, max_steps=steps, checkpoint_every=0, **LORA)
+    config = TrainConfig(lr=1e-5, batch_size=len(rows), micro_batch_size=micro, max_steps=steps, checkpoint_every=0, prefix_sharing=sharing, **LORA)
+    trainer = f"harness {method.upper()}" + ("" if sharing == "packed" else f" ({sharing})")
     reset_memory()
     try:
         with tempfile.TemporaryDirectory() as out:
             Trainer(TrainInputs(build_method(method), config, xsum(), model_ref(model), Rows.of(rows), 0), Path(out)).train()
             seconds = [json.loads(line)["seconds"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()][1:]
     except torch.cuda.OutOfMemoryError:
-        return {"trainer": f"harness {method.upper()}", "micro_batch_size": micro, "s_per_step": None, "peak_gb": peak_memory_gb(), "note": "out of memory"}
-    return {"trainer": f"harness {method.upper()}", "micro_batch_size": micro, "s_per_step": statistics.median(seconds), "peak_gb": peak_memory_gb()}
+        return {"trainer": trainer, "micro_batch_size": micro, "s_per_step": None, "peak_gb": peak_memory_gb(), "note": "out of memory"}
+    return {"trainer": trainer, "micro_batch_size": micro, "s_per_step": statistics.median(seconds), "peak_gb": peak_memory_gb()}
 
 
 def trl_step(model: str, rows: list[dict], steps: int) -> dict:
@@ -189,7 +191,7 @@ class Report:
     def step(self, s: dict) -> None:
         seconds = f"{s['s_per_step']:.3f}" if s["s_per_step"] is not None else "-"
         peak = f"{s['peak_gb']:.1f}" if s["peak_gb"] is not None else "-"
-        self._add("steps", s, f"{s['trainer']:<18} micro-batch {s['micro_batch_size']:>2}: {seconds:>7} s/step, peak {peak:>5} GB  {s.get('note', '')}")
+        self._add("steps", s, f"{s['trainer']:<27} micro-batch {s['micro_batch_size']:>2}: {seconds:>7} s/step, peak {peak:>5} GB  {s.get('note', '')}")
 
     def other(self, o: dict) -> None:
         value = f"{o['pairs_per_s']:.1f} pairs/s" if "pairs_per_s" in o else f"{o['tokens_per_s']:.0f} tokens/s (first call {o['first_call_s']:.1f} s)"
@@ -210,7 +212,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps per trainer; the first is a warm-up")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=48)
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: trl, srpo8, generation")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: trl, srpo8, generation, cache")
     parser.add_argument("--out", help="also write the results as JSON here (rewritten after each result)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -231,6 +233,9 @@ def main() -> None:
         if "generation" not in skip:
             for cache in ("dynamic", "static"):
                 report.other(generation(model, args.prompts, args.new_tokens, cache))
+        if "cache" not in skip:  # the other way to share prefixes (copies of the KV cache, two forwards): is it faster here?
+            for method in ("dpo", "srpo"):
+                report.step(harness_step(model, method, rows, args.pairs, args.steps, "cache"))
 
 
 if __name__ == "__main__":

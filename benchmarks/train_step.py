@@ -3,9 +3,9 @@
 Same data (the first XSum test articles, gold summary as chosen, another article's summary as
 rejected), same batch, same LoRA, same options for both methods; prints seconds per optimizer
 step, training tokens per second (tokens of every sequence the method reads), and the SRPO/DPO
-step-cost ratio, with and without prefix sharing.
+step-cost ratio, for each way of sharing prompt prefixes (``TrainConfig.prefix_sharing``).
 
-    python benchmarks/train_step.py [--pairs 4] [--steps 4] [--no-compare]
+    python benchmarks/train_step.py [--pairs 4] [--steps 4] [--sharing packed,cache,none] [--gradient-checkpointing]
 """
 
 from __future__ import annotations
@@ -29,37 +29,45 @@ def xsum_pairs(n: int) -> list[dict]:
     return [{**ex, "chosen": ex["reference"], "rejected": examples[i + 1]["reference"]} for i, ex in enumerate(examples[:n])]
 
 
-def measure(method: str, rows: list[dict], steps: int, share: bool, model: str) -> dict:
-    config = TrainConfig(lr=1e-5, batch_size=len(rows), micro_batch_size=1, max_steps=steps, checkpoint_every=0, share_prefixes=share)
+def measure(method: str, rows: list[dict], steps: int, sharing: str, checkpointing: bool, model: str) -> dict:
+    config = TrainConfig(lr=1e-5, batch_size=len(rows), micro_batch_size=1, max_steps=steps, checkpoint_every=0, prefix_sharing=sharing,
+                         gradient_checkpointing=checkpointing)  # fmt: skip
     with tempfile.TemporaryDirectory() as out:
         Trainer(TrainInputs(build_method(method), config, build_task("xsum"), model_ref(model), Rows.of(rows), seed=0), Path(out)).train()
         records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     timed = records[1:] or records  # the first step pays one-off allocations: a warm-up
     seconds = [r["seconds"] for r in timed]
     tokens = sum(r["tokens"] for r in timed)
-    return {"method": method, "share_prefixes": share, "s_per_step": statistics.median(seconds), "tokens_per_s": tokens / sum(seconds)}
+    return {"method": method, "sharing": sharing, "s_per_step": statistics.median(seconds), "tokens_per_s": tokens / sum(seconds)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=4, help="pairs per optimizer step (the batch)")
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps per configuration; the first is a warm-up, the median of the rest is reported")
-    parser.add_argument("--no-compare", action="store_true", help="skip the runs without prefix sharing")
+    parser.add_argument("--sharing", default="packed,cache,none", help="comma-separated prefix_sharing values to measure")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="train with gradient checkpointing (then 'cache' cannot run)")
     parser.add_argument("--model", default=SMOLLM2, help="model (default: SmolLM2-135M-Instruct, offline)")
     args = parser.parse_args()
     model = resolve_model(args.model)
     rows = xsum_pairs(args.pairs)
     results = []
-    for share in (True,) if args.no_compare else (True, False):
+    modes = args.sharing.split(",")
+    if unknown := set(modes) - {"packed", "cache", "none"}:
+        parser.error(f"--sharing takes packed, cache or none, not {', '.join(sorted(unknown))}")
+    if args.gradient_checkpointing and "cache" in modes:
+        parser.error("--sharing cache cannot run under --gradient-checkpointing (no KV cache there)")
+    for sharing in modes:
         for method in ("dpo", "srpo"):
-            results.append(measure(method, rows, args.steps, share, model))
-    print(f"\n{args.pairs} XSum pairs per step, LoRA r16, micro-batch 1, model {args.model}")
+            results.append(measure(method, rows, args.steps, sharing, args.gradient_checkpointing, model))
+    checkpointing = ", gradient checkpointing" if args.gradient_checkpointing else ""
+    print(f"\n{args.pairs} XSum pairs per step, LoRA r16, micro-batch 1{checkpointing}, model {args.model}")
     print(f"{'method':6} {'prefix sharing':>15} {'s/step':>8} {'tokens/s':>9}")
     for r in results:
-        print(f"{r['method']:6} {str(r['share_prefixes']):>15} {r['s_per_step']:8.2f} {r['tokens_per_s']:9.0f}")
-    for share in sorted({r["share_prefixes"] for r in results}, reverse=True):
-        by = {r["method"]: r for r in results if r["share_prefixes"] == share}
-        print(f"SRPO/DPO step-cost ratio, prefix sharing {'on' if share else 'off'}: {by['srpo']['s_per_step'] / by['dpo']['s_per_step']:.2f}")
+        print(f"{r['method']:6} {r['sharing']:>15} {r['s_per_step']:8.2f} {r['tokens_per_s']:9.0f}")
+    for sharing in modes:
+        by = {r["method"]: r for r in results if r["sharing"] == sharing}
+        print(f"SRPO/DPO step-cost ratio, prefix sharing {sharing}: {by['srpo']['s_per_step'] / by['dpo']['s_per_step']:.2f}")
 
 
 if __name__ == "__main__":

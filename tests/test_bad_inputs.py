@@ -48,6 +48,8 @@ CASES = [
     ("no completion tokens", [*XSUM, "--train-arg", "max_completion_tokens=0"], {}, "train option 'max_completion_tokens': input should be greater than or equal to 1"),
     ("batch not a multiple", [*XSUM, "--train-arg", "batch_size=3", "--train-arg", "micro_batch_size=2"], {}, "batch_size (3) must be a multiple of micro_batch_size (2)"),
     ("micro-batch of 0", [*XSUM, "--train-arg", "micro_batch_size=0"], {}, "train option 'micro_batch_size': input should be greater than or equal to 1 or 'auto' (got 0)"),
+    ("KV-cache sharing under checkpointing", [*XSUM, "--train-arg", "gradient_checkpointing=true", "--train-arg", "prefix_sharing=cache"], {},
+     "prefix_sharing 'cache' needs the KV cache, which gradient checkpointing turns off: use 'packed'"),
     ("token budget a word", [*XSUM, "--engine-arg", "max_batch_tokens=lots"], {}, "engine 'transformers' option 'max_batch_tokens': input should be a valid integer, unable to parse string as an integer or 'auto' (got 'lots')"),
     ("unknown schedule", [*XSUM, "--train-arg", "schedule=linear"], {}, "train option 'schedule': input should be 'constant' or 'cosine'"),
     ("per-method trainer typo", [*XSUM, "--train-arg", "srpo.lrr=1"], {}, "train (srpo) has no option 'lrr'; did you mean 'lr'?"),

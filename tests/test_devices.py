@@ -25,15 +25,15 @@ def tiny(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["srpo", "dpo", "ipo", "simpo", "rpo"])
-@pytest.mark.parametrize("share_prefixes, pad_prefixes", [(True, True), (True, False), (False, None)])
-def test_a_training_micro_step_reads_only_tensors_on_the_models_device(tiny, tmp_path, name, share_prefixes, pad_prefixes):
+@pytest.mark.parametrize("sharing, pad_prefixes", [("packed", None), ("cache", True), ("cache", False), ("none", None)])
+def test_a_training_micro_step_reads_only_tensors_on_the_models_device(tiny, tmp_path, name, sharing, pad_prefixes):
     trainer = Trainer(TrainInputs(build_method(name), TrainConfig(), build_task("xsum"), model_ref(tiny), Rows.of(ROWS), seed=0), tmp_path)
     tokenizer = load_tokenizer(tiny)
     pairs = trainer._encode(ROWS, tokenizer)
-    on_cpu = SequenceScorer(load_causal_lm(tiny), tokenizer.pad_token_id, share_prefixes)
+    on_cpu = SequenceScorer(load_causal_lm(tiny), tokenizer.pad_token_id, sharing)
     reference = trainer.reference_logprobs(on_cpu, pairs, batch_size=2) if trainer.method.uses_reference else None  # cached on the CPU, as in a run
     meta = torch.device("meta")
-    scorer = SequenceScorer(load_causal_lm(tiny).to(meta), tokenizer.pad_token_id, share_prefixes, pad_prefixes)
+    scorer = SequenceScorer(load_causal_lm(tiny).to(meta), tokenizer.pad_token_id, sharing, pad_prefixes)
     backward_ran = []
     per_pair, metrics = trainer.micro_step(scorer, pairs, [0, 2], reference, meta, lambda loss: (loss.backward(), backward_ran.append(loss.device)))
     assert per_pair.device == meta and per_pair.shape == (2,) and backward_ran == [meta]
@@ -68,7 +68,8 @@ def test_the_gpu_benchmark_runs_end_to_end_on_a_tiny_shape(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "harness SRPO" in result.stdout and "tokens/s" in result.stdout and "pairs/s" in result.stdout
     data = json.loads(out.read_text())
-    assert [(s["trainer"], s["micro_batch_size"]) for s in data["steps"]] == [("harness DPO", 2), ("harness SRPO", 1), ("harness SRPO", 2), ("harness DPO", 1)]
+    assert [(s["trainer"], s["micro_batch_size"]) for s in data["steps"]] == [("harness DPO", 2), ("harness SRPO", 1), ("harness SRPO", 2), ("harness DPO", 1),
+                                                                              ("harness DPO (cache)", 2), ("harness SRPO (cache)", 2)]  # fmt: skip
     assert all(s["s_per_step"] > 0 for s in data["steps"])
     assert [o["what"].split(", ")[2] for o in data["other"][1:]] == ["dynamic cache", "static cache"]
     assert all(o["tokens_per_s"] > 0 for o in data["other"][1:])

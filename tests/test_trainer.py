@@ -217,8 +217,8 @@ def test_merged_adapter_equals_adapter_on_base(tiny, tmp_path):
     assert torch.allclose(adapted, merged, atol=1e-4)
 
 
-@pytest.mark.parametrize("share_prefixes, pad_prefixes", [(True, True), (True, False), (False, None)])
-def test_a_batched_micro_batch_scores_each_pair_as_it_scores_alone(tiny, share_prefixes, pad_prefixes):
+@pytest.mark.parametrize("sharing, pad_prefixes", [("packed", None), ("cache", True), ("cache", False), ("none", None)])
+def test_a_batched_micro_batch_scores_each_pair_as_it_scores_alone(tiny, sharing, pad_prefixes):
     """Pairs of different lengths in one micro-batch (padding on both sides of the prefix cache)
     give the log-probs each gets alone, which equal the plain full forward's."""
     trainer = _trainer("srpo", tiny, "/tmp/unused")
@@ -226,7 +226,7 @@ def test_a_batched_micro_batch_scores_each_pair_as_it_scores_alone(tiny, share_p
     model = load_causal_lm(tiny).eval()
     pairs = trainer._encode(ROWS, tokenizer)
     assert len({len(p.prompt) for p in pairs}) > 1  # the articles differ in length: padding is exercised
-    scorer = SequenceScorer(model, tokenizer.pad_token_id, share_prefixes=share_prefixes, pad_prefixes=pad_prefixes)
+    scorer = SequenceScorer(model, tokenizer.pad_token_id, sharing, pad_prefixes)
     keys = trainer.method.needs
     with torch.no_grad():
         together = scorer(pairs=pairs, keys=keys)
@@ -240,17 +240,18 @@ def test_a_batched_micro_batch_scores_each_pair_as_it_scores_alone(tiny, share_p
                 assert together.counts[key][i].item() == len(comp)
 
 
-@pytest.mark.parametrize("share_prefixes, pad_prefixes, decoder_calls", [(True, True, lambda prefixes: 2), (True, False, lambda prefixes: 2 * prefixes),
-                                                                         (False, None, lambda prefixes: 1)],
-                         ids=["padded prefixes (accelerators)", "a prefix at a time (CPUs)", "no prefix sharing"])  # fmt: skip
-def test_a_micro_batch_is_a_fixed_number_of_forwards_however_many_pairs(tiny, share_prefixes, pad_prefixes, decoder_calls):
-    """What made the first GPU run launch-bound: a Python loop of small forwards, one per pair. On
-    an accelerator (padded prefixes) a micro-batch is one forward of its prefixes and one of its
-    continuations, whatever its size; the LM head runs once over every completion token."""
+@pytest.mark.parametrize("sharing, pad_prefixes, decoder_calls", [("packed", None, lambda prefixes: 1), ("cache", True, lambda prefixes: 2),
+                                                                  ("cache", False, lambda prefixes: 2 * prefixes), ("none", None, lambda prefixes: 1)],
+                         ids=["packed", "KV cache, padded prefixes (accelerators)", "KV cache, a prefix at a time (CPUs)", "no prefix sharing"])  # fmt: skip
+def test_a_micro_batch_is_a_fixed_number_of_forwards_however_many_pairs(tiny, sharing, pad_prefixes, decoder_calls):
+    """What made the first GPU run launch-bound: a Python loop of small forwards, one per pair.
+    Packed, a micro-batch is one forward whatever its size; through the KV cache on an accelerator
+    (padded prefixes), one of its prefixes and one of its continuations; the LM head runs once
+    over every completion token."""
     trainer = _trainer("srpo", tiny, "/tmp/unused")
     tokenizer = load_tokenizer(tiny)
     model = load_causal_lm(tiny).eval()
-    scorer = SequenceScorer(model, tokenizer.pad_token_id, share_prefixes=share_prefixes, pad_prefixes=pad_prefixes)
+    scorer = SequenceScorer(model, tokenizer.pad_token_id, sharing, pad_prefixes)
     calls = {"decoder": 0, "head": 0}
     model.get_decoder().register_forward_hook(lambda *_: calls.__setitem__("decoder", calls["decoder"] + 1))
     model.get_output_embeddings().register_forward_hook(lambda *_: calls.__setitem__("head", calls["head"] + 1))
@@ -261,6 +262,26 @@ def test_a_micro_batch_is_a_fixed_number_of_forwards_however_many_pairs(tiny, sh
             scorer(pairs=pairs[:n], keys=trainer.method.needs)
         prefixes = len({tuple(p.sequence(key)[0][0]) for p in pairs[:n] for key in trainer.method.needs})  # distinct first segments
         assert calls == {"decoder": decoder_calls(prefixes), "head": 1}, (n, prefixes)
+
+
+def test_gradient_checkpointing_keeps_prefix_sharing_and_the_same_losses(tiny, tmp_path, monkeypatch):
+    """Under gradient checkpointing transformers turns the KV cache off; the packed shared-prefix
+    mask still computes each prefix once, and the run logs the losses of a run without
+    checkpointing that shares prefixes through the KV cache."""
+    packed = []
+    real = SequenceScorer._packed
+    monkeypatch.setattr(SequenceScorer, "_packed", lambda self, *a: packed.append(1) or real(self, *a))
+    runs = {}
+    for checkpointing in (False, True):
+        out = tmp_path / str(checkpointing)
+        options = {"gradient_checkpointing": True} if checkpointing else {"prefix_sharing": "cache"}
+        _trainer("srpo", tiny, out, epochs=2, lora_dropout=0.0, **options).train()
+        runs[checkpointing] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert bool(packed) == checkpointing
+    assert len(runs[True]) == len(runs[False]) == 4
+    for plain, checkpointed in zip(runs[False], runs[True]):
+        assert checkpointed["loss"] == pytest.approx(plain["loss"], rel=1e-3)
+        assert checkpointed["margin"] == pytest.approx(plain["margin"], rel=1e-3, abs=1e-5)
 
 
 def test_the_micro_batch_follows_the_device_unless_set():

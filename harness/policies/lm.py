@@ -3,9 +3,10 @@
 Every sequence a method needs is a context followed by a completion. A context is one or two token
 segments: the 0-revision prompt; or the revision prompt's part before the in-context completion
 (the instruction and the whole source document) and the in-context part after it. Sequences that
-share their first segment share its computation: the segment runs once, its key/value cache is
-repeated for each continuation, and only the short continuations run per sequence. For SRPO's six
-sequences that reads each document twice (0-revision and revision) instead of six times.
+share their first segment share its computation: the segment runs once and only the short
+continuations run per sequence, either on copies of the segment's key/value cache or packed after
+it in one row under a shared-prefix attention mask. For SRPO's six sequences that reads each
+document twice (0-revision and revision) instead of six times.
 
 Only completion positions reach the LM head: hidden states are sliced first, so full-vocabulary
 log-softmax is never materialised for prompt tokens. Every pair of a micro-batch is scored in the
@@ -82,29 +83,34 @@ def _right_padded(rows: list[list[int]], pad: int, device) -> torch.Tensor:
 class SequenceScorer(nn.Module):
     """Wraps a causal LM so that one forward call scores every sequence of a micro-batch.
 
-    All pairs of a micro-batch go through the model together: with prefix sharing, one forward of
-    every distinct prefix (left-padded, so each ends at the same column), its key/value cache
-    repeated for each continuation, one forward of every continuation (right-padded, attending to
-    its own prefix through the attention mask, with positions that continue the prefix's), then one
-    LM-head pass over every completion position of the micro-batch. (On a CPU each prefix and its
-    continuations go alone, unpadded: ``pad_prefixes``.) Without prefix sharing, every
-    sequence in one right-padded forward. Going through this module's forward (rather than calling
-    the model's parts from outside) lets accelerate's DDP/FSDP wrapper see the computation.
+    All pairs of a micro-batch go through the model together, in one of three ways
+    (``TrainConfig.prefix_sharing``), each ending in one LM-head pass over every completion position:
+    - "packed": one forward, a row per distinct prefix holding the prefix and then each of its
+      continuations, with a shared-prefix attention mask (a continuation sees its prefix and,
+      causally, itself) and positions that each continue the prefix's. No KV cache is involved, so
+      it is the way that shares prefixes under gradient checkpointing (transformers turns the
+      cache off there); its attention is computed over the whole row, masked parts included.
+    - "cache": one forward of every distinct prefix (left-padded, so each ends at the same column),
+      its key/value cache repeated for each continuation, one forward of every continuation
+      (right-padded, attending to its own prefix through the attention mask, with positions that
+      continue the prefix's). On a CPU each prefix and its continuations go alone, unpadded
+      (``pad_prefixes``), so that the prefix gets the unmasked causal attention kernel.
+    - "none": every sequence in full, all in one right-padded forward.
+    Going through this module's forward (rather than calling the model's parts from outside) lets
+    accelerate's DDP/FSDP wrapper see the computation."""
 
-    With gradient checkpointing the scorer does not share prefixes: transformers turns the KV cache
-    off under checkpointing in training, and the cache is what carries a prefix to its continuations."""
-
-    def __init__(self, model: nn.Module, pad_token_id: int, share_prefixes: bool = True, pad_prefixes: bool | None = None):
+    def __init__(self, model: nn.Module, pad_token_id: int, sharing: str = "packed", pad_prefixes: bool | None = None):
         super().__init__()
         self.model = model
         self.pad_token_id = pad_token_id
-        self.share_prefixes = share_prefixes
-        self.pad_prefixes = pad_prefixes  # prefixes of a micro-batch in one padded forward; None: on accelerators, not on CPUs
+        self.sharing = sharing  # "packed", "cache" or "none" (TrainConfig.prefix_sharing)
+        self.pad_prefixes = pad_prefixes  # "cache": prefixes of a micro-batch in one padded forward; None: on accelerators, not on CPUs
 
     def forward(self, pairs: list[EncodedPair], keys: tuple[str, ...]) -> LogProbs:
         device = self._device()
         sequences = [(i, key, *pair.sequence(key)) for i, pair in enumerate(pairs) for key in keys]  # (pair, key, segments, completion)
-        hidden, targets = self._shared(sequences, device) if self.share_prefixes else self._separate(sequences, device)
+        score = {"packed": self._packed, "cache": self._shared, "none": self._separate}[self.sharing]
+        hidden, targets = score(sequences, device)
         _, lm_head = self._parts()
         logp = -nn.functional.cross_entropy(lm_head(hidden).float(), targets, reduction="none")  # [T]: every completion token of the micro-batch
         lengths = torch.tensor([len(s[3]) for s in sequences], device=device)
@@ -119,6 +125,9 @@ class SequenceScorer(nn.Module):
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def _mask_dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
 
     def _pads_prefixes(self, device: torch.device) -> bool:
         return self.pad_prefixes if self.pad_prefixes is not None else device.type != "cpu"
@@ -161,7 +170,7 @@ class SequenceScorer(nn.Module):
             for i, row in enumerate(rows):
                 prefix_ids[i, width - len(row) :] = torch.tensor(row)
             real = (torch.arange(width)[None, :] >= torch.tensor([width - len(r) for r in rows])[:, None]).to(device)  # [G, P]
-            dtype = self.model.get_input_embeddings().weight.dtype
+            dtype = self._mask_dtype()
             causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()  # [P, P]
             # a pad query attends to itself only: no row is fully masked (a NaN there would reach real tokens through 0 * NaN)
             allowed = (causal & real[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)  # [G, P, P]
@@ -186,9 +195,42 @@ class SequenceScorer(nn.Module):
             out.append(piece)
         return out
 
+    def _packed(self, sequences, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each distinct prefix and its continuations as one row of a single forward, under a
+        shared-prefix mask; hidden states [T, H] predicting every completion token, those tokens [T]."""
+        decoder, _ = self._parts()
+        rows: dict[tuple[int, ...], int] = {}  # distinct first segments -> their row
+        tokens, segments, positions = [], [], []  # per row: token ids, 0 for the prefix / k for its k-th continuation, position ids
+        where, targets = [], []  # per completion token: (row, column of the hidden state predicting it); the token
+        for _, _, (prefix, *rest), completion in sequences:
+            r = rows.setdefault(tuple(prefix), len(rows))
+            if r == len(tokens):  # a new row starts with its prefix
+                tokens.append(list(prefix))
+                segments.append([0] * len(prefix))
+                positions.append(list(range(len(prefix))))
+            continuation = [t for seg in rest for t in seg] + completion
+            offset, start, segment = len(tokens[r]), len(continuation) - len(completion), max(segments[r]) + 1
+            tokens[r] += continuation
+            segments[r] += [segment] * len(continuation)
+            positions[r] += range(len(prefix), len(prefix) + len(continuation))
+            # the completion's first token follows the prefix's last position when nothing comes between
+            where += [(r, offset + i if i >= 0 else len(prefix) - 1) for i in range(start - 1, len(continuation) - 1)]
+            targets += completion
+        seg = _right_padded(segments, -1, device)  # [R, W]; -1 marks padding
+        causal = torch.ones(seg.shape[1], seg.shape[1], dtype=torch.bool, device=device).tril()  # [W, W]
+        # a query sees a key before it in its own segment or in the prefix; a pad sees the prefix and pads,
+        # so that no row of the mask is empty (a NaN there would reach real tokens through 0 * NaN)
+        allowed = causal & ((seg[:, None, :] == seg[:, :, None]) | (seg[:, None, :] == 0))  # [R, W, W]
+        hidden = decoder(
+            input_ids=_right_padded(tokens, self.pad_token_id, device), attention_mask=_additive(allowed, self._mask_dtype()),
+            position_ids=_right_padded(positions, 0, device), use_cache=False,
+        ).last_hidden_state  # [R, W, H]
+        row, column = torch.tensor(where, device=device).unbind(1)  # [T] each
+        return hidden[row, column], torch.tensor(targets, device=device)
+
     def _separate(self, sequences, device) -> tuple[torch.Tensor, torch.Tensor]:
         """The plain way, each sequence in full, all in one right-padded batch (the reference for
-        tests and benchmarks, and the path under gradient checkpointing)."""
+        tests and benchmarks)."""
         decoder, _ = self._parts()
         full = [[t for seg in segments for t in seg] + completion for _, _, segments, completion in sequences]
         hidden = decoder(input_ids=_right_padded(full, self.pad_token_id, device)).last_hidden_state  # [S, T, H]

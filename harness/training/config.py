@@ -39,9 +39,9 @@ class TrainConfig(Plugin):
     lora_alpha: Positive = 32  # LoRA scaling alpha (the paper: 32)
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05  # TRL's default
     lora_target_modules: Annotated[str, Field(min_length=1)] = "all-linear"  # peft's shorthand, or comma-separated module names
-    gradient_checkpointing: bool = False  # trade compute for memory (disables prefix sharing: no KV cache)
+    gradient_checkpointing: bool = False  # trade compute for memory: activations recomputed in the backward pass
     bf16: Literal["auto", "yes", "no"] = "auto"  # bf16 autocast: "auto" where the accelerator supports it, "yes" or "no"
-    share_prefixes: bool = True  # compute each shared prompt prefix once (see harness/policies/lm.py)
+    prefix_sharing: Literal["packed", "cache", "none"] = "packed"  # how a prompt prefix shared by several sequences is computed once (harness/policies/lm.py): "packed" under a shared-prefix mask, "cache" through copies of its KV cache, "none" not at all
     max_completion_tokens: PositiveInt = 256  # longer completions are cut for training
     checkpoint_every: NonNegativeInt = 50  # optimizer steps between resumable checkpoints; 0: none
     merge_adapter: bool = False  # also save base + adapter merged into one model
@@ -50,6 +50,8 @@ class TrainConfig(Plugin):
     def __post_init__(self):
         if self.micro_batch_size != "auto" and self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})")
+        if self.prefix_sharing == "cache" and self.gradient_checkpointing:
+            raise ValueError("prefix_sharing 'cache' needs the KV cache, which gradient checkpointing turns off: use 'packed'")
 
     def micro_batch(self, device_type: str, world: int) -> int:
         """``micro_batch_size``, or where it is "auto": 1 on a CPU, whose cores one sequence already

@@ -70,8 +70,8 @@ def build_accelerator(config: TrainConfig):
 
 
 def _wrap_model(model, config: TrainConfig):
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if config.gradient_checkpointing:  # transformers renamed it in 5.2x; the old name warns
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
         model.config.use_cache = False
     if not config.lora:
         return model
@@ -185,7 +185,7 @@ class Trainer:
         # TRL users expect. Full fine-tuning keeps float32 master weights under bf16 autocast.
         base_dtype = "bfloat16" if c.lora and accelerator.mixed_precision == "bf16" else "float32"
         model = _wrap_model(load_causal_lm(self.base_model, base_dtype), c)
-        scorer = SequenceScorer(model, tokenizer.pad_token_id, share_prefixes=c.share_prefixes and not c.gradient_checkpointing)
+        scorer = SequenceScorer(model, tokenizer.pad_token_id, c.prefix_sharing)
         pairs = self._encode(self.inputs.rows.items, tokenizer)
 
         world, rank = accelerator.num_processes, accelerator.process_index
