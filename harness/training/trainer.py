@@ -202,8 +202,8 @@ class Trainer:
         if accelerator.is_main_process:  # on resume, steps past the checkpoint are dropped: none is logged twice
             metrics.rewrite([m for m in metrics.read() if m["step"] <= start])
         model.train()
-        bar = tqdm(total=len(schedule), initial=start, desc=f"train {self.method.registered_name}", unit="step",
-                   disable=not accelerator.is_local_main_process)  # fmt: skip
+        quiet = {} if accelerator.is_local_main_process else {"disable": True}  # one bar per machine; an explicit False would override TQDM_DISABLE
+        bar = tqdm(total=len(schedule), initial=start, desc=f"train {self.method.registered_name}", unit="step", **quiet)
         last_loss = float("nan")
         for step in range(start, len(schedule)):
             step_start = time.time()
