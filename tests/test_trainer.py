@@ -275,7 +275,7 @@ def test_gradient_checkpointing_keeps_prefix_sharing_and_the_same_losses(tiny, t
     for checkpointing in (False, True):
         out = tmp_path / str(checkpointing)
         options = {"gradient_checkpointing": True} if checkpointing else {"prefix_sharing": "cache"}
-        _trainer("srpo", tiny, out, epochs=2, lora_dropout=0.0, **options).train()
+        _trainer("srpo", tiny, out, epochs=2, lora_dropout=0.0, bf16="no", **options).train()  # float32 on a GPU too: bf16 rounding would exceed rel 1e-3
         runs[checkpointing] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         assert bool(packed) == checkpointing
     assert len(runs[True]) == len(runs[False]) == 4
