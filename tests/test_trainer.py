@@ -171,13 +171,14 @@ def test_kill_during_training_then_rerun_resumes_to_the_same_loss(tiny, tmp_path
 
 def test_two_gloo_processes_give_the_single_process_losses(tiny, tmp_path, pairs_file):
     extra = ("--train-arg", "batch_size=2", "--train-arg", "lora_dropout=0", "--train-arg", "epochs=2")
+    cpu = {"CUDA_VISIBLE_DEVICES": ""}  # gloo runs on CPUs: so does the single process, also on a GPU machine
     single = tmp_path / "single"
-    assert run_cli(*_train_cmd(tiny, pairs_file, single)[:-2], "--output-dir", str(single), *extra).returncode == 0
+    assert run_cli(*_train_cmd(tiny, pairs_file, single)[:-2], "--output-dir", str(single), *extra, env=cpu).returncode == 0
     ddp = tmp_path / "ddp"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "harness.cli"]  # fmt: skip
     out = subprocess.run([*launch, *_train_cmd(tiny, pairs_file, ddp)[:-2], "--output-dir", str(ddp), *extra],
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
+                         capture_output=True, text=True, timeout=600, env={**os.environ, **cpu})  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     read = lambda d: [json.loads(line) for line in (d / "train/srpo/metrics.jsonl").read_text().splitlines()]  # noqa: E731
     one, two = read(single), read(ddp)
