@@ -25,7 +25,7 @@ def tiny(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["srpo", "dpo", "ipo", "simpo", "rpo"])
-@pytest.mark.parametrize("sharing, pad_prefixes", [("packed", None), ("cache", True), ("cache", False), ("none", None)])
+@pytest.mark.parametrize("sharing, pad_prefixes", [("packed", True), ("packed", False), ("cache", True), ("cache", False), ("none", None)])
 def test_a_training_micro_step_reads_only_tensors_on_the_models_device(tiny, tmp_path, name, sharing, pad_prefixes):
     trainer = Trainer(TrainInputs(build_method(name), TrainConfig(), build_task("xsum"), model_ref(tiny), Rows.of(ROWS), seed=0), tmp_path)
     tokenizer = load_tokenizer(tiny)

@@ -219,7 +219,7 @@ def test_merged_adapter_equals_adapter_on_base(tiny, tmp_path):
     assert torch.allclose(adapted, merged, atol=1e-4)
 
 
-@pytest.mark.parametrize("sharing, pad_prefixes", [("packed", None), ("cache", True), ("cache", False), ("none", None)])
+@pytest.mark.parametrize("sharing, pad_prefixes", [("packed", True), ("packed", False), ("cache", True), ("cache", False), ("none", None)])
 def test_a_batched_micro_batch_scores_each_pair_as_it_scores_alone(tiny, sharing, pad_prefixes):
     """Pairs of different lengths in one micro-batch (padding on both sides of the prefix cache)
     give the log-probs each gets alone, which equal the plain full forward's."""
@@ -242,14 +242,16 @@ def test_a_batched_micro_batch_scores_each_pair_as_it_scores_alone(tiny, sharing
                 assert together.counts[key][i].item() == len(comp)
 
 
-@pytest.mark.parametrize("sharing, pad_prefixes, decoder_calls", [("packed", None, lambda prefixes: 1), ("cache", True, lambda prefixes: 2),
-                                                                  ("cache", False, lambda prefixes: 2 * prefixes), ("none", None, lambda prefixes: 1)],
-                         ids=["packed", "KV cache, padded prefixes (accelerators)", "KV cache, a prefix at a time (CPUs)", "no prefix sharing"])  # fmt: skip
+@pytest.mark.parametrize("sharing, pad_prefixes, decoder_calls", [("packed", True, lambda prefixes: 1), ("packed", False, lambda prefixes: prefixes),
+                                                                  ("cache", True, lambda prefixes: 2), ("cache", False, lambda prefixes: 2 * prefixes),
+                                                                  ("none", None, lambda prefixes: 1)],
+                         ids=["packed, padded rows (accelerators)", "packed, a row at a time (CPUs)", "KV cache, padded prefixes (accelerators)",
+                              "KV cache, a prefix at a time (CPUs)", "no prefix sharing"])  # fmt: skip
 def test_a_micro_batch_is_a_fixed_number_of_forwards_however_many_pairs(tiny, sharing, pad_prefixes, decoder_calls):
     """What made the first GPU run launch-bound: a Python loop of small forwards, one per pair.
-    Packed, a micro-batch is one forward whatever its size; through the KV cache on an accelerator
-    (padded prefixes), one of its prefixes and one of its continuations; the LM head runs once
-    over every completion token."""
+    On an accelerator (padded rows or prefixes) a micro-batch is one forward packed, or one of its
+    prefixes and one of its continuations through the KV cache, whatever its size; the LM head
+    runs once over every completion token."""
     trainer = _trainer("srpo", tiny, "/tmp/unused")
     tokenizer = load_tokenizer(tiny)
     model = load_causal_lm(tiny).eval()

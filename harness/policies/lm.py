@@ -85,11 +85,12 @@ class SequenceScorer(nn.Module):
 
     All pairs of a micro-batch go through the model together, in one of three ways
     (``TrainConfig.prefix_sharing``), each ending in one LM-head pass over every completion position:
-    - "packed": one forward, a row per distinct prefix holding the prefix and then each of its
-      continuations, with a shared-prefix attention mask (a continuation sees its prefix and,
-      causally, itself) and positions that each continue the prefix's. No KV cache is involved, so
-      it is the way that shares prefixes under gradient checkpointing (transformers turns the
-      cache off there); its attention is computed over the whole row, masked parts included.
+    - "packed": a row per distinct prefix holding the prefix and then each of its continuations,
+      with a shared-prefix attention mask (a continuation sees its prefix and, causally, itself)
+      and positions that each continue the prefix's; on an accelerator every row in one padded
+      forward, on a CPU each row alone (``pad_prefixes``). No KV cache is involved, so it is the
+      way that shares prefixes under gradient checkpointing (transformers turns the cache off
+      there); its attention is computed over the whole row, masked parts included.
     - "cache": one forward of every distinct prefix (left-padded, so each ends at the same column),
       its key/value cache repeated for each continuation, one forward of every continuation
       (right-padded, attending to its own prefix through the attention mask, with positions that
@@ -104,7 +105,7 @@ class SequenceScorer(nn.Module):
         self.model = model
         self.pad_token_id = pad_token_id
         self.sharing = sharing  # "packed", "cache" or "none" (TrainConfig.prefix_sharing)
-        self.pad_prefixes = pad_prefixes  # "cache": prefixes of a micro-batch in one padded forward; None: on accelerators, not on CPUs
+        self.pad_prefixes = pad_prefixes  # rows ("packed") or prefixes ("cache") of a micro-batch in one padded forward; None: on accelerators, not on CPUs
 
     def forward(self, pairs: list[EncodedPair], keys: tuple[str, ...]) -> LogProbs:
         device = self._device()
@@ -196,9 +197,8 @@ class SequenceScorer(nn.Module):
         return out
 
     def _packed(self, sequences, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each distinct prefix and its continuations as one row of a single forward, under a
-        shared-prefix mask; hidden states [T, H] predicting every completion token, those tokens [T]."""
-        decoder, _ = self._parts()
+        """Each distinct prefix and its continuations as one row under a shared-prefix mask; hidden
+        states [T, H] predicting every completion token, and those tokens [T]."""
         rows: dict[tuple[int, ...], int] = {}  # distinct first segments -> their row
         tokens, segments, positions = [], [], []  # per row: token ids, 0 for the prefix / k for its k-th continuation, position ids
         where, targets = [], []  # per completion token: (row, column of the hidden state predicting it); the token
@@ -216,17 +216,30 @@ class SequenceScorer(nn.Module):
             # the completion's first token follows the prefix's last position when nothing comes between
             where += [(r, offset + i if i >= 0 else len(prefix) - 1) for i in range(start - 1, len(continuation) - 1)]
             targets += completion
+        # On an accelerator every row goes in one padded forward; on a CPU each row goes alone, so
+        # that no compute goes to padding (SRPO's 0-revision row is shorter than its revision row).
+        blocks = [list(range(len(tokens)))] if self._pads_prefixes(device) else [[r] for r in range(len(tokens))]
+        flat, row_start, done = [], {}, 0  # every block's hidden states as [rows * width, H]; where each row begins in them
+        for block in blocks:
+            hidden = self._packed_forward([tokens[r] for r in block], [segments[r] for r in block], [positions[r] for r in block], device)
+            row_start.update({r: done + i * hidden.shape[1] for i, r in enumerate(block)})
+            flat.append(hidden.flatten(0, 1))
+            done += hidden.shape[0] * hidden.shape[1]
+        index = torch.tensor([row_start[r] + column for r, column in where], device=device)  # [T]
+        return torch.cat(flat)[index], torch.tensor(targets, device=device)
+
+    def _packed_forward(self, tokens: list[list[int]], segments: list[list[int]], positions: list[list[int]], device) -> torch.Tensor:
+        """One decoder forward of packed rows (right-padded); their hidden states [R, W, H]."""
+        decoder, _ = self._parts()
         seg = _right_padded(segments, -1, device)  # [R, W]; -1 marks padding
         causal = torch.ones(seg.shape[1], seg.shape[1], dtype=torch.bool, device=device).tril()  # [W, W]
         # a query sees a key before it in its own segment or in the prefix; a pad sees the prefix and pads,
         # so that no row of the mask is empty (a NaN there would reach real tokens through 0 * NaN)
         allowed = causal & ((seg[:, None, :] == seg[:, :, None]) | (seg[:, None, :] == 0))  # [R, W, W]
-        hidden = decoder(
+        return decoder(
             input_ids=_right_padded(tokens, self.pad_token_id, device), attention_mask=_additive(allowed, self._mask_dtype()),
             position_ids=_right_padded(positions, 0, device), use_cache=False,
-        ).last_hidden_state  # [R, W, H]
-        row, column = torch.tensor(where, device=device).unbind(1)  # [T] each
-        return hidden[row, column], torch.tensor(targets, device=device)
+        ).last_hidden_state
 
     def _separate(self, sequences, device) -> tuple[torch.Tensor, torch.Tensor]:
         """The plain way, each sequence in full, all in one right-padded batch (the reference for
