@@ -16,8 +16,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from harness.method import build_method
+from harness.config import build_options
 from harness.datasources import Rows
+from harness.errors import HarnessError
+from harness.method import build_method
 from harness.models import SMOLLM2, model_ref, resolve_model
 from harness.task import build_task
 from harness.training.config import TrainConfig
@@ -29,16 +31,14 @@ def xsum_pairs(n: int) -> list[dict]:
     return [{**ex, "chosen": ex["reference"], "rejected": examples[i + 1]["reference"]} for i, ex in enumerate(examples[:n])]
 
 
-def measure(method: str, rows: list[dict], steps: int, sharing: str, checkpointing: bool, model: str) -> dict:
-    config = TrainConfig(lr=1e-5, batch_size=len(rows), micro_batch_size=1, max_steps=steps, checkpoint_every=0, prefix_sharing=sharing,
-                         gradient_checkpointing=checkpointing)  # fmt: skip
+def measure(method: str, rows: list[dict], config: TrainConfig, model: str) -> dict:
     with tempfile.TemporaryDirectory() as out:
         Trainer(TrainInputs(build_method(method), config, build_task("xsum"), model_ref(model), Rows.of(rows), seed=0), Path(out)).train()
         records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     timed = records[1:] or records  # the first step pays one-off allocations: a warm-up
     seconds = [r["seconds"] for r in timed]
     tokens = sum(r["tokens"] for r in timed)
-    return {"method": method, "sharing": sharing, "s_per_step": statistics.median(seconds), "tokens_per_s": tokens / sum(seconds)}
+    return {"method": method, "sharing": config.prefix_sharing, "s_per_step": statistics.median(seconds), "tokens_per_s": tokens / sum(seconds)}
 
 
 def main() -> None:
@@ -49,17 +49,16 @@ def main() -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true", help="train with gradient checkpointing (then 'cache' cannot run)")
     parser.add_argument("--model", default=SMOLLM2, help="model (default: SmolLM2-135M-Instruct, offline)")
     args = parser.parse_args()
+    modes = args.sharing.split(",")
+    options = {"lr": 1e-5, "batch_size": args.pairs, "micro_batch_size": 1, "max_steps": args.steps, "checkpoint_every": 0,
+               "gradient_checkpointing": args.gradient_checkpointing}  # fmt: skip
+    try:  # the trainer's own checks, before anything trains: a value it does not know, cache under checkpointing
+        configs = [build_options(TrainConfig, {**options, "prefix_sharing": sharing}, what="train") for sharing in modes]
+    except HarnessError as exc:
+        parser.error(str(exc))
     model = resolve_model(args.model)
     rows = xsum_pairs(args.pairs)
-    results = []
-    modes = args.sharing.split(",")
-    if unknown := set(modes) - {"packed", "cache", "none"}:
-        parser.error(f"--sharing takes packed, cache or none, not {', '.join(sorted(unknown))}")
-    if args.gradient_checkpointing and "cache" in modes:
-        parser.error("--sharing cache cannot run under --gradient-checkpointing (no KV cache there)")
-    for sharing in modes:
-        for method in ("dpo", "srpo"):
-            results.append(measure(method, rows, args.steps, sharing, args.gradient_checkpointing, model))
+    results = [measure(method, rows, config, model) for config in configs for method in ("dpo", "srpo")]
     checkpointing = ", gradient checkpointing" if args.gradient_checkpointing else ""
     print(f"\n{args.pairs} XSum pairs per step, LoRA r16, micro-batch 1{checkpointing}, model {args.model}")
     print(f"{'method':6} {'prefix sharing':>15} {'s/step':>8} {'tokens/s':>9}")

@@ -80,6 +80,24 @@ def _right_padded(rows: list[list[int]], pad: int, device) -> torch.Tensor:
     return out.to(device)
 
 
+def _grouped(sequences) -> tuple[list[list[int]], list[tuple[int, list[int], int]]]:
+    """The distinct first segments (prefixes) of ``sequences``, in order, and per sequence: (its
+    prefix's index, its continuation (the rest of its context, then its completion), where its
+    completion starts in that continuation)."""
+    prefixes: dict[tuple[int, ...], int] = {}
+    members = []
+    for _, _, segments, completion in sequences:
+        g = prefixes.setdefault(tuple(segments[0]), len(prefixes))
+        continuation = [t for seg in segments[1:] for t in seg] + completion
+        members.append((g, continuation, len(continuation) - len(completion)))
+    return [list(p) for p in prefixes], members
+
+
+def _targets(members, device) -> torch.Tensor:
+    """[T]: every completion token, sequence after sequence."""
+    return torch.tensor([t for _, continuation, start in members for t in continuation[start:]], device=device)
+
+
 class SequenceScorer(nn.Module):
     """Wraps a causal LM so that one forward call scores every sequence of a micro-batch.
 
@@ -130,31 +148,24 @@ class SequenceScorer(nn.Module):
     def _mask_dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
 
-    def _pads_prefixes(self, device: torch.device) -> bool:
-        return self.pad_prefixes if self.pad_prefixes is not None else device.type != "cpu"
+    def _blocks(self, n: int, device: torch.device) -> list[list[int]]:
+        """Which of ``n`` prefixes (or packed rows) go through the model together. On an accelerator
+        all in one padded forward; on a CPU, whose cores a single sequence already fills, each alone:
+        no padding to compute (and, for a lone prefix, the unmasked causal attention kernel)."""
+        together = self.pad_prefixes if self.pad_prefixes is not None else device.type != "cpu"
+        return [list(range(n))] if together else [[g] for g in range(n)]
 
     def _shared(self, sequences, device) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states [T, H] predicting every completion token, and those tokens [T]."""
-        prefixes: dict[tuple[int, ...], int] = {}  # distinct first segments, in order
-        members = []  # per sequence: (its prefix, its continuation, where its completion starts in it)
-        for _, _, segments, completion in sequences:
-            g = prefixes.setdefault(tuple(segments[0]), len(prefixes))
-            continuation = [t for seg in segments[1:] for t in seg] + completion
-            members.append((g, continuation, len(continuation) - len(completion)))
-        rows = list(prefixes)
-        # On an accelerator every prefix goes in one padded forward; on a CPU, whose cores a single
-        # sequence already fills, each prefix goes alone: no padding to compute, and the unmasked
-        # causal attention kernel.
-        blocks = [list(range(len(rows)))] if self._pads_prefixes(device) else [[g] for g in range(len(rows))]
+        rows, members = _grouped(sequences)
         pieces: list[list[torch.Tensor]] = [[] for _ in members]
-        for block in blocks:
+        for block in self._blocks(len(rows), device):
             chosen = [c for c, m in enumerate(members) if m[0] in block]
             local = {g: i for i, g in enumerate(block)}
             block_pieces = self._prefix_block([rows[g] for g in block], [(local[members[c][0]], *members[c][1:]) for c in chosen], device)
             for c, piece in zip(chosen, block_pieces):
                 pieces[c] = piece
-        targets = [t for _, continuation, start in members for t in continuation[start:]]
-        return torch.cat([p for piece in pieces for p in piece]), torch.tensor(targets, device=device)
+        return torch.cat([p for piece in pieces for p in piece]), _targets(members, device)
 
     def _prefix_block(self, rows: list[list[int]], members: list[tuple[int, list[int], int]], device) -> list[list[torch.Tensor]]:
         """Prefixes ``rows`` in one forward, then every continuation of ``members`` (prefix index,
@@ -199,34 +210,26 @@ class SequenceScorer(nn.Module):
     def _packed(self, sequences, device) -> tuple[torch.Tensor, torch.Tensor]:
         """Each distinct prefix and its continuations as one row under a shared-prefix mask; hidden
         states [T, H] predicting every completion token, and those tokens [T]."""
-        rows: dict[tuple[int, ...], int] = {}  # distinct first segments -> their row
-        tokens, segments, positions = [], [], []  # per row: token ids, 0 for the prefix / k for its k-th continuation, position ids
-        where, targets = [], []  # per completion token: (row, column of the hidden state predicting it); the token
-        for _, _, (prefix, *rest), completion in sequences:
-            r = rows.setdefault(tuple(prefix), len(rows))
-            if r == len(tokens):  # a new row starts with its prefix
-                tokens.append(list(prefix))
-                segments.append([0] * len(prefix))
-                positions.append(list(range(len(prefix))))
-            continuation = [t for seg in rest for t in seg] + completion
-            offset, start, segment = len(tokens[r]), len(continuation) - len(completion), max(segments[r]) + 1
+        prefixes, members = _grouped(sequences)
+        tokens = [list(p) for p in prefixes]  # per row: the prefix, then each continuation
+        segments = [[0] * len(p) for p in prefixes]  # per row: 0 for the prefix, k for its k-th continuation
+        positions = [list(range(len(p))) for p in prefixes]  # per row: each continuation's positions continue the prefix's
+        where = []  # per completion token: (row, column of the hidden state predicting it)
+        for r, continuation, start in members:
+            prefix, offset = len(prefixes[r]), len(tokens[r])
+            segments[r] += [segments[r][-1] + 1] * len(continuation)
             tokens[r] += continuation
-            segments[r] += [segment] * len(continuation)
-            positions[r] += range(len(prefix), len(prefix) + len(continuation))
+            positions[r] += range(prefix, prefix + len(continuation))
             # the completion's first token follows the prefix's last position when nothing comes between
-            where += [(r, offset + i if i >= 0 else len(prefix) - 1) for i in range(start - 1, len(continuation) - 1)]
-            targets += completion
-        # On an accelerator every row goes in one padded forward; on a CPU each row goes alone, so
-        # that no compute goes to padding (SRPO's 0-revision row is shorter than its revision row).
-        blocks = [list(range(len(tokens)))] if self._pads_prefixes(device) else [[r] for r in range(len(tokens))]
+            where += [(r, offset + i if i >= 0 else prefix - 1) for i in range(start - 1, len(continuation) - 1)]
         flat, row_start, done = [], {}, 0  # every block's hidden states as [rows * width, H]; where each row begins in them
-        for block in blocks:
+        for block in self._blocks(len(tokens), device):
             hidden = self._packed_forward([tokens[r] for r in block], [segments[r] for r in block], [positions[r] for r in block], device)
             row_start.update({r: done + i * hidden.shape[1] for i, r in enumerate(block)})
             flat.append(hidden.flatten(0, 1))
             done += hidden.shape[0] * hidden.shape[1]
         index = torch.tensor([row_start[r] + column for r, column in where], device=device)  # [T]
-        return torch.cat(flat)[index], torch.tensor(targets, device=device)
+        return torch.cat(flat)[index], _targets(members, device)
 
     def _packed_forward(self, tokens: list[list[int]], segments: list[list[int]], positions: list[list[int]], device) -> torch.Tensor:
         """One decoder forward of packed rows (right-padded); their hidden states [R, W, H]."""
