@@ -18,6 +18,7 @@ from harness.models import load_causal_lm, load_tokenizer
 from harness.policies.lm import SequenceScorer
 from harness.prompting import PromptFormatter
 from harness.task import build_task
+from harness.tasks.xsum import XSum
 from harness.training.config import TrainConfig
 from harness.datasources import Rows
 from harness.models import model_ref
@@ -40,10 +41,10 @@ def tiny(tmp_path_factory):
     return str(build_tiny(tmp_path_factory.mktemp("tiny") / "model"))
 
 
-def _trainer(method_name, tiny, out, method=None, **train):
+def _trainer(method_name, tiny, out, method=None, task=None, **train):
     options = {"lr": 0.01, "batch_size": 2, "epochs": 8, "lora_dropout": 0.0, "checkpoint_every": 0, **train}
     method = method or build_method(method_name, {} if method_name == "simpo" else {"beta": 0.5})
-    return Trainer(TrainInputs(method, TrainConfig(**options), build_task("xsum"), model_ref(tiny), Rows.of(ROWS), seed=0), out)
+    return Trainer(TrainInputs(method, TrainConfig(**options), task or build_task("xsum"), model_ref(tiny), Rows.of(ROWS), seed=0), out)
 
 
 def _evaluate(trainer, model, tokenizer):
@@ -240,6 +241,33 @@ def test_a_batched_micro_batch_scores_each_pair_as_it_scores_alone(tiny, sharing
                 assert together.sums[key][i].item() == pytest.approx(alone.sums[key][0].item(), abs=1e-4)
                 assert together.sums[key][i].item() == pytest.approx(plain.item(), abs=1e-4)
                 assert together.counts[key][i].item() == len(comp)
+
+
+class _PreviousFirst(XSum):
+    """A task whose revision prompt opens with the previous completion: nothing comes before it to share."""
+
+    @property
+    def revision_template(self) -> str:  # type: ignore[override]
+        return "${previous}\nBelow is a news ARTICLE and an EXAMPLE SUMMARY above it.\nARTICLE: ${article}\nTL;DR:"
+
+
+@pytest.mark.parametrize("sharing, pad_prefixes", [("packed", True), ("packed", False), ("cache", True), ("cache", False), ("none", None)])
+def test_a_revision_prompt_that_opens_with_the_previous_completion_scores_as_the_full_forward(tiny, sharing, pad_prefixes):
+    """With no text before the in-context completion the revision prompt has no prefix to share
+    (raw prompts of a plugin task may open with ${previous}): each revision context is then one
+    segment of its own, and every path scores it as the plain full forward does."""
+    trainer = _trainer("srpo", tiny, "/tmp/unused", task=_PreviousFirst())
+    tokenizer = load_tokenizer(tiny)
+    model = load_causal_lm(tiny).eval()
+    pairs = trainer._encode(ROWS[:2], tokenizer)
+    assert all(not p.revision_prefix for p in pairs)  # the case under test: an empty shared part
+    keys = trainer.method.needs
+    with torch.no_grad():
+        scored = SequenceScorer(model, tokenizer.pad_token_id, sharing, pad_prefixes)(pairs=pairs, keys=keys)
+        for i, pair in enumerate(pairs):
+            for key in keys:
+                ctx, comp = pair.sequence(key)
+                assert scored.sums[key][i].item() == pytest.approx(_full_forward_logprob(model, sum(ctx, []), comp).item(), abs=1e-4)
 
 
 @pytest.mark.parametrize("sharing, pad_prefixes, decoder_calls", [("packed", True, lambda prefixes: 1), ("packed", False, lambda prefixes: prefixes),

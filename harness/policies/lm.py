@@ -37,7 +37,8 @@ class EncodedPair:
         side, in_context = parse_key(key)
         if in_context is None:
             return [self.prompt], self.completion[side]
-        return [self.revision_prefix, self.in_context[in_context]], self.completion[side]
+        # a revision template that opens with the previous completion has no prefix: one segment then
+        return [seg for seg in (self.revision_prefix, self.in_context[in_context]) if seg], self.completion[side]
 
     def n_tokens(self, keys) -> int:
         return sum(sum(map(len, ctx)) + len(c) for ctx, c in map(self.sequence, keys))
