@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -192,7 +193,6 @@ def test_a_checkout_runs_without_installing(tmp_path):
     """PYTHONPATH=CHECKOUT python -m harness.cli, as on a lent GPU machine: the plugin folders beside
     the package still import as harness.methods and siblings (the .pth of an install is not read: -S)."""
     import site
-    from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
     env = {"PYTHONPATH": f"{root}:{site.getsitepackages()[0]}", "PATH": "/usr/bin:/bin"}
@@ -202,14 +202,18 @@ def test_a_checkout_runs_without_installing(tmp_path):
     assert out.stdout.startswith(str(root / "methods" / "__init__.py")) and "'srpo'" in out.stdout
 
 
+def _readme_example(first_line: str) -> str:
+    """The README's code block that opens with ``first_line``, as a user would paste it."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    return readme.split(first_line + "\n", 1)[1].split("```", 1)[0]
+
+
 def test_the_readmes_method_example_works_as_written(tmp_path):
     """README's "Adding a method" block, as a user would paste it: it registers, passes the method
     contract, and a bad value for its bounded option fails with the option named."""
     import os
-    from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    (tmp_path / "readme_hinge.py").write_text(readme.split("# methods/hinge.py\n", 1)[1].split("```", 1)[0])
+    (tmp_path / "readme_hinge.py").write_text(_readme_example("# methods/hinge.py"))
     script = textwrap.dedent("""
         import harness, readme_hinge
         from harness.errors import HarnessError
@@ -223,3 +227,38 @@ def test_the_readmes_method_example_works_as_written(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "method 'hinge' option 'beta': input should be greater than 0 (got -1)"
+
+
+def test_the_readme_task_example_installs_lists_and_runs(tmp_path, cli):
+    """The README's "Adding a task" module, as it is written there, in a plugin distribution: listed
+    with its description and splits, and a whole run on its own files (SRPO trains on its two
+    templates, revises, is judged with its instruction and scored)."""
+    import json
+
+    from openai_server import FakeOpenAIServer
+    from tiny import build_tiny
+
+    module = _readme_example("# tasks/headline.py")
+    site = _install(tmp_path, "headline-task", {"harness.tasks": "headline=headline_task"}, {"headline_task/__init__.py": module})
+    env = {"PYTHONPATH": site}
+    listing = cli("list", "tasks", env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert "headline" in listing.stdout and "News headlines for your own articles" in listing.stdout and "preference: local file" in listing.stdout
+    articles = [f"The council said bridge number {i} will open next year after a delay." for i in range(3)]
+    test, pairs = tmp_path / "test.jsonl", tmp_path / "pairs.jsonl"
+    test.write_text("".join(json.dumps({"id": str(i), "article": a, "reference": f"Bridge {i} to open"}) + "\n" for i, a in enumerate(articles)))
+    pairs.write_text("".join(json.dumps({"id": str(i), "article": a, "chosen": f"Bridge {i} delayed", "rejected": "Cats"}) + "\n" for i, a in enumerate(articles)))
+    tiny, out = str(build_tiny(tmp_path / "tiny")), tmp_path / "run"
+
+    def prefers_a(prompt: str) -> str:
+        return "A is fine.\nPreferred: A"
+
+    with FakeOpenAIServer(prefers_a) as server:
+        run = cli("run", "--task", "headline", "--method", "srpo", "--model", tiny, "--task-arg", f"data_files.test={test}",
+                  "--task-arg", f"data_files.preference={pairs}", "--revisions", "1", "--max-new-tokens", "4", "--train-arg", "batch_size=3",
+                  "--judge", "openai", "--judge-arg", f"base_url={server.base_url}", "--output-dir", str(out), env=env)  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert server.prompts and all("The writer's task was: Write a headline that names what the ARTICLE reports." in p for p in server.prompts)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "headline"
+    assert {(r["method"], r["revision"], r["n"]) for r in summary["results"] if r["opponent"] == "reference"} == {("srpo", 0, 3), ("srpo", 1, 3)}
