@@ -12,11 +12,16 @@ linear layer; bf16 autocast where the device has it. TRL is a benchmark-only dep
 (``pip install 'preference-harness[bench]'``); without it, its row says so.
 
 Measures, per configuration: the median seconds per optimizer step after a warm-up step and the
-peak GPU memory (prefixes shared under the packed shared-prefix mask, the default; last, through
+peak GPU memory (prefixes shared under the packed shared-prefix mask, the default; then through
 copies of the KV cache); the reference pass in pairs per second; generation in tokens per second
 (32 prompts, greedy, 48 new tokens; a random model never stops early, so every row decodes all
 48) with the dynamic and the static KV cache, timed on a second call after a first that warms up
 (and compiles, for the static cache on a GPU: its time is printed beside).
+
+Gradient checkpointing differs by default: TRL's DPOConfig turns it on (less memory, a second
+forward in backward), the harness leaves it off. Each trainer's own default comes first; last, each
+with the other setting (``--skip checkpointing`` drops those rows), so that speed and memory can be
+compared like for like.
 """
 
 from __future__ import annotations
@@ -75,33 +80,36 @@ def reset_memory() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def harness_step(model: str, method: str, rows: list[dict], micro: int, steps: int, sharing: str = "packed") -> dict:
+def harness_step(model: str, method: str, rows: list[dict], micro: int, steps: int, sharing: str = "packed", checkpointing: bool = False) -> dict:
     from harness.datasources import Rows
     from harness.method import build_method
     from harness.models import model_ref
     from harness.training.config import TrainConfig
     from harness.training.trainer import Trainer, TrainInputs
 
-    config = TrainConfig(lr=1e-5, batch_size=len(rows), micro_batch_size=micro, max_steps=steps, checkpoint_every=0, prefix_sharing=sharing, **LORA)
+    config = TrainConfig(lr=1e-5, batch_size=len(rows), micro_batch_size=micro, max_steps=steps, checkpoint_every=0, prefix_sharing=sharing,
+                         gradient_checkpointing=checkpointing, **LORA)  # fmt: skip
     trainer = f"harness {method.upper()}" + ("" if sharing == "packed" else f" ({sharing})")
+    row = {"trainer": trainer, "micro_batch_size": micro, "gradient_checkpointing": checkpointing}
     reset_memory()
     try:
         with tempfile.TemporaryDirectory() as out:
             Trainer(TrainInputs(build_method(method), config, xsum(), model_ref(model), Rows.of(rows), 0), Path(out)).train()
             seconds = [json.loads(line)["seconds"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()][1:]
     except torch.cuda.OutOfMemoryError:
-        return {"trainer": trainer, "micro_batch_size": micro, "s_per_step": None, "peak_gb": peak_memory_gb(), "note": "out of memory"}
-    return {"trainer": trainer, "micro_batch_size": micro, "s_per_step": statistics.median(seconds), "peak_gb": peak_memory_gb()}
+        return {**row, "s_per_step": None, "peak_gb": peak_memory_gb(), "note": "out of memory"}
+    return {**row, "s_per_step": statistics.median(seconds), "peak_gb": peak_memory_gb()}
 
 
-def trl_step(model: str, rows: list[dict], steps: int) -> dict:
+def trl_step(model: str, rows: list[dict], steps: int, checkpointing: bool = True) -> dict:
+    row = {"trainer": "TRL DPOTrainer", "micro_batch_size": len(rows), "gradient_checkpointing": checkpointing}  # True: DPOConfig's default
     try:
         from datasets import Dataset
         from peft import LoraConfig
         from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
         from trl import DPOConfig, DPOTrainer
     except ImportError as exc:
-        return {"trainer": "TRL DPOTrainer", "micro_batch_size": len(rows), "s_per_step": None, "peak_gb": None, "note": f"not installed ({exc.name})"}
+        return {**row, "s_per_step": None, "peak_gb": None, "note": f"not installed ({exc.name})"}
     from harness.prompting import PromptFormatter
 
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -124,12 +132,13 @@ def trl_step(model: str, rows: list[dict], steps: int) -> dict:
     reset_memory()
     with tempfile.TemporaryDirectory() as out:
         args = DPOConfig(output_dir=out, per_device_train_batch_size=len(rows), gradient_accumulation_steps=1, max_steps=steps, learning_rate=1e-5,
-                         bf16=bf16, precompute_ref_log_probs=True, logging_steps=1, report_to="none", save_strategy="no", max_length=1024, beta=0.1)  # fmt: skip
+                         bf16=bf16, precompute_ref_log_probs=True, logging_steps=1, report_to="none", save_strategy="no", max_length=1024, beta=0.1,
+                         gradient_checkpointing=checkpointing)  # fmt: skip
         policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16 if bf16 else torch.float32)
         lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
         trainer = DPOTrainer(model=policy, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora, callbacks=[Timer()])
         trainer.train()
-    return {"trainer": "TRL DPOTrainer", "micro_batch_size": len(rows), "s_per_step": statistics.median(times[1:] or times), "peak_gb": peak_memory_gb()}
+    return {**row, "s_per_step": statistics.median(times[1:] or times), "peak_gb": peak_memory_gb()}
 
 
 def reference_pass(model: str, rows: list[dict], micro: int) -> dict:
@@ -191,7 +200,8 @@ class Report:
     def step(self, s: dict) -> None:
         seconds = f"{s['s_per_step']:.3f}" if s["s_per_step"] is not None else "-"
         peak = f"{s['peak_gb']:.1f}" if s["peak_gb"] is not None else "-"
-        self._add("steps", s, f"{s['trainer']:<27} micro-batch {s['micro_batch_size']:>2}: {seconds:>7} s/step, peak {peak:>5} GB  {s.get('note', '')}")
+        checkpointing = "on" if s["gradient_checkpointing"] else "off"
+        self._add("steps", s, f"{s['trainer']:<21} micro-batch {s['micro_batch_size']:>2}, checkpointing {checkpointing:<3}: {seconds:>7} s/step, peak {peak:>5} GB  {s.get('note', '')}")
 
     def other(self, o: dict) -> None:
         value = f"{o['pairs_per_s']:.1f} pairs/s" if "pairs_per_s" in o else f"{o['tokens_per_s']:.0f} tokens/s (first call {o['first_call_s']:.1f} s)"
@@ -212,7 +222,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps per trainer; the first is a warm-up")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=48)
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: trl, srpo8, generation, cache")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: trl, srpo8, generation, cache, checkpointing")
     parser.add_argument("--out", help="also write the results as JSON here (rewritten after each result)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -236,6 +246,11 @@ def main() -> None:
         if "cache" not in skip:  # the other way to share prefixes (copies of the KV cache, two forwards): is it faster here?
             for method in ("dpo", "srpo"):
                 report.step(harness_step(model, method, rows, args.pairs, args.steps, "cache"))
+        if "checkpointing" not in skip:  # each trainer with the other's default: like-for-like speed and memory
+            report.step(harness_step(model, "dpo", rows, args.pairs, args.steps, checkpointing=True))
+            if "trl" not in skip:
+                report.step(trl_step(model, rows, args.steps, checkpointing=False))
+            report.step(harness_step(model, "srpo", rows, args.pairs, args.steps, checkpointing=True))
 
 
 if __name__ == "__main__":
