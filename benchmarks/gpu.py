@@ -132,7 +132,7 @@ def trl_step(model: str, rows: list[dict], steps: int, checkpointing: bool = Tru
     reset_memory()
     with tempfile.TemporaryDirectory() as out:
         args = DPOConfig(output_dir=out, per_device_train_batch_size=len(rows), gradient_accumulation_steps=1, max_steps=steps, learning_rate=1e-5,
-                         bf16=bf16, precompute_ref_log_probs=True, logging_steps=1, report_to="none", save_strategy="no", max_length=1024, beta=0.1,
+                         bf16=bf16, precompute_ref_log_probs=True, logging_strategy="no", report_to="none", save_strategy="no", max_length=1024, beta=0.1,
                          gradient_checkpointing=checkpointing)  # fmt: skip
         policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16 if bf16 else torch.float32)
         lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
