@@ -19,9 +19,10 @@ copies of the KV cache); the reference pass in pairs per second; generation in t
 (and compiles, for the static cache on a GPU: its time is printed beside).
 
 Gradient checkpointing differs by default: TRL's DPOConfig turns it on (less memory, a second
-forward in backward), the harness leaves it off. Each trainer's own default comes first; last, each
-with the other setting (``--skip checkpointing`` drops those rows), so that speed and memory can be
-compared like for like.
+forward in backward), the harness leaves it off. Each trainer runs with its own default and with
+the other's (``--skip checkpointing`` drops those rows), so that speed and memory can be compared
+like for like: harness DPO with checkpointing right after TRL (the issue's memory target), TRL
+without it and SRPO with it last.
 """
 
 from __future__ import annotations
@@ -235,6 +236,8 @@ def main() -> None:
         report.step(harness_step(model, "dpo", rows, args.pairs, args.steps))
         if "trl" not in skip:
             report.step(trl_step(model, rows, args.steps))
+        if "checkpointing" not in skip:
+            report.step(harness_step(model, "dpo", rows, args.pairs, args.steps, checkpointing=True))
         report.step(harness_step(model, "srpo", rows, 1, args.steps))
         if "srpo8" not in skip:
             report.step(harness_step(model, "srpo", rows, args.pairs, args.steps))
@@ -247,7 +250,6 @@ def main() -> None:
             for method in ("dpo", "srpo"):
                 report.step(harness_step(model, method, rows, args.pairs, args.steps, "cache"))
         if "checkpointing" not in skip:  # each trainer with the other's default: like-for-like speed and memory
-            report.step(harness_step(model, "dpo", rows, args.pairs, args.steps, checkpointing=True))
             if "trl" not in skip:
                 report.step(trl_step(model, rows, args.steps, checkpointing=False))
             report.step(harness_step(model, "srpo", rows, args.pairs, args.steps, checkpointing=True))
