@@ -2,6 +2,7 @@
 SRPO's loss equals Eq. 17 from six log-probs computed one by one, kill-and-resume, DDP on gloo."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -206,6 +207,39 @@ def test_sft_stage_then_preference_training_from_the_sft_model(tiny, tmp_path):
     assert (out / "train/sft/merged/config.json").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["inputs"]["data/sft"]["rows"] == 4 and manifest["inputs"]["data/preference"]["source"] == "local"
+
+
+def test_bf16_holds_the_frozen_base_in_bf16_and_trains_float32_adapters(tiny, tmp_path, monkeypatch):
+    """The GPU default (bf16 autocast with LoRA), forced on the CPU, where no other test runs it:
+    the frozen base in bfloat16, the adapters, their gradients and AdamW's moments in float32,
+    the reference computed under the policy's numerics (step 1's log-ratios are exactly zero),
+    with gradient checkpointing and prefix sharing, and the adapter saved in float32."""
+    from safetensors.torch import load_file
+
+    import harness.training.trainer as trainer_module
+
+    seen = {}
+    wrap = trainer_module._wrap_model
+    monkeypatch.setattr(trainer_module, "_wrap_model", lambda model, config: seen.setdefault("model", wrap(model, config)))
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def step(self, *args, **kwargs):
+            seen["grads"] = {p.grad.dtype for group in self.param_groups for p in group["params"]}
+            loss = super().step(*args, **kwargs)
+            seen["moments"] = {v.dtype for state in self.state.values() for k, v in state.items() if k in ("exp_avg", "exp_avg_sq")}
+            return loss
+
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
+    out = tmp_path / "srpo"
+    result = _trainer("srpo", tiny, out, epochs=2, bf16="yes", gradient_checkpointing=True).train()
+    params = list(seen["model"].named_parameters())
+    assert {p.dtype for _, p in params if not p.requires_grad} == {torch.bfloat16}
+    assert {p.dtype for _, p in params if p.requires_grad} == {torch.float32} and any("lora_" in n for n, p in params if p.requires_grad)
+    assert seen["grads"] == seen["moments"] == {torch.float32}
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps[0]["margin"] == steps[0]["revision_margin"] == 0.0  # policy == reference before the first update
+    assert steps[-1]["margin"] > 0 and all(math.isfinite(s["loss"]) for s in steps)
+    assert {t.dtype for t in load_file(f"{result.model_dir}/adapter_model.safetensors").values()} == {torch.float32}
 
 
 def test_merged_adapter_equals_adapter_on_base(tiny, tmp_path):
