@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
@@ -61,14 +61,20 @@ class Judge(Plugin):
     """Base of the judges: ``judge`` answers a batch of comparisons in the order given."""
 
     name_for_humans: ClassVar[str] = ""
+    # Options that change how verdicts are computed or fetched (batch sizes, retries, where the
+    # cache lives), never what a verdict says: they alone are left out of the judge's identity.
+    not_in_verdicts: ClassVar[frozenset[str]] = frozenset()
     stats: dict = field(default_factory=dict, init=False, repr=False)  # calls, failures, tokens, cost
 
     def judge(self, comparisons: list[Comparison]) -> list[Verdict]:
         raise NotImplementedError
 
     def describe_config(self) -> dict:
-        """What identifies this judge's verdicts (shown on the leaderboard, keys its cache)."""
-        return {"judge": self.registered_name}
+        """What identifies this judge's verdicts (shown on the leaderboard, keys its cache and the
+        run's judgments): its name and every option but ``not_in_verdicts``, so that an option a
+        judge gains is part of the key unless it is declared not to change verdicts. A judge adds
+        what its options resolve to (the served model, the precision on this machine)."""
+        return {"judge": self.registered_name, **{f.name: getattr(self, f.name) for f in fields(self) if f.init and f.name not in self.not_in_verdicts}}
 
     @property
     def chunk_size(self) -> int:

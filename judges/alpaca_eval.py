@@ -198,9 +198,8 @@ class AlpacaEvalJudge(APIJudge):
 
     def describe_config(self) -> dict:
         a = self._annotator
-        return {"judge": "alpaca-eval", "annotator": a.name, "config": a.origin, "config_sha256": a.sha256, "model": self.served_model(),
-                "base_url": self.base_url or OPENAI_URL, "batch_size": a.batch_size, "parser": a.parser,
-                "sampling": a.sampling, "max_source_words": self.max_source_words}  # fmt: skip
+        return {**super().describe_config(), "annotator": a.name, "config": a.origin, "config_sha256": a.sha256, "model": self.served_model(),
+                "base_url": self.base_url or OPENAI_URL, "batch_size": a.batch_size, "parser": a.parser, "sampling": a.sampling}  # fmt: skip
 
     def request(self, batch: list[Comparison], reminder: bool) -> dict:
         messages = chatml_messages(self._annotator.fill(batch))

@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 import json
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 from harness.config import NonNegativeInt, Positive, PositiveInt
 from harness.judge import Comparison, Judge, Verdict
@@ -37,6 +37,11 @@ SAMPLED_REASK_TEMPERATURE = 0.7
 @dataclass
 class APIJudge(Judge):
     """Base of the judges behind an OpenAI-compatible API (not registered itself)."""
+
+    # How requests travel and what they cost; retries decide whether a verdict arrives, not what it says.
+    not_in_verdicts: ClassVar[frozenset[str]] = frozenset(
+        {"api_key_env", "concurrency", "max_retries", "timeout", "parse_retries", "cache_path", "price_input", "price_output"}
+    )
 
     base_url: str = ""  # empty: OpenAI; else e.g. http://127.0.0.1:8080/v1 (a vLLM or llama.cpp server)
     api_key_env: str = ""  # the variable holding the key; empty: OPENAI_API_KEY for OpenAI's API and no key for any other server

@@ -10,7 +10,7 @@ method is better. Use the openai judge for results.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -25,6 +25,7 @@ from harness.truncation import SourceBudget
 class LocalLMJudge(Judge):
     """Offline proxy judge: a local LM's next-token probability of "A" vs "B", no API needed."""
 
+    not_in_verdicts: ClassVar[frozenset[str]] = frozenset({"batch_size", "device"})  # the precision they lead to is in the key
     model: str = "smollm2-135m"  # any causal LM with a chat template; smollm2-135m works offline
     batch_size: PositiveInt = 8  # prompts per forward pass
     device: Literal["auto", "cuda", "cpu"] = "auto"  # "auto": CUDA when present (bfloat16), else CPU
@@ -34,8 +35,8 @@ class LocalLMJudge(Judge):
         self._model = None
 
     def describe_config(self) -> dict:
-        return {"judge": "local-lm", "model": self.model, "max_source_tokens": self.max_source_tokens,
-                "prompts": "the harness's own (judges/prompts), read by next-token p(A) vs p(B)"}
+        return {**super().describe_config(), "dtype": inference_placement(self.device)[1],  # bfloat16 verdicts on a GPU are not float32 ones
+                "prompts": "the harness's own (judges/prompts), read by next-token p(A) vs p(B)"}  # fmt: skip
 
     @property
     def chunk_size(self) -> int:

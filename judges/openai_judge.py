@@ -34,8 +34,7 @@ class OpenAIJudge(APIJudge):
             raise ValueError(f"unknown parser {self.parser!r} (parsers: {', '.join(PARSERS)})")
 
     def describe_config(self) -> dict:
-        return {"judge": "openai", "model": self.model, "base_url": self.base_url or OPENAI_URL, "temperature": self.temperature,
-                "max_tokens": self.max_tokens, "parser": self.parser, "max_source_words": self.max_source_words,
+        return {**super().describe_config(), "base_url": self.base_url or OPENAI_URL,
                 "prompts": "the harness's own (judges/prompts), not the paper's AlpacaFarm annotator"}  # fmt: skip
 
     def key_config(self, family: str) -> dict:

@@ -4,7 +4,7 @@ source; P(A > B) = sigmoid(r_A - r_B) (the Bradley-Terry reading of reward diffe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -18,6 +18,7 @@ from harness.models import inference_placement, resolve_model
 class RewardModelJudge(Judge):
     """A sequence-classification reward model: P(A > B) = sigmoid(r_A - r_B)."""
 
+    not_in_verdicts: ClassVar[frozenset[str]] = frozenset({"batch_size", "device"})  # the precision they lead to is in the key
     model: str = ""  # a reward model with one output logit, e.g. a hub id or a local folder
     batch_size: PositiveInt = 8  # texts scored per forward pass
     max_length: PositiveInt = 2048  # tokens per scored text (the head of the source is kept)
@@ -29,7 +30,7 @@ class RewardModelJudge(Judge):
         self._model = None
 
     def describe_config(self) -> dict:
-        return {"judge": "reward-model", "model": self.model}
+        return {**super().describe_config(), "dtype": inference_placement(self.device)[1]}  # bfloat16 rewards on a GPU are not float32 ones
 
     def _load(self):
         if self._model is None:

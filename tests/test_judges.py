@@ -242,3 +242,34 @@ def test_scores_leave_failed_verdicts_out_and_count_them():
     row = scores.iloc[0]
     assert row["failed"] == 1 and row["n"] == 4 and (row["wins"], row["ties"], row["losses"]) == (2, 1, 1)
     assert row["win_rate"] == pytest.approx(2.5 / 4) and row["mean_length"] == 2 and row["opponent_mean_length"] == 2
+
+
+def _text_judges():
+    from harness import registry
+    from harness.judge import Judge
+
+    return [(name, cls) for name, cls in registry.judges.items() if isinstance(cls, type) and issubclass(cls, Judge)]
+
+
+@pytest.mark.parametrize("name, cls", _text_judges())
+def test_every_option_that_can_change_a_verdict_is_in_the_judges_identity(name, cls):
+    """A run's judgments and the verdict cache are keyed by ``describe_config``: an option missing
+    from it would let a changed setting reuse old verdicts, as the reward model's ``max_length``
+    once did. Only options declared not to change verdicts (batch sizes, retries, prices) are left
+    out, and changing one of those keeps the key."""
+    from dataclasses import fields
+
+    from harness.stages.judge import judge_fingerprint
+
+    needed = {"model": "some/reward-model"} if name == "reward-model" else {}
+    judge = build_judge(name, needed)
+    options = {f.name for f in fields(cls) if f.init}
+    assert options - cls.not_in_verdicts <= judge.describe_config().keys()
+    assert cls.not_in_verdicts <= options  # a misspelt name would silently leave nothing out
+    fingerprint = judge_fingerprint(judge, "summary", True, 0)
+    changed = {"max_length": 512, "max_source_tokens": 64, "max_source_words": 100, "temperature": 0.5, "model": "another/model"}
+    for option in options & changed.keys():
+        assert judge_fingerprint(build_judge(name, {**needed, option: changed[option]}), "summary", True, 0) != fingerprint, option
+    transport = {"batch_size": 1, "concurrency": 2, "max_retries": 0, "timeout": 5.0, "cache_path": "/tmp/elsewhere.sqlite"}
+    for option in cls.not_in_verdicts & transport.keys():
+        assert judge_fingerprint(build_judge(name, {**needed, option: transport[option]}), "summary", True, 0) == fingerprint, option
