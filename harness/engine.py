@@ -56,6 +56,11 @@ class Engine(Plugin):
         messages; local engines get them already wrapped in the model's chat template)."""
         raise NotImplementedError
 
+    def settled_options(self) -> dict:
+        """Options whose "auto" this machine settles and the texts depend on (the precision on a
+        GPU or a CPU), as settled here: the generation keys hold them."""
+        return {}
+
     def tokenizer(self):
         """The tokenizer prompts are built for, or None (an API: no token budget or chat template here)."""
         return None

@@ -183,13 +183,13 @@ def sweep(name: str, options: dict) -> dict[str, dict]:
 
 def _trainer_options(train: dict, methods: dict[str, Method]) -> tuple[TrainConfig, dict[str, TrainConfig]]:
     """The shared trainer options and each method's, where ``{METHOD: {...}}`` overrides them
-    (a swept method's variants share its overrides)."""
+    (a swept method's variants share its overrides), settled for this machine."""
     shared = {k: v for k, v in train.items() if not (isinstance(v, dict) and k in registry.methods.names())}
-    config = build_options(TrainConfig, shared, "train")
+    config = build_options(TrainConfig, shared, "train").settled()
     by_method = {}
     for label, method in methods.items():
         override = train.get(method.registered_name) or {}
-        by_method[label] = build_options(TrainConfig, {**shared, **override}, f"train ({method.registered_name})") if override else config
+        by_method[label] = build_options(TrainConfig, {**shared, **override}, f"train ({method.registered_name})").settled() if override else config
     return config, by_method
 
 
@@ -224,10 +224,15 @@ def resolve(raw: dict) -> ResolvedRun:
     if config.sft is False:
         sft = None
     else:
-        sft = build_options(TrainConfig, {**SFT_DEFAULTS, **(config.sft if isinstance(config.sft, dict) else {})}, "sft")
+        own = config.sft if isinstance(config.sft, dict) else {}
+        sft = build_options(TrainConfig, {**SFT_DEFAULTS, "bf16": train.bf16, **own}, "sft").settled()  # the run's precision unless set
+    trainings = {**({"sft": sft} if sft else {}), **train_by_method}
+    if len({t.bf16 for t in trainings.values()}) > 1:  # accelerate keeps one mixed precision per process
+        each = ", ".join(f"{name}: {t.bf16}" for name, t in trainings.items())
+        raise HarnessError(f"train option 'bf16' must be the same for every training of a run ({each}): set it once with --train-arg bf16=...")
     if task.kind == TEXT:
         resolve_model(config.model, convert=False)  # a missing folder fails here, not after work was done
-    build_engine(config.engine, config.engine_args)  # checks names and options; loads nothing
+    engine = build_engine(config.engine, config.engine_args)  # checks names and options; loads nothing
     sampling = build_options(SamplingParams, {"seed": config.seed, **config.sampling}, "sampling")
     judge_name = config.judge or (DEFAULT_TEXT_JUDGE if task.kind == TEXT else "oracle")
     if task.kind == TEXT:
@@ -242,7 +247,7 @@ def resolve(raw: dict) -> ResolvedRun:
     return ResolvedRun(
         config=snapshot, task=task, methods=methods, output_dir=output_dir, seed=config.seed, train=train,
         train_by_method=train_by_method, train_task=train_task, build_pairs=config.build_pairs, sft=sft, limit=config.limit,
-        train_limit=config.train_limit, model=config.model, engine_name=config.engine, engine_options=dict(config.engine_args),
+        train_limit=config.train_limit, model=config.model, engine_name=config.engine, engine_options={**config.engine_args, **engine.settled_options()},
         revisions=config.revisions, sampling=sampling, judge_name=judge_name, judge_options=dict(config.judge_args),
         head_to_head=len(methods) > 1 if config.head_to_head is None else config.head_to_head, both_orders=config.both_orders,
         bootstrap=bootstrap, behaviors=config.behaviors,

@@ -52,6 +52,8 @@ CASES = [
      "prefix_sharing 'cache' needs the KV cache, which gradient checkpointing turns off: use 'packed'"),
     ("token budget a word", [*XSUM, "--engine-arg", "max_batch_tokens=lots"], {}, "engine 'transformers' option 'max_batch_tokens': input should be a valid integer, unable to parse string as an integer or 'auto' (got 'lots')"),
     ("unknown schedule", [*XSUM, "--train-arg", "schedule=linear"], {}, "train option 'schedule': input should be 'constant' or 'cosine'"),
+    ("precision per method", ["run", "--task", "xsum", "--method", "srpo,dpo", "--train-arg", "dpo.bf16=yes"], {},
+     "train option 'bf16' must be the same for every training of a run (srpo: False, dpo: True)"),
     ("per-method trainer typo", [*XSUM, "--train-arg", "srpo.lrr=1"], {}, "train (srpo) has no option 'lrr'; did you mean 'lr'?"),
     ("unknown engine", [*XSUM, "--engine", "nope"], {}, "unknown engine 'nope'"),
     ("engine dtype", [*XSUM, "--engine-arg", "dtype=foo"], {}, "engine 'transformers' option 'dtype': input should be 'auto', 'float32', 'bfloat16' or 'float16'"),

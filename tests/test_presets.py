@@ -49,3 +49,29 @@ def test_unknown_preset_and_misspelled_method_options_fail_clearly():
         preset_layer("papper", "xsum", "text")
     with pytest.raises(HarnessError, match="did you mean 'srpo'"):
         _resolve(None, "xsum", method_args={"srop": {"beta": 1.0}})
+
+
+def test_auto_precision_is_settled_for_the_machine_so_cpu_and_gpu_results_never_share_a_key(monkeypatch):
+    """bf16 on a GPU and float32 on a CPU give other weights, texts and verdicts: what "auto"
+    means is settled when a run is resolved, so the keys of training, generation and judging tell
+    the two apart, while the run folder (named by the config as given) stays the same."""
+    import torch
+
+    from harness.judge import build_judge
+    from harness.stages.judge import judge_fingerprint
+
+    def resolved_and_judge(**cli):
+        run = _resolve(None, "xsum", **{"sft": {"epochs": 1}, **cli})
+        return run, judge_fingerprint(build_judge(run.judge_name, run.judge_options), "summary", True, 0)
+
+    on_cpu, cpu_judge = resolved_and_judge()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    on_gpu, gpu_judge = resolved_and_judge()
+    assert on_gpu.output_dir == on_cpu.output_dir
+    assert (on_cpu.train_by_method["srpo"].bf16, on_gpu.train_by_method["srpo"].bf16) == (False, True)
+    assert (on_cpu.sft.bf16, on_gpu.sft.bf16) == (False, True)
+    assert (on_cpu.engine_options["dtype"], on_gpu.engine_options["dtype"]) == ("float32", "bfloat16")
+    assert cpu_judge != gpu_judge
+    told, told_judge = resolved_and_judge(train={"bf16": "no"}, engine_args={"dtype": "float32"}, judge_args={"device": "cpu"})  # YAML's no: false
+    assert (told.train.bf16, told.engine_options["dtype"], told_judge) == (False, "float32", cpu_judge)  # what was said is kept

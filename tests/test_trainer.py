@@ -209,7 +209,18 @@ def test_sft_stage_then_preference_training_from_the_sft_model(tiny, tmp_path):
     assert manifest["inputs"]["data/sft"]["rows"] == 4 and manifest["inputs"]["data/preference"]["source"] == "local"
 
 
-def test_bf16_holds_the_frozen_base_in_bf16_and_trains_float32_adapters(tiny, tmp_path, monkeypatch):
+@pytest.fixture
+def own_precision():
+    """accelerate keeps the mixed precision of a process's first Accelerator: a test training in
+    another precision than the tests before it starts from, and leaves, a fresh state."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
+def test_bf16_holds_the_frozen_base_in_bf16_and_trains_float32_adapters(tiny, tmp_path, monkeypatch, own_precision):
     """The GPU default (bf16 autocast with LoRA), forced on the CPU, where no other test runs it:
     the frozen base in bfloat16, the adapters, their gradients and AdamW's moments in float32,
     the reference computed under the policy's numerics (step 1's log-ratios are exactly zero),
@@ -231,7 +242,7 @@ def test_bf16_holds_the_frozen_base_in_bf16_and_trains_float32_adapters(tiny, tm
 
     monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
     out = tmp_path / "srpo"
-    result = _trainer("srpo", tiny, out, epochs=2, bf16="yes", gradient_checkpointing=True).train()
+    result = _trainer("srpo", tiny, out, epochs=2, bf16=True, gradient_checkpointing=True).train()
     params = list(seen["model"].named_parameters())
     assert {p.dtype for _, p in params if not p.requires_grad} == {torch.bfloat16}
     assert {p.dtype for _, p in params if p.requires_grad} == {torch.float32} and any("lora_" in n for n, p in params if p.requires_grad)
@@ -246,7 +257,7 @@ def test_merged_adapter_equals_adapter_on_base(tiny, tmp_path):
     from peft import PeftModel
 
     # float32 on a GPU too: there the trainer holds the base in bf16, and the merge rounds into it
-    result = _trainer("dpo", tiny, tmp_path / "dpo", epochs=2, merge_adapter=True, bf16="no").train()
+    result = _trainer("dpo", tiny, tmp_path / "dpo", epochs=2, merge_adapter=True, bf16=False).train()
     ids = torch.tensor([[5, 17, 42, 99, 7]])
     with torch.no_grad():
         adapted = PeftModel.from_pretrained(load_causal_lm(tiny), result.model_dir).eval()(input_ids=ids).logits
@@ -341,7 +352,7 @@ def test_gradient_checkpointing_keeps_prefix_sharing_and_the_same_losses(tiny, t
     for checkpointing in (False, True):
         out = tmp_path / str(checkpointing)
         options = {"gradient_checkpointing": True} if checkpointing else {"prefix_sharing": "cache"}
-        _trainer("srpo", tiny, out, epochs=2, lora_dropout=0.0, bf16="no", **options).train()  # float32 on a GPU too: bf16 rounding would exceed rel 1e-3
+        _trainer("srpo", tiny, out, epochs=2, lora_dropout=0.0, bf16=False, **options).train()  # float32 on a GPU too: bf16 rounding would exceed rel 1e-3
         runs[checkpointing] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         assert bool(packed) == checkpointing
     assert len(runs[True]) == len(runs[False]) == 4

@@ -50,6 +50,9 @@ class TransformersEngine(Engine):
             self._model = load_causal_lm(path, dtype).to(device).eval()
         return self._model
 
+    def settled_options(self) -> dict:
+        return {"dtype": inference_placement(self.device, self.dtype)[1]}
+
     def tokenizer(self):
         self._load()
         return self._tokenizer

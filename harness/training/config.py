@@ -6,7 +6,7 @@ model loads: a value torch or peft would reject mid-run fails first, with the op
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -40,7 +40,7 @@ class TrainConfig(Plugin):
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05  # TRL's default
     lora_target_modules: Annotated[str, Field(min_length=1)] = "all-linear"  # peft's shorthand, or comma-separated module names
     gradient_checkpointing: bool = False  # trade compute for memory: activations recomputed in the backward pass
-    bf16: Literal["auto", "yes", "no"] = "auto"  # bf16 autocast: "auto" where the accelerator supports it, "yes" or "no"
+    bf16: bool | Literal["auto"] = "auto"  # bf16 autocast: true, false, or "auto": where the accelerator supports it
     prefix_sharing: Literal["packed", "cache", "none"] = "packed"  # how a prompt prefix shared by several sequences is computed once (harness/policies/lm.py): "packed" under a shared-prefix mask, "cache" through copies of its KV cache, "none" not at all
     max_completion_tokens: PositiveInt = 256  # longer completions are cut for training
     checkpoint_every: NonNegativeInt = 50  # optimizer steps between resumable checkpoints; 0: none
@@ -52,6 +52,17 @@ class TrainConfig(Plugin):
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})")
         if self.prefix_sharing == "cache" and self.gradient_checkpointing:
             raise ValueError("prefix_sharing 'cache' needs the KV cache, which gradient checkpointing turns off: use 'packed'")
+
+    def uses_bf16(self) -> bool:
+        """Whether training runs under bf16 autocast on this machine."""
+        import torch
+
+        return self.bf16 is True or (self.bf16 == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+    def settled(self) -> TrainConfig:
+        """This config with ``bf16="auto"`` settled for this machine: bf16 and float32 training
+        give other weights, so a run keyed by it is not reused where the other would run."""
+        return replace(self, bf16=self.uses_bf16())
 
     def micro_batch(self, device_type: str, world: int) -> int:
         """``micro_batch_size``, or where it is "auto": 1 on a CPU, whose cores one sequence already

@@ -65,8 +65,7 @@ def build_accelerator(config: TrainConfig):
     from harness.distributed import state
 
     state()  # forms the process group the same way every stage sees it
-    use_bf16 = config.bf16 == "yes" or (config.bf16 == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    return Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available())
+    return Accelerator(mixed_precision="bf16" if config.uses_bf16() else "no", cpu=not torch.cuda.is_available())
 
 
 def _wrap_model(model, config: TrainConfig):
