@@ -145,6 +145,21 @@ def _cmd(tiny, pairs, out):
             "--max-new-tokens", "24", "--engine-arg", "batch_size=2", "--output-dir", str(out)]  # fmt: skip
 
 
+def test_a_revision_that_repeats_its_input_is_reused_by_the_next_run(tmp_path):
+    """A model that returns the text it was asked to revise (a revision's fixed point, common
+    with small models) makes revisions 1 and 2 of an example read the same prompt; each row's
+    key still names its revision (and so its seed), so a rerun generates nothing."""
+    repeat = lambda prompt: "Summary." if "EXAMPLE SUMMARY" not in prompt else prompt.split("EXAMPLE SUMMARY: ")[1].split("\n")[0]  # noqa: E731
+    with FakeOpenAIServer(repeat, models={"served"}, chat_template=True) as server:
+        engine = build_engine("openai", {"model": "served", "base_url": server.base_url})
+        cands, params = [Candidate("m", model_ref("served"), None)], SamplingParams(max_new_tokens=20)
+        first, _ = _loop(tmp_path / "run", engine, cands, params)
+        assert {r["text"] for r in first} == {"Summary."} and server.served == len(ARTICLES) * 3
+        again, _ = _loop(tmp_path / "run", engine, cands, params)
+        assert server.served == len(ARTICLES) * 3  # nothing asked again
+    assert again == first and not (tmp_path / "run" / "generations.stale.jsonl").exists()
+
+
 def test_killed_generation_resumes_without_duplicates_and_with_the_same_texts(tiny, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"id": e["id"], "article": e["article"], "chosen": "Good.", "rejected": "Bad."}) + "\n" for e in ARTICLES))

@@ -2,12 +2,12 @@
 with revision k-1 in context, for every method (baselines are revised in context too, as in Sec. 6).
 
 Every completion is appended to ``generations.jsonl`` as soon as its chunk is generated, with a
-key: the hash of what it was generated from (the candidate's ``GenerationInputs``, its example and
-the in-context text it revised). A rerun reuses exactly the rows whose key still holds, so a new
-model, option or revision k-1 text regenerates what depends on it and nothing else; rows that no
-longer hold move to ``generations.stale.jsonl``. Each completion's sampling seed is a function of
-the run's seed, its example id, its method and its revision, never of its place in a batch, so a
-killed generation resumes to the texts it would have had.
+key: the hash of what it was generated from (the candidate's ``GenerationInputs``, its example, its
+revision and the in-context text it revised). A rerun reuses exactly the rows whose key still
+holds, so a new model, option or revision k-1 text regenerates what depends on it and nothing
+else; rows that no longer hold move to ``generations.stale.jsonl``. Each completion's sampling
+seed is a function of the run's seed, its example id, its method and its revision, never of its
+place in a batch, so a killed generation resumes to the texts it would have had.
 """
 
 from __future__ import annotations
@@ -57,8 +57,10 @@ def prompt_hash(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
 
 
-def row_key(inputs_key: str, example: dict, previous: str | None) -> str:
-    return stable_hash([inputs_key, example, previous])
+def row_key(inputs_key: str, example: dict, revision: int, previous: str | None) -> str:
+    """One completion's key. The revision is in it besides the text revised: a model that repeats
+    that text gives revisions k and k+1 the same prompt, yet each has its own sampling seed."""
+    return stable_hash([inputs_key, example, revision, previous])
 
 
 def _current(rows: list[dict], examples: list[dict], keys: dict[str, str]) -> dict[tuple, dict]:
@@ -69,7 +71,7 @@ def _current(rows: list[dict], examples: list[dict], keys: dict[str, str]) -> di
     for method, inputs_key in keys.items():
         for ex in examples:
             previous, revision = None, 0
-            while (row := by_key.get(row_key(inputs_key, ex, previous))) is not None and row["revision"] == revision:
+            while (row := by_key.get(row_key(inputs_key, ex, revision, previous))) is not None:
                 current[(str(ex["id"]), method, revision)] = row
                 previous, revision = row["text"], revision + 1
     return current
@@ -115,7 +117,7 @@ def generate_revisions(
                     row = {"example_id": str(ex["id"]), "method": cand.method, "revision": revision, "text": gen.text,
                            "prompt_hash": prompt_hash(prompt), "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
                            "finish_reason": gen.finish_reason, "seed": seed, "sampling": params.as_dict(), "engine": label,
-                           "model": cand.model.path, "adapter": adapter, "key": row_key(keys[cand.method], ex, prev)}  # fmt: skip
+                           "model": cand.model.path, "adapter": adapter, "key": row_key(keys[cand.method], ex, revision, prev)}  # fmt: skip
                     done[(row["example_id"], cand.method, revision)] = row
                     new.append(row)
                 log.append(new)
