@@ -91,6 +91,11 @@ class ModelRef:
     path: str  # a local folder (a model or a PEFT adapter) or a hub id
     fingerprint: str | None = None  # names, sizes and mtimes of the weight files; None: a hub id
 
+    def __key__(self) -> dict:
+        """What a stage's key holds: local weights by their files, not by the folder they are in,
+        so a run folder moved or renamed keeps the keys of the models it trained; a hub id by name."""
+        return {"weights": self.fingerprint} if self.fingerprint else {"hub_id": self.path}
+
 
 def model_ref(path: str) -> ModelRef:
     folder = Path(path)

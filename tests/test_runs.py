@@ -61,6 +61,39 @@ def test_a_method_trained_without_lora_generates_from_its_full_weights(tiny, tmp
     assert by_method["srpo"]["adapter"].endswith("train/srpo/adapter")
 
 
+def test_a_run_folder_moved_elsewhere_resumes_without_redoing_anything(tiny, tmp_path):
+    """A run folder renamed or moved (and named with --output-dir) keeps its work: trained models
+    are found where the folder is now, the SFT model the methods start from included, and keys
+    name weights by their files, not by the folder they were in."""
+    import shutil
+
+    test, pairs = xsum_files(tmp_path)
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text(test.read_text())
+    config = tmp_path / "c.yaml"
+    config.write_text("sft: {epochs: 1, batch_size: 2}\ntrain: {srpo: {lora: false}}\n")  # LoRA SFT merged, then a LoRA and a full method
+    first, moved = tmp_path / "first", tmp_path / "elsewhere" / "renamed"
+    with FakeOpenAIServer(lambda prompt: "Preferred: A") as server:
+        def run(out, cache):
+            args = _args(tiny, test, pairs, out, "--config", str(config), "--task-arg", f"data_files.sft={sft}", "--judge", "openai",
+                         "--judge-arg", f"base_url={server.base_url}", "--judge-arg", f"cache_path={cache}")  # fmt: skip
+            args[args.index("dpo")] = "dpo,srpo"
+            return run_cli("run", *args)
+
+        assert run(first, tmp_path / "one.sqlite").returncode == 0
+        served, summary = server.served, json.loads((first / "summary.json").read_text())
+        weights = sorted(p.relative_to(first) for p in first.rglob("*.safetensors"))
+        moved.parent.mkdir()
+        shutil.move(first, moved)
+        stamps = {p: (moved / p).stat().st_mtime_ns for p in weights}
+        again = run(moved, tmp_path / "two.sqlite")  # a fresh verdict cache: only the run's own verdicts can be reused
+        assert again.returncode == 0, again.stderr
+        assert server.served == served  # nothing judged again
+    assert {p: (moved / p).stat().st_mtime_ns for p in weights} == stamps  # nothing trained again
+    assert not (moved / "generations.stale.jsonl").exists()  # nothing generated again
+    assert json.loads((moved / "summary.json").read_text())["results"] == summary["results"]
+
+
 def test_the_paper_preset_keeps_its_dpo_schedule_under_a_partial_override(tmp_path):
     from harness.cli import build_parser, resolve_args
 

@@ -11,7 +11,7 @@ from harness.errors import HarnessError
 from harness.models import model_ref
 from harness.runconfig import ResolvedRun
 from harness.stages.generate import GENERATIONS, Candidate, generate_revisions
-from harness.stages.train import load_split
+from harness.stages.train import load_split, policy_base
 from harness.store import RunStore, dumps_row, read_jsonl
 from harness.task import TextTask
 
@@ -27,18 +27,17 @@ def open_store(resolved: ResolvedRun, console: Console) -> RunStore:
 
 
 def candidates(resolved: ResolvedRun, store: RunStore) -> list[Candidate]:
-    """Each method's trained model as the training stage left it, read with that method's own
-    trainer options (one method may train LoRA and another every weight)."""
+    """Each method's trained model as the training stage left it in this run folder, read with
+    that method's own trainer options (one method may train LoRA and another every weight)."""
     out = []
     for name in resolved.methods:
-        result = store.read_json(f"train/{name}/result.json")
-        if result is None:
+        if store.read_json(f"train/{name}/result.json") is None:
             raise HarnessError(f"method {name!r} is not trained in {store.root}: run `harness train` (or `harness run`) with the same options first")
         train = resolved.train_by_method[name]
         if train.lora:
-            out.append(Candidate(name, model_ref(result["base_model"]), model_ref(result["model_dir"]), train.prompt_format))
+            out.append(Candidate(name, policy_base(resolved, store), model_ref(str(store.path("train", name, "adapter"))), train.prompt_format))
         else:
-            out.append(Candidate(name, model_ref(result["model_dir"]), None, train.prompt_format))
+            out.append(Candidate(name, model_ref(str(store.path("train", name, "model"))), None, train.prompt_format))
     return out
 
 

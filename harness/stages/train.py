@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 
@@ -49,7 +50,17 @@ def _trained(store: RunStore, name: str, inputs: TrainInputs) -> TrainResult:
         if is_main_process():
             stage.finish([result_path])
         return result
-    return TrainResult(**json.loads(store.path(result_path).read_text()))
+    saved = TrainResult(**json.loads(store.path(result_path).read_text()))
+    here = store.path("train", name)  # the run folder may have moved since it was saved
+    return dataclasses.replace(saved, output_dir=str(here), model_dir=str(here / Path(saved.model_dir).name), base_model=inputs.model.path)
+
+
+def policy_base(resolved: ResolvedRun, store: RunStore) -> ModelRef:
+    """What every method starts from and is compared with: the SFT model when the run has an SFT
+    stage (pi_ref, as in the paper), else the run's model."""
+    if resolved.sft is not None:
+        return model_ref(str(store.path("train", "sft", "merged" if resolved.sft.lora else "model")))
+    return model_ref(resolve_model(resolved.model))
 
 
 @dataclass(frozen=True)
@@ -124,9 +135,8 @@ def train_all(resolved: ResolvedRun, store: RunStore, console: Console) -> dict[
 
         examples = load_split(store, task, "sft", resolved.train_limit, console).rows
         sft_config = dataclasses.replace(resolved.sft, merge_adapter=True)
-        result = _trained(store, "sft", TrainInputs(SFT(), sft_config, task, base, Rows.of(sft_rows(examples)), resolved.seed))
-        # the SFT model is pi_ref, as in the paper
-        base = model_ref(str(store.path("train", "sft", "merged")) if sft_config.lora else result.model_dir)
+        _trained(store, "sft", TrainInputs(SFT(), sft_config, task, base, Rows.of(sft_rows(examples)), resolved.seed))
+        base = policy_base(resolved, store)
     rows = Rows.of(preference_rows(resolved, store, console, base))
     results = {}
     for name, method in resolved.methods.items():
