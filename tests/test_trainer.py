@@ -42,6 +42,18 @@ def tiny(tmp_path_factory):
     return str(build_tiny(tmp_path_factory.mktemp("tiny") / "model"))
 
 
+@pytest.fixture
+def own_precision():
+    """accelerate keeps the mixed precision of a process's first Accelerator: a test that sets
+    bf16 (other tests train in the machine's default, bf16 on a GPU) starts from, and leaves, a
+    fresh state."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
 def _trainer(method_name, tiny, out, method=None, task=None, **train):
     options = {"lr": 0.01, "batch_size": 2, "epochs": 8, "lora_dropout": 0.0, "checkpoint_every": 0, **train}
     method = method or build_method(method_name, {} if method_name == "simpo" else {"beta": 0.5})
@@ -209,17 +221,6 @@ def test_sft_stage_then_preference_training_from_the_sft_model(tiny, tmp_path):
     assert manifest["inputs"]["data/sft"]["rows"] == 4 and manifest["inputs"]["data/preference"]["source"] == "local"
 
 
-@pytest.fixture
-def own_precision():
-    """accelerate keeps the mixed precision of a process's first Accelerator: a test training in
-    another precision than the tests before it starts from, and leaves, a fresh state."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state()
-    yield
-    AcceleratorState._reset_state()
-
-
 def test_bf16_holds_the_frozen_base_in_bf16_and_trains_float32_adapters(tiny, tmp_path, monkeypatch, own_precision):
     """The GPU default (bf16 autocast with LoRA), forced on the CPU, where no other test runs it:
     the frozen base in bfloat16, the adapters, their gradients and AdamW's moments in float32,
@@ -253,7 +254,7 @@ def test_bf16_holds_the_frozen_base_in_bf16_and_trains_float32_adapters(tiny, tm
     assert {t.dtype for t in load_file(f"{result.model_dir}/adapter_model.safetensors").values()} == {torch.float32}
 
 
-def test_merged_adapter_equals_adapter_on_base(tiny, tmp_path):
+def test_merged_adapter_equals_adapter_on_base(tiny, tmp_path, own_precision):
     from peft import PeftModel
 
     # float32 on a GPU too: there the trainer holds the base in bf16, and the merge rounds into it
@@ -341,7 +342,7 @@ def test_a_micro_batch_is_a_fixed_number_of_forwards_however_many_pairs(tiny, sh
         assert calls == {"decoder": decoder_calls(prefixes), "head": 1}, (n, prefixes)
 
 
-def test_gradient_checkpointing_keeps_prefix_sharing_and_the_same_losses(tiny, tmp_path, monkeypatch):
+def test_gradient_checkpointing_keeps_prefix_sharing_and_the_same_losses(tiny, tmp_path, monkeypatch, own_precision):
     """Under gradient checkpointing transformers turns the KV cache off; the packed shared-prefix
     mask still computes each prefix once, and the run logs the losses of a run without
     checkpointing that shares prefixes through the KV cache."""
