@@ -224,7 +224,7 @@ def test_sft_stage_then_preference_training_from_the_sft_model(tiny, tmp_path):
 def test_bf16_holds_the_frozen_base_in_bf16_and_trains_float32_adapters(tiny, tmp_path, monkeypatch, own_precision):
     """The GPU default (bf16 autocast with LoRA), forced on the CPU, where no other test runs it:
     the frozen base in bfloat16, the adapters, their gradients and AdamW's moments in float32,
-    the reference computed under the policy's numerics (step 1's log-ratios are exactly zero),
+    the reference computed under the policy's numerics (step 1's log-ratios are zero),
     with gradient checkpointing and prefix sharing, and the adapter saved in float32."""
     from safetensors.torch import load_file
 
@@ -249,7 +249,8 @@ def test_bf16_holds_the_frozen_base_in_bf16_and_trains_float32_adapters(tiny, tm
     assert {p.dtype for _, p in params if p.requires_grad} == {torch.float32} and any("lora_" in n for n, p in params if p.requires_grad)
     assert seen["grads"] == seen["moments"] == {torch.float32}
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps[0]["margin"] == steps[0]["revision_margin"] == 0.0  # policy == reference before the first update
+    # policy == reference before the first update: zero on the CPU, 4e-6 on an H100 (the reference pass and a training forward run other kernels)
+    assert steps[0]["margin"] == pytest.approx(0.0, abs=1e-4) and steps[0]["revision_margin"] == pytest.approx(0.0, abs=1e-4)
     assert steps[-1]["margin"] > 0 and all(math.isfinite(s["loss"]) for s in steps)
     assert {t.dtype for t in load_file(f"{result.model_dir}/adapter_model.safetensors").values()} == {torch.float32}
 
