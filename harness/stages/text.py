@@ -14,6 +14,7 @@ from harness.stages.generate import GENERATIONS, Candidate, generate_revisions
 from harness.stages.train import load_split, policy_base
 from harness.store import RunStore, dumps_row, read_jsonl
 from harness.task import TextTask
+from harness.training.trainer import saved_model
 
 EXAMPLES = "examples.jsonl"
 
@@ -29,15 +30,17 @@ def open_store(resolved: ResolvedRun, console: Console) -> RunStore:
 def candidates(resolved: ResolvedRun, store: RunStore) -> list[Candidate]:
     """Each method's trained model as the training stage left it in this run folder, read with
     that method's own trainer options (one method may train LoRA and another every weight)."""
-    out = []
+    out, base = [], None
     for name in resolved.methods:
         if store.read_json(f"train/{name}/result.json") is None:
             raise HarnessError(f"method {name!r} is not trained in {store.root}: run `harness train` (or `harness run`) with the same options first")
         train = resolved.train_by_method[name]
+        trained = model_ref(str(saved_model(store.path("train", name), train)))
         if train.lora:
-            out.append(Candidate(name, policy_base(resolved, store), model_ref(str(store.path("train", name, "adapter"))), train.prompt_format))
+            base = base or policy_base(resolved, store)
+            out.append(Candidate(name, base, trained, train.prompt_format))
         else:
-            out.append(Candidate(name, model_ref(str(store.path("train", name, "model"))), None, train.prompt_format))
+            out.append(Candidate(name, trained, None, train.prompt_format))
     return out
 
 

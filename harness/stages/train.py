@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from rich.console import Console
 
@@ -23,7 +22,7 @@ from harness.models import ModelRef, model_ref, resolve_model
 from harness.runconfig import ResolvedRun
 from harness.store import RunStore
 from harness.task import TextTask
-from harness.training.trainer import Trainer, TrainInputs, TrainResult
+from harness.training.trainer import Trainer, TrainInputs, TrainResult, saved_model
 
 PAIRS = "data/pairs.jsonl"
 
@@ -52,14 +51,14 @@ def _trained(store: RunStore, name: str, inputs: TrainInputs) -> TrainResult:
         return result
     saved = TrainResult(**json.loads(store.path(result_path).read_text()))
     here = store.path("train", name)  # the run folder may have moved since it was saved
-    return dataclasses.replace(saved, output_dir=str(here), model_dir=str(here / Path(saved.model_dir).name), base_model=inputs.model.path)
+    return dataclasses.replace(saved, output_dir=str(here), model_dir=str(saved_model(here, inputs.config)), base_model=inputs.model.path)
 
 
 def policy_base(resolved: ResolvedRun, store: RunStore) -> ModelRef:
     """What every method starts from and is compared with: the SFT model when the run has an SFT
     stage (pi_ref, as in the paper), else the run's model."""
     if resolved.sft is not None:
-        return model_ref(str(store.path("train", "sft", "merged" if resolved.sft.lora else "model")))
+        return model_ref(str(saved_model(store.path("train", "sft"), resolved.sft, merged=True)))
     return model_ref(resolve_model(resolved.model))
 
 

@@ -59,6 +59,14 @@ class TrainResult:
     seconds: float
 
 
+def saved_model(output_dir: Path, config: TrainConfig, merged: bool = False) -> Path:
+    """Where a training run in ``output_dir`` leaves its model: the LoRA adapter, or with
+    ``merged`` base and adapter merged into one model; every weight in full fine-tuning."""
+    if not config.lora:
+        return output_dir / "model"
+    return output_dir / ("merged" if merged else "adapter")
+
+
 def build_accelerator(config: TrainConfig):
     from accelerate import Accelerator
 
@@ -268,7 +276,7 @@ class Trainer:
     def _save(self, accelerator, scorer, tokenizer, steps: int, final_loss: float, seconds: float) -> TrainResult:
         model = accelerator.unwrap_model(scorer).model
         c = self.config
-        model_dir = self.output_dir / ("adapter" if c.lora else "model")
+        model_dir = saved_model(self.output_dir, c)
         if accelerator.is_main_process:
             tmp = model_dir.with_name(model_dir.name + ".partial")
             shutil.rmtree(tmp, ignore_errors=True)
@@ -277,7 +285,7 @@ class Trainer:
             shutil.rmtree(model_dir, ignore_errors=True)
             tmp.rename(model_dir)
             if c.lora and c.merge_adapter:
-                merged = self.output_dir / "merged"
+                merged = saved_model(self.output_dir, c, merged=True)
                 shutil.rmtree(merged, ignore_errors=True)
                 model.merge_and_unload().save_pretrained(merged)
                 tokenizer.save_pretrained(merged)
