@@ -223,16 +223,25 @@ def test_sft_stage_then_preference_training_from_the_sft_model(tiny, tmp_path):
 
 def test_bf16_holds_the_frozen_base_in_bf16_and_trains_float32_adapters(tiny, tmp_path, monkeypatch, own_precision):
     """The GPU default (bf16 autocast with LoRA), forced on the CPU, where no other test runs it:
-    the frozen base in bfloat16, the adapters, their gradients and AdamW's moments in float32,
+    the frozen base in bfloat16, the adapters, their gradients and AdamW's moments in float32 and
+    their inputs in bfloat16,
     the reference computed under the policy's numerics (step 1's log-ratios are zero),
     with gradient checkpointing and prefix sharing, and the adapter saved in float32."""
     from safetensors.torch import load_file
 
     import harness.training.trainer as trainer_module
 
-    seen = {}
+    seen = {"lora_inputs": set()}
     wrap = trainer_module._wrap_model
-    monkeypatch.setattr(trainer_module, "_wrap_model", lambda model, config: seen.setdefault("model", wrap(model, config)))
+
+    def wrap_and_watch(model, config, autocast):
+        seen["model"] = wrap(model, config, autocast)
+        for name, module in seen["model"].named_modules():
+            if name.endswith("lora_A.default"):
+                module.register_forward_pre_hook(lambda _, args: seen["lora_inputs"].add(args[0].dtype))
+        return seen["model"]
+
+    monkeypatch.setattr(trainer_module, "_wrap_model", wrap_and_watch)
 
     class RecordingAdamW(torch.optim.AdamW):
         def step(self, *args, **kwargs):
@@ -248,11 +257,31 @@ def test_bf16_holds_the_frozen_base_in_bf16_and_trains_float32_adapters(tiny, tm
     assert {p.dtype for _, p in params if not p.requires_grad} == {torch.bfloat16}
     assert {p.dtype for _, p in params if p.requires_grad} == {torch.float32} and any("lora_" in n for n, p in params if p.requires_grad)
     assert seen["grads"] == seen["moments"] == {torch.float32}
+    # the adapters read the bf16 activations as they are: no float32 copy of every LoRA input (which autocast
+    # would cast straight back, keeping a second bf16 copy for backward)
+    assert seen["lora_inputs"] == {torch.bfloat16}
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     # policy == reference before the first update: zero on the CPU, 4e-6 on an H100 (the reference pass and a training forward run other kernels)
     assert steps[0]["margin"] == pytest.approx(0.0, abs=1e-4) and steps[0]["revision_margin"] == pytest.approx(0.0, abs=1e-4)
     assert steps[-1]["margin"] > 0 and all(math.isfinite(s["loss"]) for s in steps)
     assert {t.dtype for t in load_file(f"{result.model_dir}/adapter_model.safetensors").values()} == {torch.float32}
+
+
+def test_bf16_adapters_reading_bf16_inputs_train_as_with_peft_float32_copies(tiny, tmp_path, monkeypatch, own_precision):
+    """Leaving out peft's float32 copy of each LoRA input under autocast saves memory and nothing
+    else: autocast cast the copy straight back to bf16, so every step's loss is the same."""
+    import harness.training.trainer as trainer_module
+
+    def losses(out):
+        result = _trainer("dpo", tiny, out, epochs=3, bf16=True, lora_dropout=0.0).train()
+        return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    without_copies = losses(tmp_path / "bf16")
+    wrap = trainer_module._wrap_model
+    monkeypatch.setattr(trainer_module, "_wrap_model", lambda model, config, autocast: wrap(model, config, autocast=False))  # peft's casting left on
+    with_copies = losses(tmp_path / "copies")
+    assert len(without_copies) == 6 and without_copies == with_copies
+    assert without_copies[-1] < without_copies[0]
 
 
 def test_merged_adapter_equals_adapter_on_base(tiny, tmp_path, own_precision):

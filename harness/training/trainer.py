@@ -76,7 +76,9 @@ def build_accelerator(config: TrainConfig):
     return Accelerator(mixed_precision="bf16" if config.uses_bf16() else "no", cpu=not torch.cuda.is_available())
 
 
-def _wrap_model(model, config: TrainConfig):
+def _wrap_model(model, config: TrainConfig, autocast: bool):
+    """The model to train: checkpointing as configured, LoRA adapters where asked (``autocast``: every
+    training forward runs under bf16 autocast)."""
     if config.gradient_checkpointing:  # transformers renamed it in 5.2x; the old name warns
         getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
         model.config.use_cache = False
@@ -90,9 +92,22 @@ def _wrap_model(model, config: TrainConfig):
         target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
     )  # fmt: skip
     try:
-        return get_peft_model(model, lora)
+        model = get_peft_model(model, lora)
     except ValueError as exc:  # peft names the modules it could not find
         raise HarnessError(f"train option lora_target_modules={targets!r} does not fit this model: {str(exc).splitlines()[0][:300]}") from None
+    if autocast:
+        # peft copies every adapter's input to the adapters' float32, and autocast casts it straight back
+        # to bf16 for the matmul: a round trip that changes no value but keeps one more copy of each
+        # LoRA input for backward (four layers of the 1B shape, 8 pairs, dropout 0.05: 2.37 GB of
+        # activations, 1.97 GB without; benchmarks/memory_peak.py). The flag is peft's own (its helper
+        # disable_input_dtype_casting sets it); the reference pass runs with the adapters disabled, so
+        # every forward through them is under autocast.
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for module in model.modules():
+            if isinstance(module, BaseTunerLayer):
+                module.cast_input_dtype_enabled = False
+    return model
 
 
 class Trainer:
@@ -190,8 +205,9 @@ class Trainer:
         # LoRA on a GPU: the frozen base in bfloat16 (half the memory and bandwidth), the adapters
         # and their optimizer state in float32 (peft keeps adapter weights float32), as PEFT and
         # TRL users expect. Full fine-tuning keeps float32 master weights under bf16 autocast.
-        base_dtype = "bfloat16" if c.lora and accelerator.mixed_precision == "bf16" else "float32"
-        model = _wrap_model(load_causal_lm(self.base_model, base_dtype), c)
+        autocast = accelerator.mixed_precision == "bf16"
+        base_dtype = "bfloat16" if c.lora and autocast else "float32"
+        model = _wrap_model(load_causal_lm(self.base_model, base_dtype), c, autocast)
         scorer = SequenceScorer(model, tokenizer.pad_token_id, c.prefix_sharing)
         pairs = self._encode(self.inputs.rows.items, tokenizer)
 
