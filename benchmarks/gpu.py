@@ -28,6 +28,7 @@ without it and SRPO with it last.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import tempfile
@@ -50,12 +51,14 @@ def xsum():
     return build_task("xsum", {"max_source_tokens": 320})
 
 
-def build_model(shape: str, tokenizer_dir: str, folder: Path) -> str:
+def build_model(shape: str | dict, tokenizer_dir: str, folder: Path) -> str:
+    """A random-weight Llama of ``shape`` (a name of SHAPES, or its fields) saved in ``folder``."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    fields = SHAPES[shape] if isinstance(shape, str) else shape
     config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=True, rope_theta=100000.0,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **SHAPES[shape])  # fmt: skip
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **fields)  # fmt: skip
     torch.manual_seed(0)
     gpu = torch.cuda.is_available()
     with torch.device("cuda" if gpu else "cpu"):  # a billion random weights initialise in a second there, not ten
@@ -75,13 +78,18 @@ def peak_memory_gb() -> float | None:
 
 
 def reset_memory() -> None:
+    """Peak counting starts afresh, with the previous row's objects gone: TRL's trainer holds its model
+    in reference cycles, which only the collector frees, so without a collection here the next row's
+    peak could count a whole model that is not its own."""
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 
 
-def harness_step(model: str, method: str, rows: list[dict], micro: int, steps: int, sharing: str = "packed", checkpointing: bool = False) -> dict:
+def harness_step(model: str, method: str, rows: list[dict], micro: int, steps: int, sharing: str = "packed", checkpointing: bool = False,
+                 bf16: bool | str = "auto", lora_dropout: float = LORA["lora_dropout"]) -> dict:  # fmt: skip
     from harness.datasources import Rows
     from harness.method import build_method
     from harness.models import model_ref
@@ -89,20 +97,21 @@ def harness_step(model: str, method: str, rows: list[dict], micro: int, steps: i
     from harness.training.trainer import Trainer, TrainInputs
 
     config = TrainConfig(lr=1e-5, batch_size=len(rows), micro_batch_size=micro, max_steps=steps, checkpoint_every=0, prefix_sharing=sharing,
-                         gradient_checkpointing=checkpointing, **LORA)  # fmt: skip
+                         gradient_checkpointing=checkpointing, bf16=bf16, **{**LORA, "lora_dropout": lora_dropout})  # fmt: skip
     trainer = f"harness {method.upper()}" + ("" if sharing == "packed" else f" ({sharing})")
     row = {"trainer": trainer, "micro_batch_size": micro, "gradient_checkpointing": checkpointing}
     reset_memory()
     try:
         with tempfile.TemporaryDirectory() as out:
             Trainer(TrainInputs(build_method(method), config, xsum(), model_ref(model), Rows.of(rows), 0), Path(out)).train()
-            seconds = [json.loads(line)["seconds"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()][1:]
+            seconds = [json.loads(line)["seconds"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     except torch.cuda.OutOfMemoryError:
         return {**row, "s_per_step": None, "peak_gb": peak_memory_gb(), "note": "out of memory"}
-    return {**row, "s_per_step": statistics.median(seconds), "peak_gb": peak_memory_gb()}
+    return {**row, "s_per_step": statistics.median(seconds[1:] or seconds), "peak_gb": peak_memory_gb()}  # the first step warms up
 
 
-def trl_step(model: str, rows: list[dict], steps: int, checkpointing: bool = True) -> dict:
+def trl_step(model: str, rows: list[dict], steps: int, checkpointing: bool = True, bf16: bool | None = None, lora_dropout: float = LORA["lora_dropout"]) -> dict:
+    """TRL's DPOTrainer on the same model, data, LoRA and batch; ``bf16`` None: where the GPU has it."""
     row = {"trainer": "TRL DPOTrainer", "micro_batch_size": len(rows), "gradient_checkpointing": checkpointing}  # True: DPOConfig's default
     try:
         from datasets import Dataset
@@ -129,14 +138,15 @@ def trl_step(model: str, rows: list[dict], steps: int, checkpointing: bool = Tru
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - self.start)
 
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if bf16 is None:
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     reset_memory()
     with tempfile.TemporaryDirectory() as out:
         args = DPOConfig(output_dir=out, per_device_train_batch_size=len(rows), gradient_accumulation_steps=1, max_steps=steps, learning_rate=1e-5,
                          bf16=bf16, precompute_ref_log_probs=True, logging_strategy="no", report_to="none", save_strategy="no", max_length=1024, beta=0.1,
-                         gradient_checkpointing=checkpointing)  # fmt: skip
+                         gradient_checkpointing=checkpointing, use_cpu=not torch.cuda.is_available())  # fmt: skip
         policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16 if bf16 else torch.float32)
-        lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+        lora = LoraConfig(r=LORA["lora_r"], lora_alpha=LORA["lora_alpha"], lora_dropout=lora_dropout, target_modules=LORA["lora_target_modules"], task_type="CAUSAL_LM")
         trainer = DPOTrainer(model=policy, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora, callbacks=[Timer()])
         trainer.train()
     return {**row, "s_per_step": statistics.median(times[1:] or times), "peak_gb": peak_memory_gb()}

@@ -2,9 +2,10 @@
 # Issue 11's checks on a GPU machine with no network, in the order they pay off, each under its own
 # time limit, every log under $OUT. Run from a checkout that carries gpu/ as benchmarks/gpu_prepare.sh
 # fills it (wheels, tokenizer, XSum).
-# Usage: bash benchmarks/gpu_check.sh [bench|pipeline|all|tests]   (bench: benchmarks/gpu.py; pipeline:
-# all five methods, 16 examples, revisions 0-2, on a random 1B model; tests: the trainer's and the
-# device tests, whose trainers then run on CUDA, for a second call). The default limits make `all` fit
+# Usage: bash benchmarks/gpu_check.sh [bench|pipeline|memory|all|tests]   (bench: benchmarks/gpu.py;
+# pipeline: all five methods, 16 examples, revisions 0-2, on a random 1B model; memory:
+# benchmarks/memory_peak.py, what the harness's and TRL's checkpointed peaks hold; tests: the trainer's
+# and the device tests, whose trainers then run on CUDA, for a second call). The default limits make `all` fit
 # one 600 s device call; gpu.py prints and saves each number as it gets it, so a cut-off run keeps
 # what it measured. Raise BENCH_LIMIT to see whether gpu.py finishes in the issue's 8 minutes.
 set -uo pipefail
@@ -12,8 +13,9 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-out}
 part=${1:-all}
 SHAPE=${SHAPE:-llama-1b}  # a shape of benchmarks/gpu.py (tiny: the same steps on a CPU, for trying this script)
-BENCH_LIMIT=${BENCH_LIMIT:-330}  # seconds for benchmarks/gpu.py
-PIPELINE_LIMIT=${PIPELINE_LIMIT:-240}  # seconds for the five-method run
+BENCH_LIMIT=${BENCH_LIMIT:-250}  # seconds for benchmarks/gpu.py
+PIPELINE_LIMIT=${PIPELINE_LIMIT:-160}  # seconds for the five-method run
+MEMORY_LIMIT=${MEMORY_LIMIT:-150}  # seconds for benchmarks/memory_peak.py
 TESTS_LIMIT=${TESTS_LIMIT:-400}  # seconds for the tests part
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --target /tmp/site gpu/wheels/*.whl > "$OUT/install.log" 2>&1
@@ -33,6 +35,11 @@ if [[ $part == pipeline || $part == all ]]; then
     --judge local-lm --judge-arg model=/tmp/gpu-model --limit 16 --revisions 2 --max-new-tokens 48 --output-dir /tmp/run > "$OUT/pipeline.log" 2>&1
   echo "pipeline exit $? after $((SECONDS - start)) s" >> "$OUT/pipeline.log"
   cp /tmp/run/summary.json /tmp/run/manifest.json "$OUT/" 2>/dev/null
+fi
+if [[ $part == memory || $part == all ]]; then
+  start=$SECONDS
+  timeout "$MEMORY_LIMIT" python3 benchmarks/memory_peak.py --shape "$SHAPE" --tokenizer gpu/tokenizer --runs dpo-checkpointing,trl-checkpointing,dpo,dpo-mb1 > "$OUT/memory.log" 2>&1
+  echo "memory_peak.py exit $? after $((SECONDS - start)) s" >> "$OUT/memory.log"
 fi
 if [[ $part == tests ]]; then  # the benchmark test needs the converted SmolLM2, which does not travel
   start=$SECONDS
