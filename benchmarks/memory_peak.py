@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu  # noqa: E402  (the shapes, the data and the runs themselves)
 
 GB = 1e9
+WRAPPERS = {"SequenceScorer", "PeftModelForCausalLM", "base_model", "model"}  # module names around the LM's own: left out
 
 
 class LiveTensors(TorchDispatchMode):
@@ -77,8 +78,10 @@ class LiveTensors(TorchDispatchMode):
     def _where(self) -> tuple[str, str]:
         """The innermost running module (inside the wrappers, its layer number as * so that layers add
         up) and the pass."""
-        innermost = re.sub(r"^.*\bmodel\.model\.", "", max(self.modules.parents - {"Global"}, key=len, default="Global"))  # wrappers: the scorer, peft, the LM head's
-        return re.sub(r"\.\d+\.", ".*.", innermost), "backward" if self.modules.is_bw else "forward"
+        names = max(self.modules.parents - {"Global"}, key=len, default="Global").split(".")
+        while len(names) > 1 and names[0] in WRAPPERS:
+            names.pop(0)
+        return re.sub(r"\.\d+\.", ".*.", ".".join(names)), "backward" if self.modules.is_bw else "forward"
 
 
 def measure(name: str, model: str, rows: list[dict], steps: int, bf16: bool, lora_dropout: float) -> dict:

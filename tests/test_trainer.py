@@ -296,6 +296,43 @@ def test_merged_adapter_equals_adapter_on_base(tiny, tmp_path, own_precision):
     assert torch.allclose(adapted, merged, atol=1e-4)
 
 
+def test_logprobs_in_chunks_equal_one_pass_and_never_hold_every_logit(tiny, monkeypatch):
+    """The LM head in chunks of 20 positions (their logits recomputed in backward): the same
+    log-probs and gradients as one pass over all 200, and no moment when all their logits live."""
+    from pathlib import Path
+
+    from torch.distributed._tools.mod_tracker import ModTracker
+
+    import harness.policies.lm as lm
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from memory_peak import LiveTensors
+
+    head = load_causal_lm(tiny).get_output_embeddings()
+    vocab = head.weight.shape[0]
+    torch.manual_seed(0)
+    hidden = torch.randn(200, head.weight.shape[1], requires_grad=True)  # [T, H]
+    targets = torch.randint(0, vocab, (200,))
+
+    def logprobs_and_grads(train_head: bool):
+        hidden.grad = head.weight.grad = None
+        head.weight.requires_grad_(train_head)  # frozen under LoRA, trained in full fine-tuning
+        with ModTracker() as modules, LiveTensors(modules, resolution=0) as live:
+            logp = lm.token_logprobs(head, hidden, targets)
+            logp.sum().backward()
+        with torch.no_grad():  # the reference pass's way
+            assert torch.equal(lm.token_logprobs(head, hidden, targets), logp.detach())
+        return (logp.detach(), hidden.grad, head.weight.grad), live.peak
+
+    (whole, _), (whole_frozen, whole_peak) = logprobs_and_grads(True), logprobs_and_grads(False)
+    monkeypatch.setattr(lm, "LOGITS_AT_ONCE", 20 * vocab)
+    (chunked, _), (chunked_frozen, chunked_peak) = logprobs_and_grads(True), logprobs_and_grads(False)
+    for one_pass, in_chunks in zip([*whole, *whole_frozen[:2]], [*chunked, *chunked_frozen[:2]]):
+        assert torch.allclose(one_pass, in_chunks, atol=1e-6)
+    all_logits = 200 * vocab * 4  # bytes of [T, V] in float32
+    assert whole_peak > 2 * all_logits and chunked_peak < all_logits / 2
+
+
 @pytest.mark.parametrize("sharing, pad_prefixes", [("packed", True), ("packed", False), ("cache", True), ("cache", False), ("none", None)])
 def test_a_batched_micro_batch_scores_each_pair_as_it_scores_alone(tiny, sharing, pad_prefixes):
     """Pairs of different lengths in one micro-batch (padding on both sides of the prefix cache)

@@ -9,8 +9,9 @@ it in one row under a shared-prefix attention mask. For SRPO's six sequences tha
 document twice (0-revision and revision) instead of six times.
 
 Only completion positions reach the LM head: hidden states are sliced first, so full-vocabulary
-log-softmax is never materialised for prompt tokens. Every pair of a micro-batch is scored in the
-same forward passes (see ``SequenceScorer``).
+log-softmax is never materialised for prompt tokens, and for completions one chunk of positions at
+a time (``token_logprobs``). Every pair of a micro-batch is scored in the same forward passes (see
+``SequenceScorer``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,34 @@ class PairEncoder:
             revision_prefix = ids(before)
             in_context = {side: ids(fill_in_context(after, row[side])) for side in in_context_sides}
         return EncodedPair(prompt, revision_prefix, in_context, completion, index)
+
+
+LOGITS_AT_ONCE = 1 << 25  # logits (positions x vocabulary) one LM-head call makes: 128 MiB in float32
+
+
+def token_logprobs(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) [T] from the hidden states [T, H] that predict each target.
+
+    Positions go through the LM head and log-softmax in chunks of at most ``LOGITS_AT_ONCE`` logits,
+    each chunk's logits recomputed in backward rather than kept (``torch.utils.checkpoint``): memory
+    holds one chunk's [C, V] logits instead of all [T, V], which backward holds three float32 copies
+    of (SRPO's six sequences of long completions over a 128k vocabulary would need tens of GB). The
+    price is a second LM-head product per chunk. Logits that fit in one chunk (8 XSum DPO pairs
+    with SmolLM2's vocabulary) are computed in one call, as before."""
+
+    def chunk_logprobs(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -nn.functional.cross_entropy(lm_head(h).float(), t, reduction="none")
+
+    size = max(1, LOGITS_AT_ONCE // lm_head.weight.shape[0])  # positions per chunk
+    if hidden.shape[0] <= size:
+        return chunk_logprobs(hidden, targets)
+    from torch.utils.checkpoint import checkpoint
+
+    chunks = zip(hidden.split(size), targets.split(size))
+    if not torch.is_grad_enabled():  # the reference pass: nothing is kept for backward anyway
+        return torch.cat([chunk_logprobs(h, t) for h, t in chunks])
+    # the head has no dropout: no random state to save and restore per chunk
+    return torch.cat([checkpoint(chunk_logprobs, h, t, use_reentrant=False, preserve_rng_state=False) for h, t in chunks])
 
 
 def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -132,7 +161,7 @@ class SequenceScorer(nn.Module):
         score = {"packed": self._packed, "cache": self._shared, "none": self._separate}[self.sharing]
         hidden, targets = score(sequences, device)
         _, lm_head = self._parts()
-        logp = -nn.functional.cross_entropy(lm_head(hidden).float(), targets, reduction="none")  # [T]: every completion token of the micro-batch
+        logp = token_logprobs(lm_head, hidden, targets)  # [T]: every completion token of the micro-batch
         lengths = torch.tensor([len(s[3]) for s in sequences], device=device)
         owner = torch.tensor([i for i, s in enumerate(sequences) for _ in s[3]], device=device)  # [T]: the sequence each token belongs to (built on the host: no sync)
         per_sequence = torch.zeros(len(sequences), device=device, dtype=logp.dtype).index_add(0, owner, logp)  # [S]
