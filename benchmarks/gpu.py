@@ -15,8 +15,9 @@ Measures, per configuration: the median seconds per optimizer step after a warm-
 peak GPU memory (prefixes shared under the packed shared-prefix mask, the default; then through
 copies of the KV cache); the reference pass in pairs per second; generation in tokens per second
 (32 prompts, greedy, 48 new tokens; a random model never stops early, so every row decodes all
-48) with the dynamic and the static KV cache, timed on a second call after a first that warms up
-(and compiles, for the static cache on a GPU: its time is printed beside).
+48) with the dynamic and the static KV cache, on the base model and through a LoRA adapter (as the
+pipeline generates), timed on a second call after a first that warms up (and compiles, for the
+static cache on a GPU: its time is printed beside).
 
 Gradient checkpointing differs by default: TRL's DPOConfig turns it on (less memory, a second
 forward in backward), the harness leaves it off. Each trainer runs with its own default and with
@@ -176,7 +177,20 @@ def reference_pass(model: str, rows: list[dict], micro: int) -> dict:
     return {"what": f"reference pass, SRPO's six sequences, micro-batch {micro}", "pairs_per_s": len(pairs) / (time.perf_counter() - start)}
 
 
-def generation(model: str, prompts: int, new_tokens: int, cache: str) -> dict:
+def lora_adapter(model: str, folder: Path) -> str:
+    """A LoRA adapter for ``model`` in the trainer's layout (LORA, float32 weights), with random
+    weights: what the pipeline generates through, for every method."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16)
+    lora = LoraConfig(r=LORA["lora_r"], lora_alpha=LORA["lora_alpha"], target_modules=LORA["lora_target_modules"], init_lora_weights=False, task_type="CAUSAL_LM")
+    get_peft_model(base, lora).save_pretrained(folder)
+    return str(folder)
+
+
+def generation(model: str, prompts: int, new_tokens: int, cache: str, adapter: str | None = None) -> dict:
+    """Tokens per second of the transformers engine, on the base model or through ``adapter``."""
     from harness.engine import SamplingParams, build_engine
     from harness.prompting import PromptFormatter
 
@@ -190,12 +204,13 @@ def generation(model: str, prompts: int, new_tokens: int, cache: str) -> dict:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         start = time.perf_counter()
-        outputs = engine.generate(texts, params)
+        outputs = engine.generate(texts, params, adapter=adapter)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         timings.append(time.perf_counter() - start)
     engine.close()
-    return {"what": f"generation, transformers engine, {cache} cache, {prompts} XSum prompts, greedy, {new_tokens} new tokens",
+    through = ", through a LoRA adapter" if adapter else ""
+    return {"what": f"generation, transformers engine, {cache} cache{through}, {prompts} XSum prompts, greedy, {new_tokens} new tokens",
             "tokens_per_s": sum(o.completion_tokens for o in outputs) / timings[1], "seconds": timings[1], "first_call_s": timings[0]}  # fmt: skip
 
 
@@ -233,7 +248,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps per trainer; the first is a warm-up")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=48)
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: trl, srpo8, generation, cache, checkpointing")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: trl, srpo8, generation, adapter, cache, checkpointing")
     parser.add_argument("--out", help="also write the results as JSON here (rewritten after each result)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -256,6 +271,10 @@ def main() -> None:
         if "generation" not in skip:
             for cache in ("dynamic", "static"):
                 report.other(generation(model, args.prompts, args.new_tokens, cache))
+            if "adapter" not in skip:  # what the pipeline runs: every method's completions go through its adapter
+                adapter = lora_adapter(model, Path(folder) / "adapter")
+                for cache in ("dynamic", "static"):
+                    report.other(generation(model, args.prompts, args.new_tokens, cache, adapter))
         if "cache" not in skip:  # the other way to share prefixes (copies of the KV cache, two forwards): is it faster here?
             for method in ("dpo", "srpo"):
                 report.step(harness_step(model, method, rows, args.pairs, args.steps, "cache"))
