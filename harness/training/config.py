@@ -44,6 +44,7 @@ class TrainConfig(Plugin):
     prefix_sharing: Literal["packed", "cache", "none"] = "packed"  # how a prompt prefix shared by several sequences is computed once (harness/policies/lm.py): "packed" under a shared-prefix mask, "cache" through copies of its KV cache, "none" not at all
     max_completion_tokens: PositiveInt = 256  # longer completions are cut for training
     checkpoint_every: NonNegativeInt = 50  # optimizer steps between resumable checkpoints; 0: none
+    deterministic: bool = False  # PyTorch's deterministic kernels, so that a GPU run repeats (and a resumed one ends where an uninterrupted one does) wherever PyTorch has them; slower. CPU runs repeat anyway
     merge_adapter: bool = False  # also save base + adapter merged into one model
     prompt_format: Literal["auto", "raw", "chat"] = "auto"  # "auto" (chat template for chat tasks), "raw" or "chat"
 

@@ -15,6 +15,7 @@ non-finite stops the run with a clear error instead of saving a broken adapter.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
@@ -194,6 +195,10 @@ class Trainer:
         return per_pair, metrics
 
     def train(self) -> TrainResult:
+        with _kernels(self.config.deterministic):
+            return self._train()
+
+    def _train(self) -> TrainResult:
         c = self.config
         started = time.time()
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -317,6 +322,25 @@ def _select(logps: LogProbs, indices: list[int], device: torch.device) -> LogPro
     """The cached log-probs of the pairs ``indices``, on the device of the policy's log-probs."""
     idx = torch.tensor(indices)
     return LogProbs({k: v[idx].to(device) for k, v in logps.sums.items()}, {k: v[idx].to(device) for k, v in logps.counts.items()})
+
+
+@contextmanager
+def _kernels(deterministic: bool):
+    """With ``deterministic``, PyTorch's deterministic kernels for this training only (an op that has
+    none warns), as PyTorch's reproducibility notes advise: on a GPU, atomics (index_add, attention's
+    backward) otherwise add in another order each run, so two runs, or a resumed run and an
+    uninterrupted one, drift apart. cuBLAS reads its workspace setting when a process first uses it:
+    set CUBLAS_WORKSPACE_CONFIG yourself if something ran on the GPU before the training."""
+    if not deterministic:
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def _maybe_no_sync(accelerator, model, sync: bool):
