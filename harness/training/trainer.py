@@ -97,12 +97,13 @@ def _wrap_model(model, config: TrainConfig, autocast: bool):
     except ValueError as exc:  # peft names the modules it could not find
         raise HarnessError(f"train option lora_target_modules={targets!r} does not fit this model: {str(exc).splitlines()[0][:300]}") from None
     if autocast:
-        # peft copies every adapter's input to the adapters' float32, and autocast casts it straight back
-        # to bf16 for the matmul: a round trip that changes no value but keeps one more copy of each
-        # LoRA input for backward (four layers of the 1B shape, 8 pairs, dropout 0.05: 2.37 GB of
-        # activations, 1.97 GB without; benchmarks/memory_peak.py). The flag is peft's own (its helper
-        # disable_input_dtype_casting sets it); the reference pass runs with the adapters disabled, so
-        # every forward through them is under autocast.
+        # peft copies every adapter's input to the adapters' float32, and autocast casts it straight
+        # back to bf16 for the matmul: a round trip that changes no value (but dropout's scaling,
+        # then done in bf16) and keeps one more copy of each LoRA input for backward (four layers of
+        # the 1B shape, 8 pairs, dropout 0.05: 2.37 GB of activations, 1.97 GB without;
+        # benchmarks/memory_peak.py). The flag is peft's own (its helper disable_input_dtype_casting
+        # sets it); the reference pass runs with the adapters disabled, so every forward through
+        # them is under autocast.
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         for module in model.modules():
@@ -195,7 +196,7 @@ class Trainer:
         return per_pair, metrics
 
     def train(self) -> TrainResult:
-        with _kernels(self.config.deterministic):
+        with _deterministic_kernels(self.config.deterministic):
             return self._train()
 
     def _train(self) -> TrainResult:
@@ -325,7 +326,7 @@ def _select(logps: LogProbs, indices: list[int], device: torch.device) -> LogPro
 
 
 @contextmanager
-def _kernels(deterministic: bool):
+def _deterministic_kernels(deterministic: bool):
     """With ``deterministic``, PyTorch's deterministic kernels for this training only (an op that has
     none warns), as PyTorch's reproducibility notes advise: on a GPU, atomics (index_add, attention's
     backward) otherwise add in another order each run, so two runs, or a resumed run and an
