@@ -279,6 +279,34 @@ def test_bf16_holds_the_frozen_base_in_bf16_and_trains_float32_adapters(tiny, tm
     assert {t.dtype for t in load_file(f"{result.model_dir}/adapter_model.safetensors").values()} == {torch.float32}
 
 
+def test_a_finished_bf16_training_leaves_no_model_behind(tiny, tmp_path, monkeypatch, own_precision):
+    """Under bf16 (the GPU default) accelerate's autocast wrapper puts the scorer and its model in a
+    reference cycle; the trainer collects it, so the next method's training or generation does not
+    share the accelerator with a finished model. The collector is off here, as it may well be
+    between two trainings of a run."""
+    import gc
+    import weakref
+
+    import harness.training.trainer as trainer_module
+
+    trained = []
+    wrap = trainer_module._wrap_model
+
+    def wrap_and_watch(*args):
+        model = wrap(*args)
+        trained.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(trainer_module, "_wrap_model", wrap_and_watch)
+    gc.collect()
+    gc.disable()
+    try:
+        _trainer("dpo", tiny, tmp_path / "dpo", epochs=1, bf16=True).train()
+        assert len(trained) == 1 and trained[0]() is None
+    finally:
+        gc.enable()
+
+
 def test_bf16_adapters_reading_bf16_inputs_train_as_with_peft_float32_copies(tiny, tmp_path, monkeypatch, own_precision):
     """Leaving out peft's float32 copy of each LoRA input under autocast saves memory and nothing
     else: autocast cast the copy straight back to bf16, so every step's loss is the same."""

@@ -14,6 +14,7 @@ non-finite stops the run with a clear error instead of saving a broken adapter.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import shutil
@@ -197,7 +198,14 @@ class Trainer:
 
     def train(self) -> TrainResult:
         with _deterministic_kernels(self.config.deterministic):
-            return self._train()
+            result = self._train()
+        # Under mixed precision accelerate wraps the scorer's forward in a bound method stored on the
+        # scorer: a reference cycle, which keeps the trained model and its optimizer state on the
+        # accelerator until the collector runs, through the next method's training and generation.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return result
 
     def _train(self) -> TrainResult:
         c = self.config
