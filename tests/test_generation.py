@@ -16,7 +16,7 @@ from tiny import build_tiny
 from harness.engine import SamplingParams, build_engine, cut_at_stop
 from harness.models import model_ref
 from harness.prompting import PromptFormatter
-from harness.stages.generate import Candidate, generate_revisions, prompt_hash
+from harness.stages.generate import Candidate, OneModelAtATime, generate_revisions, prompt_hash
 from harness.store import RunStore, read_jsonl
 from harness.task import build_task
 
@@ -42,6 +42,31 @@ def _loop(store_dir, engine, candidates, params, revisions=2, chunk_size=2):
     task = build_task("xsum")
     rows = generate_revisions(store, task, engine.tokenizer(), lambda c: engine, ("test", {}), ARTICLES, candidates, revisions, params, chunk_size)
     return rows, PromptFormatter(task, engine.tokenizer())
+
+
+def test_generation_goes_model_by_model_with_one_loaded_at_a_time(tiny, tmp_path):
+    """Methods trained in full have a model each: their engines are built one after the other,
+    each once, the one before closed first, whatever order the methods were named in."""
+    import shutil
+
+    other = str(shutil.copytree(tiny, tmp_path / "full"))  # another model: a method trained in full
+    events = []
+
+    def build(path):
+        engine = build_engine("transformers", {"model": path, "batch_size": 3})
+        close = engine.close
+        engine.close = lambda: (events.append(("close", path)), close())
+        events.append(("open", path))
+        return engine
+
+    cands = [Candidate("lora-a", model_ref(tiny), None), Candidate("full", model_ref(other), None), Candidate("lora-b", model_ref(tiny), None)]
+    engine_for = OneModelAtATime(build)
+    store = RunStore.open(tmp_path / "run", {"t": 1}, seed=0)
+    tokenizer = build_engine("transformers", {"model": tiny}).tokenizer()
+    rows = generate_revisions(store, build_task("xsum"), tokenizer, engine_for, ("test", {}), ARTICLES, cands, 2, SamplingParams(max_new_tokens=4), 2)
+    engine_for.close()
+    assert events == [("open", tiny), ("close", tiny), ("open", other), ("close", other)]
+    assert sorted((r["method"], r["revision"]) for r in rows) == sorted((c.method, k) for c in cands for k in range(3) for _ in ARTICLES)
 
 
 def test_revision_loop_on_the_transformers_engine(tiny, tmp_path):

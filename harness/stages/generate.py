@@ -48,6 +48,28 @@ class GenerationInputs:
     candidate: Candidate
 
 
+class OneModelAtATime:
+    """The engine holding a candidate's model, built on first use; building another model's engine
+    closes the one before, so that one model at a time occupies the accelerator (methods trained in
+    full have a model each). ``generate_revisions`` goes model by model, so each loads once."""
+
+    def __init__(self, build: Callable[[str], Engine]):
+        self.build = build  # model path -> its engine
+        self.path: str | None = None
+        self.engine: Engine | None = None
+
+    def __call__(self, candidate: Candidate) -> Engine:
+        if candidate.model.path != self.path:
+            self.close()
+            self.engine, self.path = self.build(candidate.model.path), candidate.model.path
+        return self.engine  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+        self.engine = self.path = None
+
+
 def item_seed(seed: int, example_id: str, method: str, revision: int) -> int:
     """The sampling seed of one completion: its identity, not its position."""
     return int(hashlib.sha256(f"{seed}/{example_id}/{method}/{revision}".encode()).hexdigest()[:8], 16)
@@ -82,7 +104,7 @@ def generate_revisions(
     examples: list[dict], candidates: list[Candidate], revisions: int, params: SamplingParams, chunk_size: int | None = None,
 ) -> list[dict]:
     """Generate revisions 0..``revisions`` for every candidate; returns their rows.
-    ``engine_for`` gives the engine holding a candidate's model (one per distinct model);
+    ``engine_for`` gives the engine holding a candidate's model (``OneModelAtATime``);
     ``engine`` is the engine's name and options, as the rows' keys record them."""
     log = store.log(GENERATIONS)
     inputs = {c.method: GenerationInputs(engine[0], engine[1], params, task, c) for c in candidates}
@@ -100,8 +122,14 @@ def generate_revisions(
     label = {"name": engine[0], **{k: v for k, v in engine[1].items() if k != "model"}}
     total = (revisions + 1) * len(candidates) * len(examples)
     bar = tqdm(total=total, initial=sum(1 for k in done if k[2] <= revisions), desc="generate", unit="completion")
-    for revision in range(revisions + 1):
-        for cand in candidates:
+    first_use = {}  # model path -> the position of its first candidate
+    for i, cand in enumerate(candidates):
+        first_use.setdefault(cand.model.path, i)
+    # model by model (candidates sharing a base with their adapters stay together), each candidate's
+    # revisions in turn: revision k reads its own method's revision k-1 only, and an engine is needed
+    # for one stretch only (OneModelAtATime)
+    for cand in sorted(candidates, key=lambda c: first_use[c.model.path]):
+        for revision in range(revisions + 1):
             formatter = formatters[cand.method]
             missing = [ex for ex in examples if (str(ex["id"]), cand.method, revision) not in done]
             size = chunk_size or engine_for(cand).chunk_size

@@ -6,11 +6,11 @@ from __future__ import annotations
 from rich.console import Console
 
 from harness.distributed import is_main_process
-from harness.engine import Engine, build_engine_for
+from harness.engine import build_engine_for
 from harness.errors import HarnessError
 from harness.models import model_ref
 from harness.runconfig import ResolvedRun
-from harness.stages.generate import GENERATIONS, Candidate, generate_revisions
+from harness.stages.generate import GENERATIONS, Candidate, OneModelAtATime, generate_revisions
 from harness.stages.train import load_split, policy_base
 from harness.store import RunStore, dumps_row, read_jsonl
 from harness.task import TextTask
@@ -51,20 +51,13 @@ def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> 
         store.write_text(EXAMPLES, "".join(dumps_row({"id": str(ex["id"]), "source": resolved.task.judge_source(ex), "reference": ex["reference"]})
                                            for ex in examples))  # fmt: skip
     cands = candidates(resolved, store)
-    engines: dict[str, Engine] = {}
-
-    def engine_for(candidate: Candidate) -> Engine:
-        if candidate.model.path not in engines:
-            engines[candidate.model.path] = build_engine_for(resolved.engine_name, resolved.engine_options, candidate.model.path)
-        return engines[candidate.model.path]
-
+    engine_for = OneModelAtATime(lambda path: build_engine_for(resolved.engine_name, resolved.engine_options, path))
     tokenizer = engine_for(cands[0]).tokenizer()  # every candidate shares the base tokenizer
     engine = (resolved.engine_name, resolved.engine_options)
     try:
         rows = generate_revisions(store, resolved.task, tokenizer, engine_for, engine, examples, cands, resolved.revisions, resolved.sampling)
     finally:
-        for loaded in engines.values():
-            loaded.close()
+        engine_for.close()
     if is_main_process():
         store.record_input("generation", {"engine": {"name": resolved.engine_name, **resolved.engine_options}, "sampling": resolved.sampling.as_dict(),
                                           "revisions": resolved.revisions, "examples": len(examples), "rows": len(rows)})  # fmt: skip
