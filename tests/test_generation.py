@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import torch
 from conftest import run_cli
 from openai_server import FakeOpenAIServer
 from tiny import build_tiny
@@ -67,6 +68,68 @@ def test_generation_goes_model_by_model_with_one_loaded_at_a_time(tiny, tmp_path
     engine_for.close()
     assert events == [("open", tiny), ("close", tiny), ("open", other), ("close", other)]
     assert sorted((r["method"], r["revision"]) for r in rows) == sorted((c.method, k) for c in cands for k in range(3) for _ in ARTICLES)
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny, tmp_path_factory):
+    """Two LoRA adapters with random weights (peft's default starts B at zero: they would change nothing)."""
+    from peft import LoraConfig, get_peft_model
+
+    from harness.models import load_causal_lm
+
+    folders = []
+    for i in range(2):
+        torch.manual_seed(i)
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
+        folder = tmp_path_factory.mktemp("adapter") / f"a{i}"
+        get_peft_model(load_causal_lm(tiny), lora).save_pretrained(folder)
+        folders.append(str(folder))
+    return folders
+
+
+def test_a_merged_adapter_generates_the_unmerged_texts_and_the_base_comes_back_as_loaded(tiny, adapters):
+    from harness.models import load_causal_lm
+
+    prompts = [a["article"] for a in ARTICLES[:3]]
+    order = [adapters[0], adapters[1], None, adapters[0], None]  # switching both ways, the base in between
+    texts = {}
+    for merge in (True, False):
+        engine = build_engine("transformers", {"model": tiny, "merge_adapters": merge})
+        texts[merge] = [[g.text for g in engine.generate(prompts, SamplingParams(max_new_tokens=12), adapter=a)] for a in order]
+        if merge:  # every weight an adapter was merged into holds its loaded value again, bit for bit
+            loaded = load_causal_lm(tiny).state_dict()
+            now = {k.replace(".base_layer", ""): v for k, v in engine._model.get_base_model().state_dict().items() if "lora_" not in k}
+            assert now.keys() == loaded.keys() and all(torch.equal(now[k], loaded[k]) for k in loaded)
+    assert texts[True] == texts[False]
+    assert len({tuple(t) for t in texts[True][:3]}) == 3  # the adapters change what is generated: the comparison means something
+
+
+def test_a_merged_adapter_decodes_with_the_base_models_operations(tiny, adapters):
+    """On a GPU a decoding step waits on its kernel launches: peft's unmerged LoRA nearly doubles
+    them (every linear layer adds its adapter's), merging brings them back to the base model's."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    def per_step(engine, adapter):
+        counts = []
+        for tokens in (5, 9):
+            engine.generate(["The council said"], SamplingParams(max_new_tokens=tokens), adapter=adapter)  # loads and merges outside the count
+            with Count() as count:
+                engine.generate(["The council said"], SamplingParams(max_new_tokens=tokens), adapter=adapter)
+            counts.append(count.ops)
+        return (counts[1] - counts[0]) / 4
+
+    merged, unmerged = (build_engine("transformers", {"model": tiny, "merge_adapters": m}) for m in (True, False))
+    base = per_step(merged, None)
+    assert per_step(merged, adapters[0]) == base and per_step(unmerged, adapters[0]) > 1.5 * base
 
 
 def test_revision_loop_on_the_transformers_engine(tiny, tmp_path):
