@@ -93,13 +93,13 @@ def test_a_merged_adapter_generates_the_unmerged_texts_and_the_base_comes_back_a
     prompts = [a["article"] for a in ARTICLES[:3]]
     order = [adapters[0], adapters[1], None, adapters[0], None]  # switching both ways, the base in between
     texts = {}
-    for merge in (True, False):
-        engine = build_engine("transformers", {"model": tiny, "merge_adapters": merge})
+    for merge in (True, False):  # float32 on a GPU too: in bf16 the merged weights round, and greedy texts may part
+        engine = build_engine("transformers", {"model": tiny, "merge_adapters": merge, "dtype": "float32"})
         texts[merge] = [[g.text for g in engine.generate(prompts, SamplingParams(max_new_tokens=12), adapter=a)] for a in order]
         if merge:  # every weight an adapter was merged into holds its loaded value again, bit for bit
             loaded = load_causal_lm(tiny).state_dict()
             now = {k.replace(".base_layer", ""): v for k, v in engine._model.get_base_model().state_dict().items() if "lora_" not in k}
-            assert now.keys() == loaded.keys() and all(torch.equal(now[k], loaded[k]) for k in loaded)
+            assert now.keys() == loaded.keys() and all(torch.equal(now[k].cpu(), loaded[k]) for k in loaded)
     assert texts[True] == texts[False]
     assert len({tuple(t) for t in texts[True][:3]}) == 3  # the adapters change what is generated: the comparison means something
 
