@@ -5,9 +5,10 @@ On a GPU, decoding a small model with the default (dynamic) cache waits on kerne
 
 LoRA adapters saved by the trainer are loaded once each and switched per call, so every method
 shares one copy of the base model; the adapter in use is merged into the base weights
-(``merge_adapters``), so that decoding runs the base model's kernels only. Sampling draws each row's token with that row's own seeded
-generator (``SeededRowSampler``), so a sampled completion depends on its seed, not on the other
-prompts of its batch: it is the same whether its run went whole or resumed.
+(``merge_adapters``), so that decoding runs the base model's kernels only. Sampling draws each
+row's token with that row's own seeded generator (``SeededRowSampler``), so a sampled completion
+depends on its seed, not on the other prompts of its batch: it is the same whether its run went
+whole or resumed.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class TransformersEngine(Engine):
             else:
                 self._model.load_adapter(adapter, adapter_name=name)
             self._adapters[adapter] = name
+            self._base_weights = []  # it may reach other layers: the next merge copies them all again
         if adapter is not None and self.merge_adapters:
             self._merge(adapter)
             return nullcontext()
@@ -94,10 +96,8 @@ class TransformersEngine(Engine):
         if self._merged == adapter:
             return
         self._unmerge()
-        if not self._base_weights:  # a host copy of every weight an adapter merges into, taken once
-            from peft.tuners.tuners_utils import BaseTunerLayer
-
-            layers = [m.get_base_layer() for m in self._model.modules() if isinstance(m, BaseTunerLayer)]
+        if not self._base_weights:  # a host copy of every weight an adapter can merge into, taken once per adapter loaded
+            layers = [layer.get_base_layer() for layer in _adapted_layers(self._model)]
             self._base_weights = [(p, p.detach().to("cpu", copy=True)) for layer in layers for p in (layer.weight, layer.bias) if p is not None]
         self._model.set_adapter(self._adapters[adapter])
         self._model.merge_adapter()
@@ -109,7 +109,9 @@ class TransformersEngine(Engine):
         model a little with every switch."""
         if self._merged is None:
             return
-        self._model.unmerge_adapter()
+        for layer in _adapted_layers(self._model):
+            if layer.merged:  # only these: peft warns for each of the others
+                layer.unmerge()
         with torch.no_grad():
             for weight, loaded in self._base_weights:
                 weight.copy_(loaded)
@@ -167,6 +169,13 @@ class TransformersEngine(Engine):
     def close(self) -> None:
         self._model = None
         self._adapters, self._merged, self._base_weights = {}, None, []
+
+
+def _adapted_layers(model) -> list:
+    """The layers peft put adapters in."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
 
 
 class SeededRowSampler:
