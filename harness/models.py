@@ -133,3 +133,10 @@ def load_causal_lm(path: str, dtype: str = "float32"):
         return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     except OSError as exc:
         raise HarnessError(f"cannot load model {path!r}: {str(exc).splitlines()[0]}") from None
+
+
+def adapted_layers(model) -> list:
+    """The layers of ``model`` that peft put adapters in."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]

@@ -23,7 +23,7 @@ import torch
 from harness.config import PositiveInt
 from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
 from harness.errors import HarnessError
-from harness.models import inference_placement, load_causal_lm, load_tokenizer, resolve_model
+from harness.models import adapted_layers, inference_placement, load_causal_lm, load_tokenizer, resolve_model
 
 
 @register("transformers")
@@ -44,7 +44,7 @@ class TransformersEngine(Engine):
         self._model = None
         self._adapters: dict[str, str] = {}  # adapter folder -> peft adapter name
         self._merged: str | None = None  # the adapter folder merged into the base weights now
-        self._base_weights: list[tuple[torch.Tensor, torch.Tensor]] = []  # (weight an adapter merges into, its value as loaded, on the host)
+        self._base_weights: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (weight an adapter merges into, its value as loaded, on the host)
 
     def _load(self):
         if self._model is None:
@@ -80,7 +80,6 @@ class TransformersEngine(Engine):
             else:
                 self._model.load_adapter(adapter, adapter_name=name)
             self._adapters[adapter] = name
-            self._base_weights = []  # it may reach other layers: the next merge copies them all again
         if adapter is not None and self.merge_adapters:
             self._merge(adapter)
             return nullcontext()
@@ -96,9 +95,12 @@ class TransformersEngine(Engine):
         if self._merged == adapter:
             return
         self._unmerge()
-        if not self._base_weights:  # a host copy of every weight an adapter can merge into, taken once per adapter loaded
-            layers = [layer.get_base_layer() for layer in _adapted_layers(self._model)]
-            self._base_weights = [(p, p.detach().to("cpu", copy=True)) for layer in layers for p in (layer.weight, layer.bias) if p is not None]
+        # a host copy of every weight an adapter can merge into, each taken once (an adapter loaded
+        # later may reach layers the earlier ones did not)
+        for layer in adapted_layers(self._model):
+            for p in (layer.get_base_layer().weight, layer.get_base_layer().bias):
+                if p is not None and id(p) not in self._base_weights:
+                    self._base_weights[id(p)] = (p, p.detach().to("cpu", copy=True))
         self._model.set_adapter(self._adapters[adapter])
         self._model.merge_adapter()
         self._merged = adapter
@@ -109,11 +111,11 @@ class TransformersEngine(Engine):
         model a little with every switch."""
         if self._merged is None:
             return
-        for layer in _adapted_layers(self._model):
+        for layer in adapted_layers(self._model):
             if layer.merged:  # only these: peft warns for each of the others
                 layer.unmerge()
         with torch.no_grad():
-            for weight, loaded in self._base_weights:
+            for weight, loaded in self._base_weights.values():
                 weight.copy_(loaded)
         self._merged = None
 
@@ -168,14 +170,8 @@ class TransformersEngine(Engine):
 
     def close(self) -> None:
         self._model = None
-        self._adapters, self._merged, self._base_weights = {}, None, []
+        self._adapters, self._merged, self._base_weights = {}, None, {}
 
-
-def _adapted_layers(model) -> list:
-    """The layers peft put adapters in."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
 
 
 class SeededRowSampler:

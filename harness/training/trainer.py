@@ -30,7 +30,7 @@ from harness.config import stable_hash
 from harness.datasources import Rows
 from harness.errors import HarnessError
 from harness.method import LogProbs, Method
-from harness.models import ModelRef, load_causal_lm, load_tokenizer
+from harness.models import ModelRef, adapted_layers, load_causal_lm, load_tokenizer
 from harness.policies.lm import EncodedPair, PairEncoder, SequenceScorer
 from harness.prompting import PromptFormatter
 from harness.store import JsonlLog, atomic_write_json
@@ -105,11 +105,8 @@ def _wrap_model(model, config: TrainConfig, autocast: bool):
         # benchmarks/memory_peak.py). The flag is peft's own (its helper disable_input_dtype_casting
         # sets it); the reference pass runs with the adapters disabled, so every forward through
         # them is under autocast.
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        for module in model.modules():
-            if isinstance(module, BaseTunerLayer):
-                module.cast_input_dtype_enabled = False
+        for layer in adapted_layers(model):
+            layer.cast_input_dtype_enabled = False
     return model
 
 
