@@ -15,9 +15,10 @@ Measures, per configuration: the median seconds per optimizer step after a warm-
 peak GPU memory (prefixes shared under the packed shared-prefix mask, the default; then through
 copies of the KV cache); the reference pass in pairs per second; generation in tokens per second
 (32 prompts, greedy, 48 new tokens; a random model never stops early, so every row decodes all
-48) with the dynamic and the static KV cache, on the base model and through a LoRA adapter (as the
-pipeline generates), timed on a second call after a first that warms up (and compiles, for the
-static cache on a GPU: its time is printed beside).
+48) with the dynamic and the static KV cache, timed on a second call after a first that warms up
+(and compiles, for the static cache on a GPU: its time is printed beside); on the base model, then
+as the pipeline generates: through one LoRA adapter, then, timed, through another (the switch
+from one method to the next, which must not compile again).
 
 Gradient checkpointing differs by default: TRL's DPOConfig turns it on (less memory, a second
 forward in backward), the harness leaves it off. Each trainer runs with its own default and with
@@ -177,20 +178,22 @@ def reference_pass(model: str, rows: list[dict], micro: int) -> dict:
     return {"what": f"reference pass, SRPO's six sequences, micro-batch {micro}", "pairs_per_s": len(pairs) / (time.perf_counter() - start)}
 
 
-def lora_adapter(model: str, folder: Path) -> str:
+def lora_adapter(model: str, folder: Path, seed: int) -> str:
     """A LoRA adapter for ``model`` in the trainer's layout (LORA, float32 weights), with random
     weights: what the pipeline generates through, for every method."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16)
     lora = LoraConfig(r=LORA["lora_r"], lora_alpha=LORA["lora_alpha"], target_modules=LORA["lora_target_modules"], init_lora_weights=False, task_type="CAUSAL_LM")
     get_peft_model(base, lora).save_pretrained(folder)
     return str(folder)
 
 
-def generation(model: str, prompts: int, new_tokens: int, cache: str, adapter: str | None = None) -> dict:
-    """Tokens per second of the transformers engine, on the base model or through ``adapter``."""
+def generation(model: str, prompts: int, new_tokens: int, cache: str, adapters: tuple[str, str] | None = None) -> dict:
+    """Tokens per second of the transformers engine, on the base model or, timed, through the
+    second of ``adapters`` after a call through the first."""
     from harness.engine import SamplingParams, build_engine
     from harness.prompting import PromptFormatter
 
@@ -200,7 +203,7 @@ def generation(model: str, prompts: int, new_tokens: int, cache: str, adapter: s
     texts = [formatter.prompt(ex) for ex in task.load("test", limit=prompts).rows]
     params = SamplingParams(max_new_tokens=new_tokens)
     timings = []
-    for _ in range(2):  # the first call warms up (and, with the static cache on a GPU, compiles this batch shape)
+    for adapter in adapters or (None, None):  # the first call warms up (and, with the static cache on a GPU, compiles)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -209,7 +212,7 @@ def generation(model: str, prompts: int, new_tokens: int, cache: str, adapter: s
             torch.cuda.synchronize()
         timings.append(time.perf_counter() - start)
     engine.close()
-    through = ", through a LoRA adapter" if adapter else ""
+    through = ", through a LoRA adapter after another" if adapters else ""
     return {"what": f"generation, transformers engine, {cache} cache{through}, {prompts} XSum prompts, greedy, {new_tokens} new tokens",
             "tokens_per_s": sum(o.completion_tokens for o in outputs) / timings[1], "seconds": timings[1], "first_call_s": timings[0]}  # fmt: skip
 
@@ -272,9 +275,9 @@ def main() -> None:
             for cache in ("dynamic", "static"):
                 report.other(generation(model, args.prompts, args.new_tokens, cache))
             if "adapter" not in skip:  # what the pipeline runs: every method's completions go through its adapter
-                adapter = lora_adapter(model, Path(folder) / "adapter")
+                adapters = lora_adapter(model, Path(folder) / "a", 0), lora_adapter(model, Path(folder) / "b", 1)
                 for cache in ("dynamic", "static"):
-                    report.other(generation(model, args.prompts, args.new_tokens, cache, adapter))
+                    report.other(generation(model, args.prompts, args.new_tokens, cache, adapters))
         if "cache" not in skip:  # the other way to share prefixes (copies of the KV cache, two forwards): is it faster here?
             for method in ("dpo", "srpo"):
                 report.step(harness_step(model, method, rows, args.pairs, args.steps, "cache"))

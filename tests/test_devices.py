@@ -73,7 +73,7 @@ def test_the_gpu_benchmark_runs_end_to_end_on_a_tiny_shape(tmp_path):
         ("harness DPO (cache)", 2, False), ("harness SRPO (cache)", 2, False), ("harness SRPO", 2, True)]  # fmt: skip
     assert all(s["s_per_step"] > 0 for s in data["steps"])
     assert [o["what"].split(", ")[2:4] for o in data["other"][1:]] == [["dynamic cache", "2 XSum prompts"], ["static cache", "2 XSum prompts"],
-                                                                     ["dynamic cache", "through a LoRA adapter"], ["static cache", "through a LoRA adapter"]]  # fmt: skip
+                                                                     ["dynamic cache", "through a LoRA adapter after another"], ["static cache", "through a LoRA adapter after another"]]  # fmt: skip
     assert all(o["tokens_per_s"] > 0 for o in data["other"][1:])
 
 

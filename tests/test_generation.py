@@ -97,12 +97,40 @@ def test_a_merged_adapter_generates_the_unmerged_texts_and_the_base_comes_back_a
     for merge in (True, False):  # float32 on a GPU too: in bf16 the merged weights round, and greedy texts may part
         engine = build_engine("transformers", {"model": tiny, "merge_adapters": merge, "dtype": "float32"})
         texts[merge] = [[g.text for g in engine.generate(prompts, SamplingParams(max_new_tokens=12), adapter=a)] for a in order]
-        if merge:  # every weight an adapter was merged into holds its loaded value again, bit for bit
-            loaded = load_causal_lm(tiny).state_dict()
-            now = {k.replace(".base_layer", ""): v for k, v in engine._model.get_base_model().state_dict().items() if "lora_" not in k}
+        if merge:  # the base model's own modules, no adapter layer left, every weight as loaded, bit for bit
+            loaded, now = load_causal_lm(tiny).state_dict(), engine._model.state_dict()
             assert now.keys() == loaded.keys() and all(torch.equal(now[k].cpu(), loaded[k]) for k in loaded)
     assert texts[True] == texts[False]
     assert len({tuple(t) for t in texts[True][:3]}) == 3  # the adapters change what is generated: the comparison means something
+
+
+def test_a_compiled_decoding_step_serves_every_adapter_without_compiling_again(tiny, adapters):
+    """With the static cache transformers compiles the decoding step (on a GPU; here asked to on
+    the CPU, with a backend that counts the graphs it is handed). Merged adapters leave the base
+    model's modules in place, so switching methods compiles nothing: peft's layers, left in,
+    recompiled the step for every adapter, and torch stops compiling after eight."""
+    from transformers import CompileConfig
+
+    graphs = []
+
+    def counting(graph, example_inputs, **options):
+        graphs.append(graph)
+        return graph.forward  # runs the captured graph as it is: the texts show it read the weights of the moment
+
+    config = CompileConfig(backend=counting)
+    config._compile_all_devices = True  # transformers' switch to compile on a CPU
+    prompts = [a["article"] for a in ARTICLES[:3]]
+    order = [None, adapters[0], adapters[1], None, adapters[0]]
+    compiled = build_engine("transformers", {"model": tiny, "cache": "static", "dtype": "float32"})  # float32 on a GPU too, so the texts compare
+    compiled._load().generation_config.compile_config = config
+    torch._dynamo.reset()
+    try:
+        texts = [[g.text for g in compiled.generate(prompts, SamplingParams(max_new_tokens=12), adapter=a)] for a in order]
+    finally:
+        torch._dynamo.reset()
+    assert len(graphs) == 1
+    eager = build_engine("transformers", {"model": tiny, "dtype": "float32"})
+    assert texts == [[g.text for g in eager.generate(prompts, SamplingParams(max_new_tokens=12), adapter=a)] for a in order]
 
 
 def test_a_merged_adapter_decodes_with_the_base_models_operations(tiny, adapters):

@@ -1,11 +1,13 @@
 """The transformers engine: batched generation with left padding and the KV cache, CPU or GPU.
 
 On a GPU, decoding a small model with the default (dynamic) cache waits on kernel launches;
-``cache="static"`` lets transformers compile the step (a compile per batch shape, then CUDA graphs).
+``cache="static"`` lets transformers compile the step (then CUDA graphs): transformers keeps the
+cache as long as the longest call so far, and torch compiles again only the first time the batch's
+rows or the cache's length change, then for any size: a few compiles per run.
 
-LoRA adapters saved by the trainer are loaded once each and switched per call, so every method
-shares one copy of the base model; the adapter in use is merged into the base weights
-(``merge_adapters``), so that decoding runs the base model's kernels only. Sampling draws each
+Every method shares one copy of the base model: the LoRA adapter in use is merged into its weights
+(``merge_adapters``), so that decoding runs the base model's kernels and modules only, and the
+weights are restored exactly at the next switch. Sampling draws each
 row's token with that row's own seeded generator (``SeededRowSampler``), so a sampled completion
 depends on its seed, not on the other prompts of its batch: it is the same whether its run went
 whole or resumed.
@@ -36,15 +38,16 @@ class TransformersEngine(Engine):
     max_batch_tokens: PositiveInt | Literal["auto"] = "auto"  # and at most this many (padded) prompt tokens; "auto": 4096 on a CPU (long prompts in small batches), 65536 on a GPU
     device: Literal["auto", "cuda", "cpu"] = "auto"  # "auto": CUDA when present, else CPU
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # "auto": bfloat16 on a GPU that has it, float32 otherwise
-    cache: Literal["dynamic", "static"] = "dynamic"  # "static": a preallocated KV cache, which transformers compiles on a GPU (CUDA graphs): decoding stops waiting on kernel launches, after one compile per batch shape
-    pad_to_multiple: PositiveInt = 64  # with the static cache, prompts are padded to a multiple of this many tokens so batch shapes (and compiles) repeat
+    cache: Literal["dynamic", "static"] = "dynamic"  # "static": a preallocated KV cache, which transformers compiles on a GPU (CUDA graphs): decoding stops waiting on kernel launches, after a few compiles per run
+    pad_to_multiple: PositiveInt = 64  # with the static cache, prompts are padded to a multiple of this many tokens, so that the cache grows in steps of it (a CUDA graph is recorded per length)
     merge_adapters: bool = True  # generate through a LoRA adapter merged into the base weights (restored exactly after): a decoding step then runs the base model's kernels, not nearly twice as many; false computes the adapter beside the base, as in training
 
     def __post_init__(self):
         self._model = None
-        self._adapters: dict[str, str] = {}  # adapter folder -> peft adapter name
+        self._adapters: dict[str, str] = {}  # merge_adapters false: adapter folder -> its name among peft's layers, which hold them all
         self._merged: str | None = None  # the adapter folder merged into the base weights now
-        self._base_weights: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (weight an adapter merges into, its value as loaded, on the host)
+        self._merged_into: list[tuple[torch.Tensor, torch.Tensor]] = []  # (weight it changed, its value as loaded, on the host)
+        self._base_weights: dict[int, torch.Tensor] = {}  # id of a weight an adapter merged into -> its value as loaded, on the host
 
     def _load(self):
         if self._model is None:
@@ -52,7 +55,7 @@ class TransformersEngine(Engine):
             device, dtype = inference_placement(self.device, self.dtype)
             self._tokenizer = load_tokenizer(path)
             self._tokenizer.padding_side = "left"  # generation continues from the right end of every row
-            self._model = load_causal_lm(path, dtype).to(device).eval()
+            self._model = load_causal_lm(path, dtype).to(device).eval().requires_grad_(False)  # as after any adapter: a compiled step guards on it
         return self._model
 
     def settled_options(self) -> dict:
@@ -69,55 +72,51 @@ class TransformersEngine(Engine):
     def _use_adapter(self, adapter: str | None):
         """The model made ready to generate through ``adapter`` (None: the base model); a context
         to generate in."""
-        model = self._load()
-        if adapter is not None and adapter not in self._adapters:
+        self._load()
+        if self.merge_adapters:
+            self._merge(adapter)
+            return nullcontext()
+        if adapter is None:
+            return self._model.disable_adapter() if self._adapters else nullcontext()
+        if adapter not in self._adapters:
             from peft import PeftModel
 
-            self._unmerge()  # peft adds adapters to layers that hold the base weights
             name = f"a{len(self._adapters)}"
             if not self._adapters:
-                self._model = PeftModel.from_pretrained(model, adapter, adapter_name=name).eval()
+                self._model = PeftModel.from_pretrained(self._model, adapter, adapter_name=name).eval()
             else:
                 self._model.load_adapter(adapter, adapter_name=name)
             self._adapters[adapter] = name
-        if adapter is not None and self.merge_adapters:
-            self._merge(adapter)
-            return nullcontext()
-        self._unmerge()
-        if adapter is None:
-            return self._model.disable_adapter() if self._adapters else nullcontext()
         self._model.set_adapter(self._adapters[adapter])
         return nullcontext()
 
-    def _merge(self, adapter: str) -> None:
-        """``adapter`` merged into the base weights (W + scale * B A), once per switch: the calls of
-        one method follow each other, since generation goes method by method."""
+    def _merge(self, adapter: str | None) -> None:
+        """The base weights with ``adapter`` merged in (W + scale * B A; None: as loaded), once per
+        switch: the calls of one method follow each other, since generation goes method by method.
+
+        peft wraps the base model's layers to merge and unwraps them after, so the model keeps the
+        base model's own modules and parameters whichever adapter it holds: a compiled decoding
+        step (``cache="static"``) then serves every method, where peft's layers would recompile it
+        for each adapter and, past torch's recompile limit, fall back to running uncompiled."""
         if self._merged == adapter:
             return
-        self._unmerge()
-        # a host copy of every weight an adapter can merge into, each taken once (an adapter loaded
-        # later may reach layers the earlier ones did not)
-        for layer in adapted_layers(self._model):
-            for p in (layer.get_base_layer().weight, layer.get_base_layer().bias):
-                if p is not None and id(p) not in self._base_weights:
-                    self._base_weights[id(p)] = (p, p.detach().to("cpu", copy=True))
-        self._model.set_adapter(self._adapters[adapter])
-        self._model.merge_adapter()
-        self._merged = adapter
-
-    def _unmerge(self) -> None:
-        """The base weights as loaded: peft's unmerge (for its bookkeeping), then the host copy
-        written back, since subtracting the adapter again rounds (bf16) and would drift the base
-        model a little with every switch."""
-        if self._merged is None:
-            return
-        for layer in adapted_layers(self._model):
-            if layer.merged:  # only these: peft warns for each of the others
-                layer.unmerge()
-        with torch.no_grad():
-            for weight, loaded in self._base_weights.values():
+        with torch.no_grad():  # the base weights as loaded: subtracting an adapter again would round (bf16) and drift them
+            for weight, loaded in self._merged_into:
                 weight.copy_(loaded)
-        self._merged = None
+        self._merged, self._merged_into = None, []
+        if adapter is None:
+            return
+        from peft import PeftModel
+
+        wrapped = PeftModel.from_pretrained(self._model, adapter)
+        for layer in adapted_layers(wrapped):
+            for p in (layer.get_base_layer().weight, layer.get_base_layer().bias):
+                if p is not None:
+                    if id(p) not in self._base_weights:  # a host copy of each weight, taken once
+                        self._base_weights[id(p)] = p.detach().to("cpu", copy=True)
+                    self._merged_into.append((p, self._base_weights[id(p)]))
+        self._model = wrapped.merge_and_unload()  # the same base model object, its layers unwrapped
+        self._merged = adapter
 
     @torch.no_grad()
     def generate(self, prompts, params: SamplingParams, adapter=None, stop=(), seeds=None, chat=False) -> list[Generation]:
@@ -170,7 +169,7 @@ class TransformersEngine(Engine):
 
     def close(self) -> None:
         self._model = None
-        self._adapters, self._merged, self._base_weights = {}, None, {}
+        self._adapters, self._merged, self._merged_into, self._base_weights = {}, None, [], {}
 
 
 
