@@ -15,6 +15,7 @@ part=${1:-all}
 SHAPE=${SHAPE:-llama-1b}  # a shape of benchmarks/gpu.py (tiny: the same steps on a CPU, for trying this script)
 BENCH_LIMIT=${BENCH_LIMIT:-250}  # seconds for benchmarks/gpu.py
 PIPELINE_LIMIT=${PIPELINE_LIMIT:-160}  # seconds for the five-method run
+PIPELINE_ARGS=${PIPELINE_ARGS:-}  # more `harness run` arguments for it, e.g. "--engine-arg cache=static" (the run's generation compiled)
 MEMORY_LIMIT=${MEMORY_LIMIT:-150}  # seconds for benchmarks/memory_peak.py
 TESTS_LIMIT=${TESTS_LIMIT:-400}  # seconds for the tests part
 mkdir -p "$OUT"
@@ -32,7 +33,7 @@ if [[ $part == pipeline || $part == all ]]; then
   python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from gpu import build_model; from pathlib import Path; build_model('$SHAPE', 'gpu/tokenizer', Path('/tmp/gpu-model'))" > "$OUT/build.log" 2>&1
   start=$SECONDS
   timeout "$PIPELINE_LIMIT" python3 -m harness.cli run --method srpo,dpo,ipo,simpo,rpo --task xsum --model /tmp/gpu-model \
-    --judge local-lm --judge-arg model=/tmp/gpu-model --limit 16 --revisions 2 --max-new-tokens 48 --output-dir /tmp/run > "$OUT/pipeline.log" 2>&1
+    --judge local-lm --judge-arg model=/tmp/gpu-model --limit 16 --revisions 2 --max-new-tokens 48 --output-dir /tmp/run $PIPELINE_ARGS > "$OUT/pipeline.log" 2>&1
   echo "pipeline exit $? after $((SECONDS - start)) s" >> "$OUT/pipeline.log"
   cp /tmp/run/summary.json /tmp/run/manifest.json "$OUT/" 2>/dev/null
 fi
