@@ -74,7 +74,7 @@ def test_the_gpu_benchmark_runs_end_to_end_on_a_tiny_shape(tmp_path):
     assert all(s["s_per_step"] > 0 for s in data["steps"])
     assert [o["what"].split(", ")[2:4] for o in data["other"][1:]] == [["dynamic cache", "2 XSum prompts"], ["static cache", "2 XSum prompts"],
                                                                      ["dynamic cache", "through a LoRA adapter after another"], ["static cache", "through a LoRA adapter after another"]]  # fmt: skip
-    assert all(o["tokens_per_s"] > 0 for o in data["other"][1:])
+    assert all(o["tokens_per_s"] > 0 for o in data["other"][1:]) and all(o["switch_call_s"] > 0 for o in data["other"][3:])
 
 
 def test_missing_requirements_follows_what_installed_distributions_need(tmp_path, monkeypatch):
