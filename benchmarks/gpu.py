@@ -20,11 +20,11 @@ copies of the KV cache); the reference pass in pairs per second; generation in t
 as the pipeline generates: through one LoRA adapter, then through another (the switch from one
 method to the next, timed apart: it must not compile again), then timed.
 
-Gradient checkpointing differs by default: TRL's DPOConfig turns it on (less memory, a second
-forward in backward), the harness leaves it off. Each trainer runs with its own default and with
-the other's (``--skip checkpointing`` drops those rows), so that speed and memory can be compared
-like for like: harness DPO with checkpointing right after TRL (the issue's memory target), TRL
-without it and SRPO with it last.
+Gradient checkpointing (less memory, a second forward in backward) is TRL's DPOConfig default,
+and the harness's on a GPU (``gradient_checkpointing: auto``). Every row says whether it is on:
+each trainer runs with it and without (``--skip checkpointing`` drops the rows beyond the first
+ones), so that speed and memory can be compared like for like: harness DPO with checkpointing right
+after TRL (the issue's memory target), TRL without it and SRPO with it last.
 """
 
 from __future__ import annotations
@@ -284,7 +284,7 @@ def main() -> None:
         if "cache" not in skip:  # the other way to share prefixes (copies of the KV cache, two forwards): is it faster here?
             for method in ("dpo", "srpo"):
                 report.step(harness_step(model, method, rows, args.pairs, args.steps, "cache"))
-        if "checkpointing" not in skip:  # each trainer with the other's default: like-for-like speed and memory
+        if "checkpointing" not in skip:  # each trainer both ways: like-for-like speed and memory
             if "trl" not in skip:
                 report.step(trl_step(model, rows, args.steps, checkpointing=False))
             report.step(harness_step(model, "srpo", rows, args.pairs, args.steps, checkpointing=True))

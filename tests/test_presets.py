@@ -75,3 +75,22 @@ def test_auto_precision_is_settled_for_the_machine_so_cpu_and_gpu_results_never_
     assert cpu_judge != gpu_judge
     told, told_judge = resolved_and_judge(train={"bf16": "no"}, engine_args={"dtype": "float32"}, judge_args={"device": "cpu"})  # YAML's no: false
     assert (told.train.bf16, told.engine_options["dtype"], told_judge) == (False, "float32", cpu_judge)  # what was said is kept
+
+
+def test_auto_checkpointing_is_settled_for_the_machine_in_every_training(monkeypatch):
+    """What "auto" checkpointing means is in the key of the preference trainings and of SFT: on a
+    CPU off, on a GPU on, unless said otherwise (each training its own) or prefix_sharing "cache"
+    needs the KV cache."""
+    import torch
+
+    def checkpointing(**cli):
+        run = _resolve(None, "xsum", **{"sft": {"epochs": 1}, **cli})
+        return run.train_by_method["srpo"].gradient_checkpointing, run.sft.gradient_checkpointing
+
+    assert checkpointing() == (False, False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert checkpointing() == (True, True)
+    assert checkpointing(train={"gradient_checkpointing": "false"}) == (False, True)  # SFT keeps its own options, as for lr
+    assert checkpointing(sft={"epochs": 1, "gradient_checkpointing": False}) == (True, False)
+    assert checkpointing(train={"prefix_sharing": "cache"})[0] is False

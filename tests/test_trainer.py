@@ -469,6 +469,20 @@ def test_gradient_checkpointing_keeps_prefix_sharing_and_the_same_losses(tiny, t
         assert checkpointed["margin"] == pytest.approx(plain["margin"], rel=1e-3, abs=1e-5)
 
 
+def test_checkpointing_follows_the_device_unless_set(tiny, monkeypatch):
+    """"auto" recomputes activations where training runs on a GPU (TRL's default; memory binds
+    there) and not on a CPU; prefix_sharing "cache" reads the KV cache, which checkpointing turns
+    off, so "auto" leaves it off there. The trainer reads the setting, not the word "auto"."""
+    from harness.training.trainer import _wrap_model
+
+    def checkpointed(**options) -> bool:
+        return _wrap_model(load_causal_lm(tiny), TrainConfig(**options), autocast=False).is_gradient_checkpointing
+
+    assert not checkpointed() and checkpointed(gradient_checkpointing=True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert checkpointed() and not checkpointed(gradient_checkpointing=False) and not checkpointed(prefix_sharing="cache")
+
+
 def test_the_micro_batch_follows_the_device_unless_set():
     """One pair per forward on a CPU; on an accelerator up to 8, evenly splitting each process's
     share of the batch (a micro-batch per process must exist, or the step would be dropped)."""

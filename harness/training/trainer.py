@@ -81,7 +81,7 @@ def build_accelerator(config: TrainConfig):
 def _wrap_model(model, config: TrainConfig, autocast: bool):
     """The model to train: checkpointing as configured, LoRA adapters where asked (``autocast``: every
     training forward runs under bf16 autocast)."""
-    if config.gradient_checkpointing:  # transformers renamed it in 5.2x; the old name warns
+    if config.uses_checkpointing():  # transformers renamed it in 5.2x; the old name warns
         getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
         model.config.use_cache = False
     if not config.lora:
@@ -362,7 +362,7 @@ def _explaining_oom(where: str, micro_size: int, config: TrainConfig, world: int
     except torch.cuda.OutOfMemoryError:
         smaller = config.even_micro_batch(micro_size - 1, world) if micro_size > 1 else None
         advice = [f"--train-arg micro_batch_size={smaller}"] if smaller else ["a lower --train-arg max_completion_tokens or --task-arg max_source_tokens"]
-        if not config.gradient_checkpointing:
+        if not config.uses_checkpointing():
             advice.append("--train-arg gradient_checkpointing=true")
         raise HarnessError(f"out of accelerator memory in {where} with {micro_size} pair(s) per forward: try {' or '.join(advice)}; "
                            "a rerun resumes after the last checkpoint") from None  # fmt: skip
