@@ -511,16 +511,19 @@ def test_running_out_of_accelerator_memory_says_what_to_lower_and_keeps_the_chec
     monkeypatch.setattr(Trainer, "micro_step", micro_step)
     out_of_memory_at = 3  # batch 2, a pair per forward: the first forward of step 2
     with pytest.raises(HarnessError) as info:
-        _trainer("dpo", tiny, tmp_path, epochs=1, checkpoint_every=1, micro_batch_size=1).train()
+        _trainer("dpo", tiny, tmp_path, epochs=1, checkpoint_every=1, micro_batch_size=1, gradient_checkpointing=False).train()  # off on a GPU too
     assert str(info.value) == ("out of accelerator memory in training step 2 with 1 pair(s) per forward: try a lower --train-arg max_completion_tokens "
                                "or --task-arg max_source_tokens or --train-arg gradient_checkpointing=true; a rerun resumes after the last checkpoint")  # fmt: skip
     calls.clear()
     out_of_memory_at = None
-    result = _trainer("dpo", tiny, tmp_path, epochs=1, checkpoint_every=1, micro_batch_size=1).train()
+    result = _trainer("dpo", tiny, tmp_path, epochs=1, checkpoint_every=1, micro_batch_size=1, gradient_checkpointing=False).train()
     assert len(calls) == 2  # step 2 alone: step 1 came from the checkpoint
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2] == list(range(1, result.steps + 1))
     calls.clear()
     out_of_memory_at = 1
     with pytest.raises(HarnessError, match=r"with 2 pair\(s\) per forward: try --train-arg micro_batch_size=1 or --train-arg gradient_checkpointing=true;"):
-        _trainer("dpo", tiny, tmp_path / "two", epochs=1, micro_batch_size=2).train()
+        _trainer("dpo", tiny, tmp_path / "two", epochs=1, micro_batch_size=2, gradient_checkpointing=False).train()
+    calls.clear()
+    with pytest.raises(HarnessError, match=r"with 2 pair\(s\) per forward: try --train-arg micro_batch_size=1;"):  # checkpointing is on already
+        _trainer("dpo", tiny, tmp_path / "checkpointed", epochs=1, micro_batch_size=2, gradient_checkpointing=True).train()
