@@ -7,10 +7,9 @@ rows or the cache's length change, then for any size: a few compiles per run.
 
 Every method shares one copy of the base model: the LoRA adapter in use is merged into its weights
 (``merge_adapters``), so that decoding runs the base model's kernels and modules only, and the
-weights are restored exactly at the next switch. Sampling draws each
-row's token with that row's own seeded generator (``SeededRowSampler``), so a sampled completion
-depends on its seed, not on the other prompts of its batch: it is the same whether its run went
-whole or resumed.
+weights are restored exactly at the next switch. Sampling draws each row's token with that row's
+own seeded generator (``SeededRowSampler``), so a sampled completion depends on its seed, not on
+the other prompts of its batch: it is the same whether its run went whole or resumed.
 """
 
 from __future__ import annotations
