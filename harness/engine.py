@@ -7,7 +7,7 @@ revision loop drives a local model, vLLM or any OpenAI-compatible server.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Annotated, ClassVar
 
 from pydantic import Field
@@ -45,6 +45,9 @@ class Engine(Plugin):
     """Base of the engines; subclasses are dataclasses whose fields are their options."""
 
     sets_model: ClassVar[bool] = True  # the run's model (base, SFT or trained) is this engine's ``model`` option
+    # Options that change how completions are computed or fetched (batch sizes, retries, the
+    # device), never what they say: they alone are left out of the engine's identity.
+    not_in_generations: ClassVar[frozenset[str]] = frozenset()
 
     def generate(
         self, prompts: list[str], params: SamplingParams, adapter: str | None = None, stop: tuple[str, ...] = (), seeds: list[int] | None = None,
@@ -58,8 +61,18 @@ class Engine(Plugin):
 
     def settled_options(self) -> dict:
         """Options whose "auto" this machine settles and the texts depend on (the precision on a
-        GPU or a CPU), as settled here: the generation keys hold them."""
+        GPU or a CPU), as settled here."""
         return {}
+
+    def describe_config(self) -> dict:
+        """What identifies this engine's completions (keys the run's generations and built pairs):
+        its name and every option but ``not_in_generations``, "auto" as this machine settles it,
+        so that an option an engine gains is part of the key unless it is declared not to change
+        texts. The model an engine loads for the run is left out: the candidate's key holds it."""
+        options = {f.name: getattr(self, f.name) for f in fields(self) if f.init and f.name not in self.not_in_generations}
+        if self.sets_model:
+            options.pop("model", None)
+        return {"engine": self.registered_name, **options, **self.settled_options()}
 
     def tokenizer(self):
         """The tokenizer prompts are built for, or None (an API: no token budget or chat template here)."""

@@ -127,7 +127,7 @@ class ResolvedRun:
     train_limit: int | None  # rows of the training splits
     model: str  # the base model's name as given (an alias, a folder or a hub id)
     engine_name: str
-    engine_options: dict
+    engine_options: dict  # what every engine of the run is built with: the user's options, "auto" precision settled; keys hold Engine.describe_config
     revisions: int
     sampling: SamplingParams
     judge_name: str

@@ -41,7 +41,7 @@ def tiny(tmp_path_factory):
 def _loop(store_dir, engine, candidates, params, revisions=2, chunk_size=2):
     store = RunStore.open(store_dir, {"t": 1}, seed=0)
     task = build_task("xsum")
-    rows = generate_revisions(store, task, engine.tokenizer(), lambda c: engine, ("test", {}), ARTICLES, candidates, revisions, params, chunk_size)
+    rows = generate_revisions(store, task, engine.tokenizer(), lambda c: engine, {"engine": "test"}, ARTICLES, candidates, revisions, params, chunk_size)
     return rows, PromptFormatter(task, engine.tokenizer())
 
 
@@ -64,7 +64,7 @@ def test_generation_goes_model_by_model_with_one_loaded_at_a_time(tiny, tmp_path
     engine_for = OneModelAtATime(build)
     store = RunStore.open(tmp_path / "run", {"t": 1}, seed=0)
     tokenizer = build_engine("transformers", {"model": tiny}).tokenizer()
-    rows = generate_revisions(store, build_task("xsum"), tokenizer, engine_for, ("test", {}), ARTICLES, cands, 2, SamplingParams(max_new_tokens=4), 2)
+    rows = generate_revisions(store, build_task("xsum"), tokenizer, engine_for, {"engine": "test"}, ARTICLES, cands, 2, SamplingParams(max_new_tokens=4), 2)
     engine_for.close()
     assert events == [("open", tiny), ("close", tiny), ("open", other), ("close", other)]
     assert sorted((r["method"], r["revision"]) for r in rows) == sorted((c.method, k) for c in cands for k in range(3) for _ in ARTICLES)
@@ -326,7 +326,7 @@ def test_rows_whose_inputs_changed_move_aside_and_others_stay(tiny, tmp_path):
     cands = [Candidate("base", model_ref(tiny), None)]
     store = RunStore.open(tmp_path / "run", {"t": 1}, seed=0)
     task = build_task("xsum")
-    run = lambda examples, params: generate_revisions(store, task, engine.tokenizer(), lambda c: engine, ("test", {}), examples, cands, 1, params)  # noqa: E731
+    run = lambda examples, params: generate_revisions(store, task, engine.tokenizer(), lambda c: engine, {"engine": "test"}, examples, cands, 1, params)  # noqa: E731
     first = run(ARTICLES, SamplingParams(max_new_tokens=4))
     run(ARTICLES[:2], SamplingParams(max_new_tokens=6))  # new sampling for two examples: their rows are redone
     main = read_jsonl(tmp_path / "run" / "generations.jsonl")
@@ -335,6 +335,37 @@ def test_rows_whose_inputs_changed_move_aside_and_others_stay(tiny, tmp_path):
     assert {r["example_id"] for r in main if r["sampling"]["max_new_tokens"] == 4} == {"a2", "a3", "a4"}  # the other examples' rows stay
     again = run(ARTICLES[2:], SamplingParams(max_new_tokens=4))
     assert [r["text"] for r in again] == [r["text"] for r in first if r["example_id"] in ("a2", "a3", "a4")]  # reused, not regenerated
+
+
+@pytest.mark.parametrize("name", ["transformers", "openai", "vllm"])
+def test_every_option_that_can_change_a_text_is_in_the_engines_identity(name):
+    """The run's generations and built pairs are keyed by ``describe_config``, built from the
+    engine itself: an option left at its default is in it too, so a default that changes (as
+    merge_adapters' once did) cannot reuse old texts, and saying the default aloud keeps the key.
+    Only options declared not to change texts (batch sizes, the device, retries) are left out, and
+    changing one of those keeps the key; so does the model a local engine loads for a candidate,
+    which the candidate's key holds."""
+    from dataclasses import fields
+
+    from harness import registry
+    from harness.config import stable_hash
+
+    cls = registry.engines.get(name)
+    key = lambda **options: stable_hash(build_engine(name, options).describe_config())  # noqa: E731
+    options = {f.name for f in fields(cls) if f.init}
+    left_out = cls.not_in_generations | ({"model"} if cls.sets_model else set())
+    assert options - left_out <= build_engine(name, {}).describe_config().keys()
+    assert cls.not_in_generations <= options  # a misspelt name would silently leave nothing out
+    changed = {"cache": "static", "merge_adapters": False, "pad_to_multiple": 8, "dtype": "float16", "model": "served-name", "base_url": "http://127.0.0.1:1/v1",
+               "api": "chat", "adapter_models": {"runs/r/train/dpo/adapter": "dpo"}, "max_model_len": 1024, "max_lora_rank": 8, "tensor_parallel_size": 2}  # fmt: skip
+    assert (options - left_out) <= changed.keys()  # an option this test does not know fails it: say here whether it changes texts
+    for option in options - left_out:
+        assert key(**{option: changed[option]}) != key(), option
+        assert key(**{option: build_engine(name, {}).__dict__[option]}) == key(), option  # the default, said aloud
+    operational = {"model": "other/model", "batch_size": 1, "max_batch_tokens": 128, "device": "cpu", "api_key_env": "OTHER_KEY", "concurrency": 2,
+                   "max_retries": 0, "timeout": 5.0, "gpu_memory_utilization": 0.5}  # fmt: skip
+    for option in left_out:
+        assert key(**{option: operational[option]}) == key(), option
 
 
 def test_the_static_cache_gives_the_dynamic_caches_texts_in_padded_shapes(tiny):

@@ -41,7 +41,7 @@ def test_built_pairs_are_rebuilt_for_another_prompt_format(tiny, tmp_path):
     from harness.task import build_task
 
     task = build_task("xsum")
-    make = lambda fmt: PairsInputs(task, Rows.of([{"id": "1"}]), model_ref(tiny), "transformers", {}, fmt, SamplingParams())  # noqa: E731
+    make = lambda fmt: PairsInputs(task, Rows.of([{"id": "1"}]), model_ref(tiny), {"engine": "transformers"}, fmt, SamplingParams())  # noqa: E731
     assert stable_hash(make("raw")) != stable_hash(make("chat"))  # the key is the object the stage reads, prompt format included
 
 

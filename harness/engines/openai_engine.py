@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from harness.config import NonNegativeInt, Positive, PositiveInt
 from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
@@ -31,6 +31,9 @@ from harness.openai_client import OPENAI_URL, AdaptiveLimit, Usage, in_flight, m
 @dataclass
 class OpenAIEngine(Engine):
     """An OpenAI-compatible server: completions API for completion-style tasks, chat for chat tasks; LoRA adapters by served name."""
+
+    # How requests travel; retries decide whether a completion arrives, not what it says.
+    not_in_generations: ClassVar[frozenset[str]] = frozenset({"api_key_env", "concurrency", "max_retries", "timeout"})
 
     model: str = ""  # the served base model name (required: the name the server lists at /v1/models)
     base_url: str = ""  # e.g. http://127.0.0.1:8000/v1 for a vLLM or llama.cpp server; empty: OpenAI

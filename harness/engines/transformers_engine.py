@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -31,6 +31,8 @@ from harness.models import adapted_layers, inference_placement, load_causal_lm, 
 @dataclass
 class TransformersEngine(Engine):
     """Local generation with transformers: batched, left-padded, KV-cached; LoRA adapters by peft."""
+
+    not_in_generations: ClassVar[frozenset[str]] = frozenset({"batch_size", "max_batch_tokens", "device"})  # how prompts are grouped and where they run; the precision the device leads to is in the key
 
     model: str = "smollm2-135m"  # base model: hub id, local folder or smollm2-135m
     batch_size: PositiveInt = 32  # at most this many prompts per generate() call

@@ -9,7 +9,7 @@ project's CI; see the README.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
@@ -23,6 +23,8 @@ from harness.models import resolve_model
 @dataclass
 class VLLMEngine(Engine):
     """vLLM on GPUs: paged attention, continuous batching, LoRA requests, tensor parallel."""
+
+    not_in_generations: ClassVar[frozenset[str]] = frozenset({"gpu_memory_utilization"})  # how much KV cache it holds, not what it decodes
 
     model: str = "smollm2-135m"  # base model: hub id, local folder or smollm2-135m
     tensor_parallel_size: PositiveInt = 1  # GPUs per model

@@ -41,8 +41,7 @@ class Candidate:
 class GenerationInputs:
     """What every completion of one candidate reads, besides its example and in-context text."""
 
-    engine: str
-    engine_options: dict
+    engine: dict  # the engine's describe_config(): its name and every option that can change a text
     sampling: SamplingParams
     task: TextTask
     candidate: Candidate
@@ -100,14 +99,14 @@ def _current(rows: list[dict], examples: list[dict], keys: dict[str, str]) -> di
 
 
 def generate_revisions(
-    store: RunStore, task: TextTask, tokenizer, engine_for: Callable[[Candidate], Engine], engine: tuple[str, dict],
+    store: RunStore, task: TextTask, tokenizer, engine_for: Callable[[Candidate], Engine], engine: dict,
     examples: list[dict], candidates: list[Candidate], revisions: int, params: SamplingParams, chunk_size: int | None = None,
 ) -> list[dict]:
     """Generate revisions 0..``revisions`` for every candidate; returns their rows.
     ``engine_for`` gives the engine holding a candidate's model (``OneModelAtATime``);
-    ``engine`` is the engine's name and options, as the rows' keys record them."""
+    ``engine`` is its identity (``Engine.describe_config``), as the rows' keys record it."""
     log = store.log(GENERATIONS)
-    inputs = {c.method: GenerationInputs(engine[0], engine[1], params, task, c) for c in candidates}
+    inputs = {c.method: GenerationInputs(engine, params, task, c) for c in candidates}
     keys = {method: stable_hash(i) for method, i in inputs.items()}
     rows = log.read()
     done = _current(rows, examples, keys)
@@ -119,7 +118,6 @@ def generate_revisions(
         store.log(STALE).append([r for r in rows if id(r) not in kept])
         log.rewrite([r for r in rows if id(r) in kept])
     formatters = {c.method: PromptFormatter(task, tokenizer, c.prompt_format) for c in candidates}
-    label = {"name": engine[0], **{k: v for k, v in engine[1].items() if k != "model"}}
     total = (revisions + 1) * len(candidates) * len(examples)
     bar = tqdm(total=total, initial=sum(1 for k in done if k[2] <= revisions), desc="generate", unit="completion")
     first_use = {}  # model path -> the position of its first candidate
@@ -144,7 +142,7 @@ def generate_revisions(
                 for ex, prev, prompt, seed, gen in zip(chunk, previous, prompts, seeds, outputs):
                     row = {"example_id": str(ex["id"]), "method": cand.method, "revision": revision, "text": gen.text,
                            "prompt_hash": prompt_hash(prompt), "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-                           "finish_reason": gen.finish_reason, "seed": seed, "sampling": params.as_dict(), "engine": label,
+                           "finish_reason": gen.finish_reason, "seed": seed, "sampling": params.as_dict(), "engine": engine,
                            "model": cand.model.path, "adapter": adapter, "key": row_key(keys[cand.method], ex, revision, prev)}  # fmt: skip
                     done[(row["example_id"], cand.method, revision)] = row
                     new.append(row)

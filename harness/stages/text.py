@@ -53,13 +53,13 @@ def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> 
     cands = candidates(resolved, store)
     engine_for = OneModelAtATime(lambda path: build_engine_for(resolved.engine_name, resolved.engine_options, path))
     tokenizer = engine_for(cands[0]).tokenizer()  # every candidate shares the base tokenizer
-    engine = (resolved.engine_name, resolved.engine_options)
+    engine = engine_for(cands[0]).describe_config()  # the same for every candidate: only the model differs, and their keys hold it
     try:
         rows = generate_revisions(store, resolved.task, tokenizer, engine_for, engine, examples, cands, resolved.revisions, resolved.sampling)
     finally:
         engine_for.close()
     if is_main_process():
-        store.record_input("generation", {"engine": {"name": resolved.engine_name, **resolved.engine_options}, "sampling": resolved.sampling.as_dict(),
+        store.record_input("generation", {"engine": engine, "sampling": resolved.sampling.as_dict(),
                                           "revisions": resolved.revisions, "examples": len(examples), "rows": len(rows)})  # fmt: skip
     console.print(f"generations: {store.path(GENERATIONS)} ({len(rows)} completions)")
     return rows, examples

@@ -70,8 +70,7 @@ class PairsInputs:
     task: TextTask
     examples: Rows  # test examples after the evaluated ones
     model: ModelRef
-    engine: str
-    engine_options: dict
+    engine: dict  # the engine's describe_config()
     prompt_format: str
     sampling: SamplingParams
 
@@ -87,12 +86,12 @@ def build_gold_pairs(resolved: ResolvedRun, store: RunStore, console: Console, b
     if start is None:
         raise HarnessError("build_pairs needs --limit: the pairs come from the test examples after the evaluated ones")
     examples = task.load("test", start + n).rows[start:]
-    inputs = PairsInputs(task, Rows.of(examples), base, resolved.engine_name, resolved.engine_options, resolved.train.prompt_format,
+    engine = build_engine_for(resolved.engine_name, resolved.engine_options, base.path)  # loads nothing until it generates
+    inputs = PairsInputs(task, Rows.of(examples), base, engine.describe_config(), resolved.train.prompt_format,
                          SamplingParams(max_new_tokens=resolved.sampling.max_new_tokens, seed=resolved.seed))  # fmt: skip
     stage = store.stage("pairs", inputs)
     if not stage.done:
         console.print(f"building {len(examples)} gold-vs-policy pairs from test examples {start + 1}..{start + len(examples)} (not evaluated)")
-        engine = build_engine_for(inputs.engine, inputs.engine_options, base.path)
         formatter = PromptFormatter(task, engine.tokenizer(), inputs.prompt_format)
         outputs = engine.generate([formatter.prompt(ex) for ex in examples], inputs.sampling, None, task.stop, chat=formatter.use_chat)
         engine.close()
