@@ -16,9 +16,10 @@ peak GPU memory (prefixes shared under the packed shared-prefix mask, the defaul
 copies of the KV cache); the reference pass in pairs per second; generation in tokens per second
 (32 prompts, greedy, 48 new tokens; a random model never stops early, so every row decodes all
 48) with the dynamic and the static KV cache, timed on a second call after a first that warms up
-(and compiles, for the static cache on a GPU: its time is printed beside); on the base model, then
-as the pipeline generates: through one LoRA adapter, then through another (the switch from one
-method to the next, timed apart: it must not compile again), then timed.
+(and compiles, for the static cache on a GPU: its time is printed beside), then with the dynamic
+cache over 512 prompts (a run's chunk, batched as the card's memory allows); on the base model,
+then as the pipeline generates: through one LoRA adapter, then through another (the switch from
+one method to the next, timed apart: it must not compile again), then timed.
 
 Gradient checkpointing (less memory, a second forward in backward) is TRL's DPOConfig default,
 and the harness's on a GPU (``gradient_checkpointing: auto``). Every row says whether it is on:
@@ -198,7 +199,7 @@ def generation(model: str, prompts: int, new_tokens: int, cache: str, adapters: 
     from harness.engine import SamplingParams, build_engine
     from harness.prompting import PromptFormatter
 
-    engine = build_engine("transformers", {"model": model, "batch_size": prompts, "cache": cache})
+    engine = build_engine("transformers", {"model": model, "cache": cache})  # batched as a run batches them
     task = xsum()
     formatter = PromptFormatter(task, engine.tokenizer())
     texts = [formatter.prompt(ex) for ex in task.load("test", limit=prompts).rows]
@@ -253,6 +254,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=8, help="pairs per optimizer step")
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps per trainer; the first is a warm-up")
     parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--many-prompts", type=int, default=512, help="a second dynamic-cache row: a run's chunk of prompts, in batches as large as memory allows")
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: trl, srpo8, generation, adapter, cache, checkpointing")
     parser.add_argument("--out", help="also write the results as JSON here (rewritten after each result)")
@@ -277,6 +279,7 @@ def main() -> None:
         if "generation" not in skip:
             for cache in ("dynamic", "static"):
                 report.other(generation(model, args.prompts, args.new_tokens, cache))
+            report.other(generation(model, args.many_prompts, args.new_tokens, "dynamic"))
             if "adapter" not in skip:  # what the pipeline runs: every method's completions go through its adapter
                 adapters = lora_adapter(model, Path(folder) / "a", 0), lora_adapter(model, Path(folder) / "b", 1)
                 for cache in ("dynamic", "static"):

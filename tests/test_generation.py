@@ -386,16 +386,45 @@ def test_the_static_cache_gives_the_dynamic_caches_texts_in_padded_shapes(tiny):
 
 def test_the_prompt_token_budget_splits_long_prompts_on_a_cpu_and_not_on_an_accelerator():
     """On a CPU, long prompts go in small batches (prefill is compute-bound; padding is work for
-    nothing); on an accelerator 32 XSum-sized prompts are one batch, since each decoding step costs
-    about the same whatever the batch. An explicit max_batch_tokens holds on both."""
+    nothing) of at most 32; on an accelerator, where each decoding step costs about the same
+    whatever its rows, batches are as large as the prompt-token budget and the KV cache allow.
+    An explicit max_batch_tokens or batch_size holds on both."""
     import torch
 
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     prompts = [[1] * (400 + i) for i in range(32)]  # token ids; only the lengths matter here
     default = build_engine("transformers", {})
-    assert [len(b) for b in default._batches(prompts, torch.device("cpu"))] == [10, 9, 9, 4]  # 4096 tokens a batch
-    assert [len(b) for b in default._batches(prompts, torch.device("cuda"))] == [32]
+    assert [len(b) for b in default._batches(prompts, cpu, 48)] == [10, 9, 9, 4]  # 4096 tokens a batch
+    assert [len(b) for b in default._batches(prompts, cuda, 48)] == [32]
     explicit = build_engine("transformers", {"max_batch_tokens": 2048})
-    assert [len(b) for b in explicit._batches(prompts, torch.device("cuda"))] == [5, 5, 4, 4, 4, 4, 4, 2]  # 5 x 409 <= 2048 < 5 x 414
+    assert [len(b) for b in explicit._batches(prompts, cuda, 48)] == [5, 5, 4, 4, 4, 4, 4, 2]  # 5 x 409 <= 2048 < 5 x 414
+    many = [[1] * 100] * 1000
+    assert [len(b) for b in default._batches(many, cpu, 48)] == [32] * 31 + [8]
+    assert [len(b) for b in default._batches(many, cuda, 48)] == [512, 488]  # 65,536 prompt tokens would hold 655
+    assert [len(b) for b in default._batches(many, cuda, 48, cache_tokens=100 * 148)] == [100] * 10  # each row caches 100 + 48 tokens
+    assert [len(b) for b in default._batches(many, cuda, 48, multiple=64, cache_tokens=100 * 176)] == [100] * 10  # the static cache's padded width
+    assert [len(b) for b in build_engine("transformers", {"batch_size": 300})._batches(many, cuda, 48)] == [300, 300, 300, 100]
+
+
+def test_the_kv_cache_budget_is_a_share_of_the_free_accelerator_memory_in_tokens(tiny, monkeypatch):
+    """A token's KV cache as the formula counts it is what the model's cache holds (checked on a
+    real forward), and an automatic batch on an accelerator holds what half the memory left free
+    (the allocator's unused cache included) stores; on a CPU there is no such bound."""
+    import types
+
+    from harness.engines.transformers_engine import kv_cache_budget, kv_cache_bytes_per_token
+
+    engine = build_engine("transformers", {"model": tiny})
+    model = engine._load()
+    cache = model(torch.ones(3, 7, dtype=torch.long), use_cache=True)[1]  # the output's second field, whatever this version names it
+    held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    assert held == 3 * 7 * kv_cache_bytes_per_token(model.config, model.dtype)
+    assert kv_cache_budget(model) is None
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10_000_000, 80_000_000))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 3_000_000)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 1_000_000)
+    on_gpu = types.SimpleNamespace(device=torch.device("cuda"), config=model.config, dtype=torch.bfloat16)
+    assert kv_cache_budget(on_gpu) == 6_000_000 // kv_cache_bytes_per_token(model.config, torch.bfloat16)
 
 
 def test_running_out_of_accelerator_memory_while_generating_names_the_settings(tiny):

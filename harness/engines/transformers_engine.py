@@ -35,7 +35,7 @@ class TransformersEngine(Engine):
     not_in_generations: ClassVar[frozenset[str]] = frozenset({"batch_size", "max_batch_tokens", "device"})  # how prompts are grouped and where they run; the precision the device leads to is in the key
 
     model: str = "smollm2-135m"  # base model: hub id, local folder or smollm2-135m
-    batch_size: PositiveInt = 32  # at most this many prompts per generate() call
+    batch_size: PositiveInt | Literal["auto"] = "auto"  # at most this many prompts per generate() call; "auto": 32 on a CPU; on a GPU up to 512, as many as max_batch_tokens and the KV cache's share of free memory allow (a decoding step waits on kernel launches, whatever its rows)
     max_batch_tokens: PositiveInt | Literal["auto"] = "auto"  # and at most this many (padded) prompt tokens; "auto": 4096 on a CPU (long prompts in small batches), 65536 on a GPU
     device: Literal["auto", "cuda", "cpu"] = "auto"  # "auto": CUDA when present, else CPU
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # "auto": bfloat16 on a GPU that has it, float32 otherwise
@@ -68,7 +68,12 @@ class TransformersEngine(Engine):
 
     @property
     def chunk_size(self) -> int:
-        return self.batch_size
+        return self._rows(inference_placement(self.device, self.dtype)[0] == "cpu")
+
+    def _rows(self, cpu: bool) -> int:
+        """At most this many prompts a batch: ``batch_size``, or for "auto" 32 on a CPU and on a
+        GPU 512, a bound the token budgets reach first but for short prompts."""
+        return self.batch_size if self.batch_size != "auto" else 32 if cpu else 512
 
     def _use_adapter(self, adapter: str | None):
         """The model made ready to generate through ``adapter`` (None: the base model); a context
@@ -127,8 +132,9 @@ class TransformersEngine(Engine):
         out: list[Generation | None] = [None] * len(prompts)
         with self._use_adapter(adapter):
             model = self._model
-            for idx in self._batches(encoded, model.device):
-                multiple = self.pad_to_multiple if self.cache == "static" else None
+            multiple = self.pad_to_multiple if self.cache == "static" else None
+            cache_tokens = kv_cache_budget(model) if self.batch_size == "auto" else None  # an explicit batch size is the user's call
+            for idx in self._batches(encoded, model.device, params.max_new_tokens, multiple or 1, cache_tokens):
                 enc = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, pad_to_multiple_of=multiple, return_tensors="pt").to(model.device)
                 sampler = None if params.greedy else [SeededRowSampler([seeds[i] for i in idx], params.temperature, params.top_p, model.device)]
                 stopping = [_StopAfterText(tokenizer, stop, enc["input_ids"].shape[1], model.device)] if stop else None
@@ -151,17 +157,22 @@ class TransformersEngine(Engine):
                     out[i] = Generation(text.strip(), len(encoded[i]), n, "stop" if hit or eos in row[:n] else "length")
         return out  # type: ignore[return-value]
 
-    def _batches(self, encoded: list[list[int]], device: torch.device) -> list[list[int]]:
-        """Prompt indices grouped by length, each group within ``batch_size`` prompts and
-        ``max_batch_tokens`` padded tokens: padding a batch to its longest prompt is prefill work
-        for nothing, and on a CPU prefill is most of the cost of a long-document prompt. On a GPU
-        decoding waits on kernel launches whatever the batch, so the budget there is large: 32 XSum
-        prompts in one batch, not four."""
-        budget = self.max_batch_tokens if self.max_batch_tokens != "auto" else 4096 if device.type == "cpu" else 1 << 16
+    def _batches(self, encoded: list[list[int]], device: torch.device, new_tokens: int, multiple: int = 1, cache_tokens: int | None = None) -> list[list[int]]:
+        """Prompt indices grouped by length, each group within ``batch_size`` prompts,
+        ``max_batch_tokens`` padded prompt tokens and ``cache_tokens`` tokens of KV cache (each row
+        its padded prompt and ``new_tokens``; None: no limit): padding a batch to its longest prompt
+        is prefill work for nothing, and on a CPU prefill is most of the cost of a long-document
+        prompt. On a GPU a decoding step waits on kernel launches whatever its rows, so the
+        batches there are as large as memory allows: a step's launches serve more completions."""
+        cpu = device.type == "cpu"
+        budget = self.max_batch_tokens if self.max_batch_tokens != "auto" else 4096 if cpu else 1 << 16
+        rows = self._rows(cpu)
         batches: list[list[int]] = []
         for i in sorted(range(len(encoded)), key=lambda i: len(encoded[i])):
             current = batches[-1] if batches else None
-            fits = current is not None and len(current) < self.batch_size and (len(current) + 1) * len(encoded[i]) <= budget
+            width = -(-len(encoded[i]) // multiple) * multiple  # the batch's padded width: its longest prompt, which is this one
+            fits = (current is not None and len(current) < rows and (len(current) + 1) * width <= budget
+                    and (cache_tokens is None or (len(current) + 1) * (width + new_tokens) <= cache_tokens))  # fmt: skip
             if fits:
                 current.append(i)
             else:
@@ -172,6 +183,27 @@ class TransformersEngine(Engine):
         self._model = None
         self._adapters, self._merged, self._merged_into, self._base_weights = {}, None, [], {}
 
+
+
+KV_CACHE_SHARE = 0.5  # of the accelerator memory free after loading: the rest is the prompts' forward (its activations) and the allocator's slack
+
+
+def kv_cache_bytes_per_token(config, dtype: torch.dtype) -> int:
+    """Bytes of KV cache one token takes: a key and a value per layer and key-value head."""
+    text = config.get_text_config()
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return 2 * text.num_hidden_layers * heads * head_dim * dtype.itemsize
+
+
+def kv_cache_budget(model) -> int | None:
+    """How many tokens of KV cache (every row's prompt and completion) a batch may hold on this
+    accelerator: a share of the memory free with the model loaded (what the allocator holds
+    unused counts as free); None on a CPU, whose batches are bounded by prefill time long before."""
+    if model.device.type != "cuda":
+        return None
+    free = torch.cuda.mem_get_info(model.device)[0] + torch.cuda.memory_reserved(model.device) - torch.cuda.memory_allocated(model.device)
+    return int(KV_CACHE_SHARE * free) // kv_cache_bytes_per_token(model.config, model.dtype)
 
 
 class SeededRowSampler:
