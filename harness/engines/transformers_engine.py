@@ -184,7 +184,6 @@ class TransformersEngine(Engine):
         self._adapters, self._merged, self._merged_into, self._base_weights = {}, None, [], {}
 
 
-
 KV_CACHE_SHARE = 0.5  # of the accelerator memory free after loading: the rest is the prompts' forward (its activations) and the allocator's slack
 
 
