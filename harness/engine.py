@@ -7,7 +7,7 @@ revision loop drives a local model, vLLM or any OpenAI-compatible server.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Annotated, ClassVar
 
 from pydantic import Field
@@ -69,10 +69,8 @@ class Engine(Plugin):
         its name and every option but ``not_in_generations``, "auto" as this machine settles it,
         so that an option an engine gains is part of the key unless it is declared not to change
         texts. The model an engine loads for the run is left out: the candidate's key holds it."""
-        options = {f.name: getattr(self, f.name) for f in fields(self) if f.init and f.name not in self.not_in_generations}
-        if self.sets_model:
-            options.pop("model", None)
-        return {"engine": self.registered_name, **options, **self.settled_options()}
+        left_out = self.not_in_generations | ({"model"} if self.sets_model else set())
+        return {"engine": self.registered_name, **self.options_but(left_out), **self.settled_options()}
 
     def tokenizer(self):
         """The tokenizer prompts are built for, or None (an API: no token budget or chat template here)."""

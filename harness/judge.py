@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import string
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
@@ -74,7 +74,7 @@ class Judge(Plugin):
         run's judgments): its name and every option but ``not_in_verdicts``, so that an option a
         judge gains is part of the key unless it is declared not to change verdicts. A judge adds
         what its options resolve to (the served model, the precision on this machine)."""
-        return {"judge": self.registered_name, **{f.name: getattr(self, f.name) for f in fields(self) if f.init and f.name not in self.not_in_verdicts}}
+        return {"judge": self.registered_name, **self.options_but(self.not_in_verdicts)}
 
     @property
     def chunk_size(self) -> int:

@@ -28,3 +28,8 @@ class Plugin(Options):
             elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
                 out[f.name] = f.default_factory()  # type: ignore[misc]
         return out
+
+    def options_but(self, left_out: frozenset[str]) -> dict[str, object]:
+        """Each option and its value on this instance, but those ``left_out``: what identifies the
+        instance's results (a judge's verdicts, an engine's completions) in their cache keys."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name not in left_out}

@@ -52,8 +52,9 @@ def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> 
                                            for ex in examples))  # fmt: skip
     cands = candidates(resolved, store)
     engine_for = OneModelAtATime(lambda path: build_engine_for(resolved.engine_name, resolved.engine_options, path))
-    tokenizer = engine_for(cands[0]).tokenizer()  # every candidate shares the base tokenizer
-    engine = engine_for(cands[0]).describe_config()  # the same for every candidate: only the model differs, and their keys hold it
+    first = engine_for(cands[0])
+    tokenizer = first.tokenizer()  # every candidate shares the base tokenizer
+    engine = first.describe_config()  # the same for every candidate: only the model differs, and their keys hold it
     try:
         rows = generate_revisions(store, resolved.task, tokenizer, engine_for, engine, examples, cands, resolved.revisions, resolved.sampling)
     finally:
