@@ -21,6 +21,7 @@ from typing import ClassVar, Literal
 
 import torch
 
+from harness.batching import batch_limits, length_batches
 from harness.config import PositiveInt
 from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
 from harness.errors import HarnessError
@@ -68,12 +69,9 @@ class TransformersEngine(Engine):
 
     @property
     def chunk_size(self) -> int:
-        return self._rows(inference_placement(self.device, self.dtype)[0] == "cpu")
-
-    def _rows(self, cpu: bool) -> int:
-        """At most this many prompts a batch: ``batch_size``, or for "auto" 32 on a CPU and on a
-        GPU 512, a bound the token budgets reach first but for short prompts."""
-        return self.batch_size if self.batch_size != "auto" else 32 if cpu else 512
+        """A batch's rows at most (``harness.batching``): 32 on a CPU and 512 on a GPU for "auto",
+        a bound the token budgets reach first but for short prompts."""
+        return batch_limits(self.batch_size, self.max_batch_tokens, inference_placement(self.device, self.dtype)[0] == "cpu")[0]
 
     def _use_adapter(self, adapter: str | None):
         """The model made ready to generate through ``adapter`` (None: the base model); a context
@@ -158,26 +156,11 @@ class TransformersEngine(Engine):
         return out  # type: ignore[return-value]
 
     def _batches(self, encoded: list[list[int]], device: torch.device, new_tokens: int, multiple: int = 1, cache_tokens: int | None = None) -> list[list[int]]:
-        """Prompt indices grouped by length, each group within ``batch_size`` prompts,
-        ``max_batch_tokens`` padded prompt tokens and ``cache_tokens`` tokens of KV cache (each row
-        its padded prompt and ``new_tokens``; None: no limit): padding a batch to its longest prompt
-        is prefill work for nothing, and on a CPU prefill is most of the cost of a long-document
-        prompt. On a GPU a decoding step waits on kernel launches whatever its rows, so the
-        batches there are as large as memory allows: a step's launches serve more completions."""
-        cpu = device.type == "cpu"
-        budget = self.max_batch_tokens if self.max_batch_tokens != "auto" else 4096 if cpu else 1 << 16
-        rows = self._rows(cpu)
-        batches: list[list[int]] = []
-        for i in sorted(range(len(encoded)), key=lambda i: len(encoded[i])):
-            current = batches[-1] if batches else None
-            width = -(-len(encoded[i]) // multiple) * multiple  # the batch's padded width: its longest prompt, which is this one
-            fits = (current is not None and len(current) < rows and (len(current) + 1) * width <= budget
-                    and (cache_tokens is None or (len(current) + 1) * (width + new_tokens) <= cache_tokens))  # fmt: skip
-            if fits:
-                current.append(i)
-            else:
-                batches.append([i])
-        return batches
+        """Prompt indices grouped by length within ``batch_size`` prompts, ``max_batch_tokens``
+        padded prompt tokens and ``cache_tokens`` tokens of KV cache (each row its padded prompt and
+        ``new_tokens``; None: no limit), as ``harness.batching`` groups them."""
+        rows, tokens = batch_limits(self.batch_size, self.max_batch_tokens, device.type == "cpu")
+        return length_batches(list(map(len, encoded)), rows, tokens, multiple, new_tokens, cache_tokens)
 
     def close(self) -> None:
         self._model = None
