@@ -10,37 +10,26 @@ method is better. Use the openai judge for results.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
 
 import torch
 
-from harness.config import NonNegativeInt, PositiveInt
-from harness.judge import Comparison, Judge, Verdict, register, render_prompt
+from harness.config import NonNegativeInt
+from harness.judge import Comparison, Verdict, register, render_prompt
+from harness.judges.local import LocalModelJudge
 from harness.models import inference_placement, load_causal_lm, load_tokenizer, resolve_model
 from harness.truncation import SourceBudget
 
 
 @register("local-lm")
 @dataclass
-class LocalLMJudge(Judge):
+class LocalLMJudge(LocalModelJudge):
     """Offline proxy judge: a local LM's next-token probability of "A" vs "B", no API needed."""
 
-    not_in_verdicts: ClassVar[frozenset[str]] = frozenset({"batch_size", "device"})  # the precision they lead to is in the key
     model: str = "smollm2-135m"  # any causal LM with a chat template; smollm2-135m works offline
-    batch_size: PositiveInt = 8  # prompts per forward pass
-    device: Literal["auto", "cuda", "cpu"] = "auto"  # "auto": CUDA when present (bfloat16), else CPU
     max_source_tokens: NonNegativeInt = 256  # the source is cut to this many tokens (the candidates never are): CPU time
 
-    def __post_init__(self):
-        self._model = None
-
     def describe_config(self) -> dict:
-        return {**super().describe_config(), "dtype": inference_placement(self.device)[1],  # bfloat16 verdicts on a GPU are not float32 ones
-                "prompts": "the harness's own (judges/prompts), read by next-token p(A) vs p(B)"}  # fmt: skip
-
-    @property
-    def chunk_size(self) -> int:
-        return 4 * self.batch_size
+        return {**super().describe_config(), "prompts": "the harness's own (judges/prompts), read by next-token p(A) vs p(B)"}
 
     def is_proxy(self) -> bool:
         return True
@@ -64,18 +53,17 @@ class LocalLMJudge(Judge):
 
     @torch.no_grad()
     def judge(self, comparisons: list[Comparison]) -> list[Verdict]:
-        model = self._load()
+        self._load()
         self.stats = {"forward_passes": 0, "failed": 0}
-        verdicts = []
-        for start in range(0, len(comparisons), self.batch_size):
-            batch = [self._prompt(c) for c in comparisons[start : start + self.batch_size]]
-            enc = self._tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            logits = model(**enc, logits_to_keep=1).logits[:, -1].float()  # [B, V]: the next token only
-            logp = torch.log_softmax(logits, dim=-1)
-            a = torch.logsumexp(logp[:, self._answer_ids["A"]], dim=-1)  # [B]
-            b = torch.logsumexp(logp[:, self._answer_ids["B"]], dim=-1)
-            p_a = torch.sigmoid(a - b)  # p(A) / (p(A) + p(B))
-            self.stats["forward_passes"] += 1
-            for p in p_a.tolist():
-                verdicts.append(Verdict(p, f"next-token p(A | A or B) = {p:.3f}"))
-        return verdicts
+        encoded = [self._tokenizer(self._prompt(c), add_special_tokens=False)["input_ids"] for c in comparisons]
+        return [Verdict(p, f"next-token p(A | A or B) = {p:.3f}") for p in self._per_text(encoded, self._p_a)]
+
+    def _p_a(self, batch: dict) -> list[float]:
+        """p(A) / (p(A) + p(B)) for each left-padded prompt of ``batch`` ([B, L])."""
+        positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # each prompt from 0 whatever its padding, as generate() counts them
+        logits = self._model(**batch, position_ids=positions, logits_to_keep=1, use_cache=False).logits[:, -1].float()  # [B, V]: the next token only
+        logp = torch.log_softmax(logits, dim=-1)
+        a = torch.logsumexp(logp[:, self._answer_ids["A"]], dim=-1)  # [B]
+        b = torch.logsumexp(logp[:, self._answer_ids["B"]], dim=-1)
+        self.stats["forward_passes"] += 1
+        return torch.sigmoid(a - b).tolist()

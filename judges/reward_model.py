@@ -4,33 +4,27 @@ source; P(A > B) = sigmoid(r_A - r_B) (the Bradley-Terry reading of reward diffe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
 
 import torch
 
 from harness.config import PositiveInt
-from harness.judge import Comparison, Judge, Verdict, register
+from harness.judge import Comparison, Verdict, register
+from harness.judges.local import LocalModelJudge
 from harness.models import inference_placement, resolve_model
 
 
 @register("reward-model")
 @dataclass
-class RewardModelJudge(Judge):
+class RewardModelJudge(LocalModelJudge):
     """A sequence-classification reward model: P(A > B) = sigmoid(r_A - r_B)."""
 
-    not_in_verdicts: ClassVar[frozenset[str]] = frozenset({"batch_size", "device"})  # the precision they lead to is in the key
     model: str = ""  # a reward model with one output logit, e.g. a hub id or a local folder
-    batch_size: PositiveInt = 8  # texts scored per forward pass
     max_length: PositiveInt = 2048  # tokens per scored text (the head of the source is kept)
-    device: Literal["auto", "cuda", "cpu"] = "auto"  # "auto": CUDA when present (bfloat16), else CPU
 
     def __post_init__(self):
         if not self.model:
             raise ValueError("the reward-model judge needs --judge-arg model=HUB_ID_OR_FOLDER")
-        self._model = None
-
-    def describe_config(self) -> dict:
-        return {**super().describe_config(), "dtype": inference_placement(self.device)[1]}  # bfloat16 rewards on a GPU are not float32 ones
+        super().__post_init__()
 
     def _load(self):
         if self._model is None:
@@ -54,15 +48,9 @@ class RewardModelJudge(Judge):
 
     @torch.no_grad()
     def rewards(self, texts: list[str]) -> list[float]:
-        model = self._load()
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch: little padding
-        out = [0.0] * len(texts)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            enc = self._tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True, max_length=self.max_length).to(model.device)
-            for i, reward in zip(idx, model(**enc).logits[:, 0].float().tolist()):  # one reward per text
-                out[i] = reward
-        return out
+        self._load()
+        encoded = self._tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        return self._per_text(encoded, lambda batch: self._model(**batch).logits[:, 0].float().tolist())  # one reward per text
 
     def judge(self, comparisons: list[Comparison]) -> list[Verdict]:
         self._load()

@@ -209,6 +209,70 @@ def test_local_lm_judge_reads_verdict_probabilities_offline():
     assert judge.is_proxy()
 
 
+def _absolute_position_lm(folder):
+    """A tiny random GPT-2 (learned absolute positions) with SmolLM2's tokenizer and chat template:
+    a model whose next token changes when a prompt's positions shift by its left padding."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from harness.models import load_tokenizer, resolve_model
+
+    tokenizer = load_tokenizer(resolve_model("smollm2-135m"))
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=2048)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m", "absolute positions"])
+def test_the_local_lm_judge_batches_by_length_and_answers_in_the_order_asked(model, tmp_path):
+    """Comparisons go to the model in batches of similar length (left-padded to the longest), not
+    in the order given; each verdict must come back in its comparison's place, and be the one its
+    prompt gets alone, whatever padding its batch gave it (positions count from its first token)."""
+    model = _absolute_position_lm(tmp_path / "gpt2") if model == "absolute positions" else model
+    words = "The council met on Tuesday and agreed a plan for the town centre. "
+    comparisons = [Comparison("summary", "Summarise.", words * n, f"Summary {n}: the council agreed a plan.", "Cats.") for n in (9, 1, 5, 2, 7, 1, 3)]
+    single = build_judge("local-lm", {"model": model})
+    alone = [single.judge([c])[0] for c in comparisons]  # each prompt in a call of its own: no padding, no order to keep
+    assert len({round(v.preference, 4) for v in alone}) > 4  # distinct verdicts: a mix-up of their places would show
+    batched = build_judge("local-lm", {"model": model})
+    together = batched.judge(comparisons)
+    assert batched.stats["forward_passes"] == 1  # "auto" on a CPU: 32 prompts or 4096 tokens a batch, which all seven fit
+    assert [v.preference for v in together] == pytest.approx([v.preference for v in alone], abs=1e-5)
+    small = build_judge("local-lm", {"model": model, "max_batch_tokens": 600})
+    assert [v.preference for v in small.judge(comparisons)] == pytest.approx([v.preference for v in alone], abs=1e-5)
+    assert 1 < small.stats["forward_passes"] < len(comparisons)
+
+
+def test_local_judges_batch_as_large_as_the_device_allows(monkeypatch):
+    """On a CPU a batch holds 32 prompts or 4096 padded tokens; on a GPU, whose forward waits on
+    kernel launches whatever its rows, 512 or 65,536, and the judging stage hands it enough pairs
+    to fill them. An explicit batch size is the user's."""
+    prompts = [[1] * 400] * 1000
+    judge, explicit = build_judge("local-lm"), build_judge("reward-model", {"model": "some/reward-model", "batch_size": 8})
+    assert (judge.chunk_size, [len(b) for b in judge._batches(prompts)]) == (32, [10] * 100)
+    assert (explicit.chunk_size, {len(b) for b in explicit._batches(prompts)}) == (32, {8})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert (judge.chunk_size, [len(b) for b in judge._batches(prompts)]) == (512, [163] * 6 + [22])  # 163 x 400 <= 65,536 < 164 x 400
+    assert (explicit.chunk_size, {len(b) for b in explicit._batches(prompts)}) == (32, {8})
+    assert judge.describe_config()["dtype"] == explicit.describe_config()["dtype"] == "bfloat16"
+
+
+def test_a_local_judge_out_of_accelerator_memory_names_the_settings():
+    from harness.errors import HarnessError
+
+    judge = build_judge("local-lm", {"batch_size": 4})
+    judge._load()
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+
+    judge._model.forward = out_of_memory
+    with pytest.raises(HarnessError, match=r"^out of accelerator memory in judge 'local-lm': lower --judge-arg max_batch_tokens \(now auto\) "
+                                           r"or batch_size \(now 4\); verdicts already written are kept$"):  # fmt: skip
+        judge.judge([Comparison("summary", "Summarise.", "An article.", "One summary.", "Another.")])
+
+
 def test_reward_model_judge_is_sigmoid_of_reward_difference(tmp_path):
     from tokenizers import ByteLevelBPETokenizer
     from transformers import (
@@ -231,6 +295,11 @@ def test_reward_model_judge_is_sigmoid_of_reward_difference(tmp_path):
     verdict = judge.judge([c])[0]
     r_a, r_b = judge.rewards([judge._text(c, "good summary"), judge._text(c, "poor summary")])
     assert verdict.preference == pytest.approx(float(torch.sigmoid(torch.tensor(r_a - r_b))), abs=1e-6)
+    # texts are scored in batches of similar length; each reward comes back in its text's place
+    texts = [judge._text(c, "good " * n + "summary") for n in (6, 1, 4, 2, 5)]
+    one_by_one = [judge.rewards([t])[0] for t in texts]
+    assert judge.rewards(texts) == pytest.approx(one_by_one, abs=1e-5)
+    assert len({round(r, 4) for r in one_by_one}) == len(texts)
 
 
 def test_scores_leave_failed_verdicts_out_and_count_them():
