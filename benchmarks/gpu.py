@@ -13,7 +13,8 @@ linear layer; bf16 autocast where the device has it. TRL is a benchmark-only dep
 
 Measures, per configuration: the median seconds per optimizer step after a warm-up step and the
 peak GPU memory (prefixes shared under the packed shared-prefix mask, the default; then through
-copies of the KV cache); the reference pass in pairs per second; generation in tokens per second
+copies of the KV cache); the reference pass in pairs per second; the local-lm judge (the same
+model as judge, ``--many-prompts`` pairs, both orders) in pairs per second; generation in tokens per second
 (32 prompts, greedy, 48 new tokens; a random model never stops early, so every row decodes all
 48) with the dynamic and the static KV cache, timed on a second call after a first that warms up
 (and compiles, for the static cache on a GPU: its time is printed beside), then with the dynamic
@@ -179,6 +180,25 @@ def reference_pass(model: str, rows: list[dict], micro: int) -> dict:
     return {"what": f"reference pass, SRPO's six sequences, micro-batch {micro}", "pairs_per_s": len(pairs) / (time.perf_counter() - start)}
 
 
+def local_judging(model: str, rows: list[dict]) -> dict:
+    """Pairs per second of the local-lm judge with ``model`` as the judge, both orders, in the
+    chunks a run's judging stage hands it, after a first call that loads the model."""
+    from harness.judge import build_judge, judge_pairs
+
+    task = xsum()
+    items = [(task.family, task.instruction, task.judge_source(r), r["chosen"], r["rejected"]) for r in rows]
+    judge = build_judge("local-lm", {"model": model})
+    judge_pairs(judge, items[:2])
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start, forwards = time.perf_counter(), 0
+    for first in range(0, len(items), judge.chunk_size):
+        judge_pairs(judge, items[first : first + judge.chunk_size])
+        forwards += judge.stats["forward_passes"]
+    seconds = time.perf_counter() - start  # the verdicts are on the host by now: no sync needed
+    return {"what": f"local-lm judge, {len(items)} XSum pairs, both orders, {forwards} forwards", "pairs_per_s": len(items) / seconds}
+
+
 def lora_adapter(model: str, folder: Path, seed: int) -> str:
     """A LoRA adapter for ``model`` in the trainer's layout (LORA, float32 weights), with random
     weights: what the pipeline generates through, for every method."""
@@ -254,9 +274,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=8, help="pairs per optimizer step")
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps per trainer; the first is a warm-up")
     parser.add_argument("--prompts", type=int, default=32)
-    parser.add_argument("--many-prompts", type=int, default=512, help="a second dynamic-cache row: a run's chunk of prompts, in batches as large as memory allows")
+    parser.add_argument("--many-prompts", type=int, default=512, help="a second dynamic-cache row: a run's chunk of prompts, in batches as large as memory allows; and the pairs the local-lm judge row judges")
     parser.add_argument("--new-tokens", type=int, default=48)
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: trl, srpo8, generation, adapter, cache, checkpointing")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: trl, srpo8, judge, generation, adapter, cache, checkpointing")
     parser.add_argument("--out", help="also write the results as JSON here (rewritten after each result)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -276,6 +296,8 @@ def main() -> None:
             report.step(harness_step(model, "srpo", rows, args.pairs, args.steps))
         report.step(harness_step(model, "dpo", rows, 1, args.steps))
         report.other(reference_pass(model, rows * 4, args.pairs))
+        if "judge" not in skip:
+            report.other(local_judging(model, xsum_pairs(args.many_prompts)))
         if "generation" not in skip:
             for cache in ("dynamic", "static"):
                 report.other(generation(model, args.prompts, args.new_tokens, cache))
