@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from rich.console import Console
@@ -259,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     # Plain text: paths, names and data a user typed are printed as they are, never read as markup.
     # Piped into a file or grep, tables keep room for their columns instead of wrapping at 80.
     console = Console(stderr=False, markup=False, highlight=False, width=None if sys.stdout.isatty() else 160)
+    # peft reads transformers' deprecated `is_gradient_checkpointing` alias whenever it wraps a model:
+    # a warning about one library's use of another, in the middle of every training, that no user can act on.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args, console)
