@@ -143,6 +143,17 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def compute_device() -> str:
+    """What this process computes on, as a manifest records it beside the versions: the GPUs
+    (how many of each) and the CUDA build, or the CPU's threads."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return f"CPU, {torch.get_num_threads()} threads"
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return ", ".join(f"{names.count(n)} x {n}" for n in dict.fromkeys(names)) + f" (CUDA {torch.version.cuda})"
+
+
 MARKERS = ("manifest.json", "config.json")  # what makes a folder a run folder
 
 
@@ -177,6 +188,7 @@ class RunStore:
                 "seed": seed,
                 "versions": package_versions(),
                 "platform": platform.platform(),
+                "device": compute_device(),
                 "command": sys.argv,
                 "updated": _now(),
             }

@@ -2,6 +2,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from harness.store import RunStore, atomic_write_text
 
@@ -38,6 +39,17 @@ def test_manifest_records_versions_seed_and_inputs(tmp_path):
     manifest = json.loads((store.root / "manifest.json").read_text())
     assert manifest["seed"] == 5 and "torch" in manifest["versions"] and manifest["inputs"]["data"]["rows"] == 3
     assert oct((store.root / "manifest.json").stat().st_mode & 0o777) != "0o600"
+    assert manifest["device"] == f"CPU, {torch.get_num_threads()} threads"
+
+
+def test_the_manifest_names_the_gpus_a_run_computes_on(tmp_path, monkeypatch):
+    names = ["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(names))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: names[i])
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    store = RunStore.open(tmp_path / "run", {"task": "x"}, seed=0)
+    assert store.read_json("manifest.json")["device"] == "2 x NVIDIA H100 80GB HBM3, 1 x NVIDIA A100-SXM4-40GB (CUDA 13.0)"
 
 
 def test_a_torn_last_line_is_ignored_and_cut_before_the_next_append(tmp_path):

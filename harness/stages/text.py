@@ -104,6 +104,7 @@ def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, ex
         "sampling": resolved.sampling.as_dict(),
         "engine": resolved.engine_name,
         "versions": manifest.get("versions", {}),
+        "device": manifest.get("device", ""),
         "inputs": manifest.get("inputs", {}),
         "config": resolved.config,
         "run_dir": str(store.root),
