@@ -4,6 +4,8 @@ runs and in what precision, and batches grouped by length as large as the device
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Literal
 
@@ -30,6 +32,7 @@ class LocalModelJudge(Judge):
 
     def __post_init__(self):
         self._model = None
+        self._scores: dict[bytes, float] = {}  # a digest of each token list scored -> its float, for the judge's life
 
     def describe_config(self) -> dict:
         return {**super().describe_config(), "dtype": inference_placement(self.device)[1]}  # bfloat16 verdicts on a GPU are not float32 ones
@@ -49,14 +52,19 @@ class LocalModelJudge(Judge):
 
     def _per_text(self, encoded: list[list[int]], score: Callable[[dict], list[float]]) -> list[float]:
         """One float per token list of ``encoded``, in its order: ``score`` reads a batch of them
-        (padded as the tokenizer pads, on the model's device) and returns a float per row."""
-        out = [0.0] * len(encoded)
+        (padded as the tokenizer pads, on the model's device) and returns a float per row.
+
+        Each distinct token list is scored once for the judge's life, so the same prompt gets the
+        same float whatever it was batched with (padding changes a float's last bits, and a
+        revision that repeats the text before it is a comparison judged already)."""
+        keys = [hashlib.blake2b(array("q", tokens).tobytes(), digest_size=16).digest() for tokens in encoded]
+        todo = list({key: tokens for key, tokens in zip(keys, encoded) if key not in self._scores}.items())
         try:
-            for idx in self._batches(encoded):
-                batch = self._tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(self._model.device)
+            for idx in self._batches([tokens for _, tokens in todo]):
+                batch = self._tokenizer.pad({"input_ids": [todo[i][1] for i in idx]}, return_tensors="pt").to(self._model.device)
                 for i, value in zip(idx, score(batch)):
-                    out[i] = value
+                    self._scores[todo[i][0]] = value
         except torch.cuda.OutOfMemoryError:  # the settings against the card: say which to lower
             raise HarnessError(f"out of accelerator memory in judge {self.registered_name!r}: lower --judge-arg max_batch_tokens (now "
                                f"{self.max_batch_tokens}) or batch_size (now {self.batch_size}); verdicts already written are kept") from None  # fmt: skip
-        return out
+        return [self._scores[key] for key in keys]

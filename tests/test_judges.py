@@ -241,6 +241,10 @@ def test_the_local_lm_judge_batches_by_length_and_answers_in_the_order_asked(mod
     small = build_judge("local-lm", {"model": model, "max_batch_tokens": 600})
     assert [v.preference for v in small.judge(comparisons)] == pytest.approx([v.preference for v in alone], abs=1e-5)
     assert 1 < small.stats["forward_passes"] < len(comparisons)
+    # a prompt judged once keeps its verdict to the bit, whatever it is batched with later (a revision
+    # that repeats the text before it asks the same comparison again), and costs no forward
+    again = batched.judge([comparisons[3], comparisons[0]])
+    assert [v.preference for v in again] == [together[3].preference, together[0].preference] and batched.stats["forward_passes"] == 0
 
 
 def test_local_judges_batch_as_large_as_the_device_allows(monkeypatch):
@@ -298,7 +302,7 @@ def test_reward_model_judge_is_sigmoid_of_reward_difference(tmp_path):
     # texts are scored in batches of similar length; each reward comes back in its text's place
     texts = [judge._text(c, "good " * n + "summary") for n in (6, 1, 4, 2, 5)]
     one_by_one = [judge.rewards([t])[0] for t in texts]
-    assert judge.rewards(texts) == pytest.approx(one_by_one, abs=1e-5)
+    assert build_judge("reward-model", {"model": str(folder)}).rewards(texts) == pytest.approx(one_by_one, abs=1e-5)  # a fresh judge: none scored yet
     assert len({round(r, 4) for r in one_by_one}) == len(texts)
 
 
