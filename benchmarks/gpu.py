@@ -18,7 +18,8 @@ model as judge, ``--many-prompts`` pairs, both orders) in pairs per second; gene
 (32 prompts, greedy, 48 new tokens; a random model never stops early, so every row decodes all
 48) with the dynamic and the static KV cache, timed on a second call after a first that warms up
 (and compiles, for the static cache on a GPU: its time is printed beside), then with the dynamic
-cache over 512 prompts (a run's chunk, batched as the card's memory allows); on the base model,
+cache over 512 prompts (a run's chunk, batched as the card's memory allows), greedy and then
+sampled (temperature 1, top-p 0.95); on the base model,
 then as the pipeline generates: through one LoRA adapter, then through another (the switch from
 one method to the next, timed apart: it must not compile again), then timed.
 
@@ -212,10 +213,11 @@ def lora_adapter(model: str, folder: Path, seed: int) -> str:
     return str(folder)
 
 
-def generation(model: str, prompts: int, new_tokens: int, cache: str, adapters: tuple[str, str] | None = None) -> dict:
+def generation(model: str, prompts: int, new_tokens: int, cache: str, adapters: tuple[str, str] | None = None, temperature: float = 0.0) -> dict:
     """Tokens per second of the transformers engine, on the base model or through the second of
     ``adapters``, after a call through the first; the call that switches to it is timed apart (it
-    merges the adapter, and would compile again if the switch changed the compiled step)."""
+    merges the adapter, and would compile again if the switch changed the compiled step). Greedy,
+    or sampled at ``temperature`` with top-p 0.95 (every row's draw from its own seed)."""
     from harness.engine import SamplingParams, build_engine
     from harness.prompting import PromptFormatter
 
@@ -223,7 +225,7 @@ def generation(model: str, prompts: int, new_tokens: int, cache: str, adapters: 
     task = xsum()
     formatter = PromptFormatter(task, engine.tokenizer())
     texts = [formatter.prompt(ex) for ex in task.load("test", limit=prompts).rows]
-    params = SamplingParams(max_new_tokens=new_tokens)
+    params = SamplingParams(temperature=temperature, top_p=0.95 if temperature else 1.0, max_new_tokens=new_tokens)
     timings = []
     for adapter in (adapters[0], adapters[1], adapters[1]) if adapters else (None, None):  # the first call warms up (and, with the static cache on a GPU, compiles)
         if torch.cuda.is_available():
@@ -235,7 +237,8 @@ def generation(model: str, prompts: int, new_tokens: int, cache: str, adapters: 
         timings.append(time.perf_counter() - start)
     engine.close()
     through = ", through a LoRA adapter after another" if adapters else ""
-    return {"what": f"generation, transformers engine, {cache} cache{through}, {prompts} XSum prompts, greedy, {new_tokens} new tokens",
+    drawn = f"sampled (temperature {temperature:g}, top-p {params.top_p:g})" if temperature else "greedy"
+    return {"what": f"generation, transformers engine, {cache} cache{through}, {prompts} XSum prompts, {drawn}, {new_tokens} new tokens",
             "tokens_per_s": sum(o.completion_tokens for o in outputs) / timings[-1], "seconds": timings[-1], "first_call_s": timings[0],
             **({"switch_call_s": timings[1]} if adapters else {})}  # fmt: skip
 
@@ -276,7 +279,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--many-prompts", type=int, default=512, help="a second dynamic-cache row: a run's chunk of prompts, in batches as large as memory allows; and the pairs the local-lm judge row judges")
     parser.add_argument("--new-tokens", type=int, default=48)
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: trl, srpo8, judge, generation, adapter, cache, checkpointing")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: trl, srpo8, judge, generation, sampling, adapter, cache, checkpointing")
     parser.add_argument("--out", help="also write the results as JSON here (rewritten after each result)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -302,6 +305,8 @@ def main() -> None:
             for cache in ("dynamic", "static"):
                 report.other(generation(model, args.prompts, args.new_tokens, cache))
             report.other(generation(model, args.many_prompts, args.new_tokens, "dynamic"))
+            if "sampling" not in skip:  # the same, sampled: each row's draw from its own seed, in batched operations
+                report.other(generation(model, args.many_prompts, args.new_tokens, "dynamic", temperature=1.0))
             if "adapter" not in skip:  # what the pipeline runs: every method's completions go through its adapter
                 adapters = lora_adapter(model, Path(folder) / "a", 0), lora_adapter(model, Path(folder) / "b", 1)
                 for cache in ("dynamic", "static"):

@@ -48,6 +48,7 @@ class Engine(Plugin):
     # Options that change how completions are computed or fetched (batch sizes, retries, the
     # device), never what they say: they alone are left out of the engine's identity.
     not_in_generations: ClassVar[frozenset[str]] = frozenset()
+    sampler: ClassVar[str | None] = None  # how the harness draws a sampled token, where it does (not a server): sampled completions' keys hold it
 
     def generate(
         self, prompts: list[str], params: SamplingParams, adapter: str | None = None, stop: tuple[str, ...] = (), seeds: list[int] | None = None,
@@ -64,13 +65,16 @@ class Engine(Plugin):
         GPU or a CPU), as settled here."""
         return {}
 
-    def describe_config(self) -> dict:
+    def describe_config(self, sampling: SamplingParams | None = None) -> dict:
         """What identifies this engine's completions (keys the run's generations and built pairs):
         its name and every option but ``not_in_generations``, "auto" as this machine settles it,
         so that an option an engine gains is part of the key unless it is declared not to change
-        texts. The model an engine loads for the run is left out: the candidate's key holds it."""
+        texts; and, for completions sampled with ``sampling`` (greedy ones draw nothing), the
+        engine's ``sampler``. The model an engine loads for the run is left out: the candidate's
+        key holds it."""
         left_out = self.not_in_generations | ({"model"} if self.sets_model else set())
-        return {"engine": self.registered_name, **self.options_but(left_out), **self.settled_options()}
+        drawn = {"sampler": self.sampler} if self.sampler and sampling is not None and not sampling.greedy else {}
+        return {"engine": self.registered_name, **self.options_but(left_out), **self.settled_options(), **drawn}
 
     def tokenizer(self):
         """The tokenizer prompts are built for, or None (an API: no token budget or chat template here)."""

@@ -193,6 +193,84 @@ def test_sampling_is_deterministic_under_a_seed_and_batching(tiny, tmp_path):
     assert [r["text"] for r in a] != [r["text"] for r in c]
 
 
+def test_the_sampler_draws_from_the_nucleus_at_its_probabilities():
+    """Inverse-transform sampling gives each token its tempered, nucleus-renormalised
+    probability: 40,000 rows (a seed each, one step) against the exact law by a chi-square test.
+    The seeds are fixed, so the test cannot flake; a sampler that ignored the temperature, kept
+    the nucleus' mass unnormalised or picked the token before (or after) its interval fails it."""
+    from scipy.stats import chisquare
+
+    from harness.engines.transformers_engine import SeededRowSampler
+
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, float("-inf")])  # the last token is impossible
+    for temperature, top_p in [(1.0, 1.0), (0.7, 1.0), (1.3, 0.8)]:
+        exact = torch.softmax(logits / temperature, dim=0).double()
+        nucleus = exact.cumsum(0) - exact <= top_p  # the top tokens up to mass top_p
+        exact = torch.where(nucleus, exact, 0.0) / exact[nucleus].sum()
+        sampler = SeededRowSampler(list(range(40_000)), temperature, top_p, 1, "cpu")
+        out = sampler(None, logits.expand(40_000, -1).clone())  # [B, V]: 0 at each row's pick, -inf elsewhere
+        assert (out == 0).sum(dim=1).eq(1).all()
+        counts = torch.bincount(out.argmax(dim=1), minlength=len(logits)).double()
+        assert counts[exact == 0].sum() == 0  # nothing outside the nucleus, never the impossible token
+        kept = exact > 0
+        assert chisquare(counts[kept].numpy(), (exact[kept] * 40_000).numpy()).pvalue > 1e-3, (temperature, top_p, counts)
+
+
+def test_a_rows_draws_depend_on_its_seed_and_step_not_on_its_batch():
+    """A row's token at each step is the same sampled alone or among other rows, in any order:
+    its draw comes from its own seed and the step. Each step is a fixed set of batched
+    operations, whatever the rows (on a GPU each operation is a kernel launch the step waits on)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from harness.engines.transformers_engine import SeededRowSampler
+
+    torch.manual_seed(0)
+    scores = torch.randn(6, 4, 50)  # [steps, rows, V]: the model's scores for four rows at six steps
+    seeds = [11, 12, 13, 14]
+
+    def picks(rows: list[int]) -> torch.Tensor:
+        sampler = SeededRowSampler([seeds[r] for r in rows], 0.9, 0.9, len(scores), "cpu")
+        return torch.stack([sampler(None, step[rows]).argmax(dim=1) for step in scores])  # [steps, len(rows)]
+
+    together = picks([0, 1, 2, 3])
+    assert torch.equal(picks([3, 1]), together[:, [3, 1]])
+    assert all(torch.equal(picks([r]), together[:, [r]]) for r in range(4))
+    assert len(set(together.flatten().tolist())) > 4  # the rows draw different tokens: seeds are not shared
+    again = SeededRowSampler([seeds[0]], 0.9, 0.9, len(scores), "cpu")
+    assert len({again(None, scores[0, :1]).argmax().item() for _ in scores}) > 1  # the same scores at every step: a new draw each step
+
+    class Operations(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Operations.count += 1
+            return func(*args, **(kwargs or {}))
+
+    def operations(rows: int) -> int:
+        sampler = SeededRowSampler(list(range(rows)), 0.9, 0.9, 1, "cpu")
+        logits = torch.randn(rows, 50)
+        Operations.count = 0
+        with Operations():
+            sampler(None, logits)
+        return Operations.count
+
+    assert operations(2) == operations(64)
+
+
+def test_sampled_completions_are_keyed_by_the_sampler_and_greedy_ones_are_not():
+    """A sampled text depends on how its tokens were drawn, so a sampled run's key holds the
+    engine's sampler (another one, or an engine without, regenerates); a greedy text does not, so
+    a greedy run's key stays what it was."""
+    from harness.config import stable_hash
+
+    engine = build_engine("transformers", {})
+    greedy, sampled = SamplingParams(max_new_tokens=8), SamplingParams(temperature=0.7, max_new_tokens=8)
+    assert engine.describe_config(greedy) == engine.describe_config()
+    assert engine.describe_config(sampled) == {**engine.describe_config(), "sampler": engine.sampler}
+    assert "sampler" not in build_engine("openai", {"model": "m"}).describe_config(sampled)  # a server draws its own tokens
+    assert stable_hash(engine.describe_config(sampled)) != stable_hash(engine.describe_config(greedy))
+
+
 def test_revision_loop_against_an_openai_compatible_server(tmp_path):
     answer = lambda prompt: f"Summary {len(prompt)}."  # noqa: E731
     with FakeOpenAIServer(answer, models={"served"}, chat_template=True) as server:
