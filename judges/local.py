@@ -56,14 +56,17 @@ class LocalModelJudge(Judge):
 
         Each distinct token list is scored once for the judge's life, so the same prompt gets the
         same float whatever it was batched with (padding changes a float's last bits, and a
-        revision that repeats the text before it is a comparison judged already)."""
+        revision that repeats the text before it is a comparison judged already). ``stats`` counts
+        what this call computed: forwards, and token lists not scored before."""
         keys = [hashlib.blake2b(array("q", tokens).tobytes(), digest_size=16).digest() for tokens in encoded]
         todo = list({key: tokens for key, tokens in zip(keys, encoded) if key not in self._scores}.items())
+        self.stats = {"forward_passes": 0, "scored_texts": len(todo), "failed": 0}  # a local model answers every prompt
         try:
             for idx in self._batches([tokens for _, tokens in todo]):
                 batch = self._tokenizer.pad({"input_ids": [todo[i][1] for i in idx]}, return_tensors="pt").to(self._model.device)
                 for i, value in zip(idx, score(batch)):
                     self._scores[todo[i][0]] = value
+                self.stats["forward_passes"] += 1
         except torch.cuda.OutOfMemoryError:  # the settings against the card: say which to lower
             raise HarnessError(f"out of accelerator memory in judge {self.registered_name!r}: lower --judge-arg max_batch_tokens (now "
                                f"{self.max_batch_tokens}) or batch_size (now {self.batch_size}); verdicts already written are kept") from None  # fmt: skip

@@ -54,7 +54,6 @@ class LocalLMJudge(LocalModelJudge):
     @torch.no_grad()
     def judge(self, comparisons: list[Comparison]) -> list[Verdict]:
         self._load()
-        self.stats = {"forward_passes": 0, "failed": 0}
         encoded = [self._tokenizer(self._prompt(c), add_special_tokens=False)["input_ids"] for c in comparisons]
         return [Verdict(p, f"next-token p(A | A or B) = {p:.3f}") for p in self._per_text(encoded, self._p_a)]
 
@@ -65,5 +64,4 @@ class LocalLMJudge(LocalModelJudge):
         logp = torch.log_softmax(logits, dim=-1)
         a = torch.logsumexp(logp[:, self._answer_ids["A"]], dim=-1)  # [B]
         b = torch.logsumexp(logp[:, self._answer_ids["B"]], dim=-1)
-        self.stats["forward_passes"] += 1
         return torch.sigmoid(a - b).tolist()

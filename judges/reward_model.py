@@ -56,7 +56,6 @@ class RewardModelJudge(LocalModelJudge):
         self._load()
         texts = sorted({self._text(c, x) for c in comparisons for x in (c.a, c.b)})
         reward = dict(zip(texts, self.rewards(texts)))  # each distinct text scored once
-        self.stats = {"scored_texts": len(texts), "failed": 0}
         verdicts = []
         for c in comparisons:
             r_a, r_b = reward[self._text(c, c.a)], reward[self._text(c, c.b)]

@@ -297,6 +297,9 @@ def test_reward_model_judge_is_sigmoid_of_reward_difference(tmp_path):
     judge = build_judge("reward-model", {"model": str(folder)})
     c = Comparison("summary", "Summarise.", "article text", "good summary", "poor summary")
     verdict = judge.judge([c])[0]
+    assert judge.stats == {"forward_passes": 1, "scored_texts": 2, "failed": 0}
+    assert judge.judge([Comparison("summary", "Summarise.", "article text", "poor summary", "good summary")])[0].preference == pytest.approx(1 - verdict.preference, abs=1e-6)
+    assert judge.stats["forward_passes"] == judge.stats["scored_texts"] == 0  # both texts scored before: the usage log counts no work
     r_a, r_b = judge.rewards([judge._text(c, "good summary"), judge._text(c, "poor summary")])
     assert verdict.preference == pytest.approx(float(torch.sigmoid(torch.tensor(r_a - r_b))), abs=1e-6)
     # texts are scored in batches of similar length; each reward comes back in its text's place
