@@ -2,8 +2,9 @@
 # Issue 11's checks on a GPU machine with no network, in the order they pay off, each under its own
 # time limit, every log under $OUT. Run from a checkout that carries gpu/ as benchmarks/gpu_prepare.sh
 # fills it (wheels, tokenizer, XSum).
-# Usage: bash benchmarks/gpu_check.sh [bench|pipeline|memory|all|tests]   (bench: benchmarks/gpu.py;
-# pipeline: all five methods, 16 examples, revisions 0-2, on a random 1B model; memory:
+# Usage: bash benchmarks/gpu_check.sh [bench|pipeline|profile|memory|all|tests]   (bench: benchmarks/gpu.py;
+# pipeline: all five methods, 16 examples, revisions 0-2, on a random 1B model; profile:
+# benchmarks/profile_step.py, the kernels of a checkpointed DPO step, harness and TRL, and of generation; memory:
 # benchmarks/memory_peak.py, what the harness's and TRL's checkpointed peaks hold; tests: the trainer's
 # and the device tests, whose trainers then run on CUDA, for a second call). The default limits make `all` fit
 # one 600 s device call; gpu.py prints and saves each number as it gets it, so a cut-off run keeps
@@ -14,9 +15,10 @@ OUT=${OUT:-/tmp/gpu-out}
 part=${1:-all}
 SHAPE=${SHAPE:-llama-1b}  # a shape of benchmarks/gpu.py (tiny: the same steps on a CPU, for trying this script)
 BENCH_LIMIT=${BENCH_LIMIT:-250}  # seconds for benchmarks/gpu.py
-PIPELINE_LIMIT=${PIPELINE_LIMIT:-160}  # seconds for the five-method run
+PIPELINE_LIMIT=${PIPELINE_LIMIT:-130}  # seconds for the five-method run
 PIPELINE_ARGS=${PIPELINE_ARGS:-}  # more `harness run` arguments for it, e.g. "--engine-arg cache=static" (the run's generation compiled)
-MEMORY_LIMIT=${MEMORY_LIMIT:-150}  # seconds for benchmarks/memory_peak.py
+PROFILE_LIMIT=${PROFILE_LIMIT:-90}  # seconds for benchmarks/profile_step.py
+MEMORY_LIMIT=${MEMORY_LIMIT:-90}  # seconds for benchmarks/memory_peak.py (last: gpu.py's rows give the peaks; this takes them apart)
 TESTS_LIMIT=${TESTS_LIMIT:-400}  # seconds for the tests part
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --target /tmp/site gpu/wheels/*.whl > "$OUT/install.log" 2>&1
@@ -37,9 +39,14 @@ if [[ $part == pipeline || $part == all ]]; then
   echo "pipeline exit $? after $((SECONDS - start)) s" >> "$OUT/pipeline.log"
   cp /tmp/run/summary.json /tmp/run/manifest.json "$OUT/" 2>/dev/null
 fi
+if [[ $part == profile || $part == all ]]; then
+  start=$SECONDS
+  timeout "$PROFILE_LIMIT" python3 benchmarks/profile_step.py --shape "$SHAPE" --tokenizer gpu/tokenizer --runs dpo-checkpointing,trl-checkpointing,generate > "$OUT/profile.log" 2>&1
+  echo "profile_step.py exit $? after $((SECONDS - start)) s" >> "$OUT/profile.log"
+fi
 if [[ $part == memory || $part == all ]]; then
   start=$SECONDS
-  timeout "$MEMORY_LIMIT" python3 benchmarks/memory_peak.py --shape "$SHAPE" --tokenizer gpu/tokenizer --runs dpo-checkpointing,trl-checkpointing,dpo,dpo-mb1 > "$OUT/memory.log" 2>&1
+  timeout "$MEMORY_LIMIT" python3 benchmarks/memory_peak.py --shape "$SHAPE" --tokenizer gpu/tokenizer --runs dpo-checkpointing,trl-checkpointing > "$OUT/memory.log" 2>&1
   echo "memory_peak.py exit $? after $((SECONDS - start)) s" >> "$OUT/memory.log"
 fi
 if [[ $part == tests ]]; then  # the benchmark test needs the converted SmolLM2, which does not travel

@@ -81,6 +81,27 @@ def test_the_gpu_benchmark_runs_end_to_end_on_a_tiny_shape(tmp_path):
     assert all(o["tokens_per_s"] > 0 for o in generation) and all(o["switch_call_s"] > 0 for o in generation[4:])
 
 
+def test_the_step_profiler_runs_end_to_end_on_a_tiny_shape():
+    """benchmarks/profile_step.py is run on lent GPUs beside gpu.py; here, on a CPU, it must record
+    the third step of a trainer and a generation call, and list what they spent their time on."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness.models import resolve_model
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "profile_step.py"
+    result = subprocess.run([sys.executable, str(script), "--tokenizer", resolve_model("smollm2-135m"), "--shape", "tiny", "--pairs", "2", "--prompts", "2",
+                             "--new-tokens", "4", "--top", "3", "--runs", "dpo-checkpointing,generate"], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    dpo, generate = result.stdout.split("\n", 1)[1].split("generate (")
+    assert re.match(r"dpo-checkpointing \(harness DPO, micro-batch 2\): step 3 took \d+\.\d+ s", dpo)
+    per_pair, per_step = (int(re.search(rf"\((\d+) per {what}\)", text).group(1)) for text, what in ((dpo, "pair"), (generate, "decoding step")))
+    assert per_pair > 100 and per_step > 10  # a step of a 2-layer Llama is hundreds of operators; a decoding step dozens
+    assert len(re.findall(r"ms +\d+ x aten::", dpo)) == len(re.findall(r"ms +\d+ x aten::", generate)) == 3  # --top 3
+
+
 def test_missing_requirements_follows_what_installed_distributions_need(tmp_path, monkeypatch):
     """The GPU machine installs wheels with --no-deps; benchmarks/missing_requirements.py must see a
     gap two levels down (a requirement of a requirement), through extras, and a version out of range."""
