@@ -73,6 +73,14 @@ def build_model(shape: str | dict, tokenizer_dir: str, folder: Path) -> str:
     return str(folder)
 
 
+def xsum_prompts(tokenizer, n: int) -> list[str]:
+    """The 0-revision prompts of the first ``n`` XSum test articles, as a run's generation builds them."""
+    from harness.prompting import PromptFormatter
+
+    formatter = PromptFormatter(xsum(), tokenizer)
+    return [formatter.prompt(ex) for ex in xsum().load("test", limit=n).rows]
+
+
 def xsum_pairs(n: int) -> list[dict]:
     examples = xsum().load("test", limit=n + 1).rows
     return [{**ex, "chosen": ex["reference"], "rejected": examples[i + 1]["reference"]} for i, ex in enumerate(examples[:n])]
@@ -219,12 +227,9 @@ def generation(model: str, prompts: int, new_tokens: int, cache: str, adapters: 
     merges the adapter, and would compile again if the switch changed the compiled step). Greedy,
     or sampled at ``temperature`` with top-p 0.95 (every row's draw from its own seed)."""
     from harness.engine import SamplingParams, build_engine
-    from harness.prompting import PromptFormatter
 
     engine = build_engine("transformers", {"model": model, "cache": cache})  # batched as a run batches them
-    task = xsum()
-    formatter = PromptFormatter(task, engine.tokenizer())
-    texts = [formatter.prompt(ex) for ex in task.load("test", limit=prompts).rows]
+    texts = xsum_prompts(engine.tokenizer(), prompts)
     params = SamplingParams(temperature=temperature, top_p=0.95 if temperature else 1.0, max_new_tokens=new_tokens)
     timings = []
     for adapter in (adapters[0], adapters[1], adapters[1]) if adapters else (None, None):  # the first call warms up (and, with the static cache on a GPU, compiles)

@@ -90,11 +90,9 @@ def profile_training(run: str, model: str, rows: list[dict], top: int) -> str:
 def profile_generation(model: str, prompts: int, new_tokens: int, top: int) -> str:
     """Profile one generation call of the transformers engine after a warm-up call."""
     from harness.engine import SamplingParams, build_engine
-    from harness.prompting import PromptFormatter
 
     engine = build_engine("transformers", {"model": model})
-    task = gpu.xsum()
-    texts = [PromptFormatter(task, engine.tokenizer()).prompt(ex) for ex in task.load("test", limit=prompts).rows]
+    texts = gpu.xsum_prompts(engine.tokenizer(), prompts)
     params = SamplingParams(max_new_tokens=new_tokens)
     engine.generate(texts, params)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if CUDA else [])
