@@ -60,6 +60,10 @@ class Engine(Plugin):
         messages; local engines get them already wrapped in the model's chat template)."""
         raise NotImplementedError
 
+    def check_sampling(self, params: SamplingParams) -> None:
+        """Raise ``HarnessError`` if this engine, as configured, cannot decode with ``params``:
+        called when a run is resolved, before any work, and by ``generate``."""
+
     def settled_options(self) -> dict:
         """Options whose "auto" this machine settles and the texts depend on (the precision on a
         GPU or a CPU), as settled here."""

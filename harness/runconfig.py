@@ -234,6 +234,7 @@ def resolve(raw: dict) -> ResolvedRun:
         resolve_model(config.model, convert=False)  # a missing folder fails here, not after work was done
     engine = build_engine(config.engine, config.engine_args)  # checks names and options; loads nothing
     sampling = build_options(SamplingParams, {"seed": config.seed, **config.sampling}, "sampling")
+    engine.check_sampling(sampling)
     judge_name = config.judge or (DEFAULT_TEXT_JUDGE if task.kind == TEXT else "oracle")
     if task.kind == TEXT:
         build_judge(judge_name, config.judge_args)  # checks names and options; loads nothing

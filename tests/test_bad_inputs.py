@@ -57,6 +57,8 @@ CASES = [
     ("per-method trainer typo", [*XSUM, "--train-arg", "srpo.lrr=1"], {}, "train (srpo) has no option 'lrr'; did you mean 'lr'?"),
     ("unknown engine", [*XSUM, "--engine", "nope"], {}, "unknown engine 'nope'"),
     ("engine dtype", [*XSUM, "--engine-arg", "dtype=foo"], {}, "engine 'transformers' option 'dtype': input should be 'auto', 'float32', 'bfloat16' or 'float16'"),
+    ("sampling through continuous batching", [*XSUM, "--engine-arg", "cache=paged", "--temperature", "0.7"], {},
+     "engine option cache=paged decodes greedily only (continuous batching draws sampled tokens from one generator shared by every row"),
     ("engine batch of 0", [*XSUM, "--engine-arg", "batch_size=0"], {}, "engine 'transformers' option 'batch_size': input should be greater than or equal to 1"),
     ("unknown judge", [*XSUM, "--judge", "gpt5"], {}, "unknown judge 'gpt5'"),
     ("oracle judge on text", [*XSUM, "--judge", "oracle"], {}, "judge 'oracle' does not judge text; text tasks take:"),

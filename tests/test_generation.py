@@ -462,6 +462,35 @@ def test_the_static_cache_gives_the_dynamic_caches_texts_in_padded_shapes(tiny):
     assert any(width % 16 for cache, width in shapes if cache == "dynamic")
 
 
+def test_continuous_batching_gives_the_padded_paths_greedy_texts(tiny, adapters):
+    """cache=paged hands whole prompts, unpadded, to transformers' continuous batching: its greedy
+    texts, finish reasons and token counts are the padded path's, prompts of different lengths, a
+    stop string (which it applies after decoding, where the padded path stops the row: either
+    counts the tokens up to it) and a merged adapter included."""
+    prompts = [ex["article"][: 20 + 15 * i] for i, ex in enumerate(ARTICLES)]
+    params = SamplingParams(max_new_tokens=10)
+    runs = {}
+    for cache in ("dynamic", "paged"):
+        engine = build_engine("transformers", {"model": tiny, "cache": cache, "batch_size": 2, "dtype": "float32"})
+        runs[cache] = [engine.generate(prompts, params, adapter=a, stop=stop) for a in (None, adapters[1]) for stop in ((), ("e t", "o o"))]
+    for dynamic, paged in zip(runs["dynamic"], runs["paged"]):
+        assert paged == dynamic
+    texts = [tuple(g.text for g in gens) for gens in runs["paged"]]
+    assert texts[0] != texts[2] and texts[0] != texts[1]  # the adapter and the stop string change what comes out: the comparison means something
+    stopped = [g for gens in runs["paged"] for g in gens if g.finish_reason == "stop"]
+    assert stopped and all(g.completion_tokens < params.max_new_tokens for g in stopped)  # the tokens up to the stop, not those decoded past it nor padding
+
+
+def test_continuous_batching_refuses_to_sample(tiny):
+    """Its sampler draws from one generator for every row, so a text would depend on its batch."""
+    from harness.errors import HarnessError
+
+    engine = build_engine("transformers", {"model": tiny, "cache": "paged"})
+    with pytest.raises(HarnessError, match=r"^engine option cache=paged decodes greedily only .*: use --temperature 0"):
+        engine.generate(["a prompt"], SamplingParams(temperature=0.7, max_new_tokens=4))
+    engine.check_sampling(SamplingParams())  # greedy is its case
+
+
 def test_the_prompt_token_budget_splits_long_prompts_on_a_cpu_and_not_on_an_accelerator():
     """On a CPU, long prompts go in small batches (prefill is compute-bound; padding is work for
     nothing) of at most 32; on an accelerator, where each decoding step costs about the same

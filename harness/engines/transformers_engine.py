@@ -3,7 +3,11 @@
 On a GPU, decoding a small model with the default (dynamic) cache waits on kernel launches;
 ``cache="static"`` lets transformers compile the step (then CUDA graphs): transformers keeps the
 cache as long as the longest call so far, and torch compiles again only the first time the batch's
-rows or the cache's length change, then for any size: a few compiles per run.
+rows or the cache's length change, then for any size: a few compiles per run. ``cache="paged"``
+hands the prompts to transformers' continuous batching (``generate_batch``: a paged KV cache, rows
+leave as they finish and waiting prompts take their place, no padding), with CUDA graphs on a GPU;
+it decodes greedily only (its sampler draws from one global generator, not per row), and on a CPU
+it is slower than the padded path.
 
 Every method shares one copy of the base model: the LoRA adapter in use is merged into its weights
 (``merge_adapters``), so that decoding runs the base model's kernels and modules only, and the
@@ -42,7 +46,7 @@ class TransformersEngine(Engine):
     max_batch_tokens: PositiveInt | Literal["auto"] = "auto"  # and at most this many (padded) prompt tokens; "auto": 4096 on a CPU (long prompts in small batches), 65536 on a GPU
     device: Literal["auto", "cuda", "cpu"] = "auto"  # "auto": CUDA when present, else CPU
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # "auto": bfloat16 on a GPU that has it, float32 otherwise
-    cache: Literal["dynamic", "static"] = "dynamic"  # "static": a preallocated KV cache, which transformers compiles on a GPU (CUDA graphs): decoding stops waiting on kernel launches, after a few compiles per run
+    cache: Literal["dynamic", "static", "paged"] = "dynamic"  # "static": a preallocated KV cache, which transformers compiles on a GPU (CUDA graphs): decoding stops waiting on kernel launches, after a few compiles per run; "paged": transformers' continuous batching, CUDA graphs without compiling, batch_size and max_batch_tokens bounding each forward (greedy only; for GPUs)
     pad_to_multiple: PositiveInt = 64  # with the static cache, prompts are padded to a multiple of this many tokens, so that the cache grows in steps of it (a CUDA graph is recorded per length)
     merge_adapters: bool = True  # generate through a LoRA adapter merged into the base weights (restored exactly after): a decoding step then runs the base model's kernels, not nearly twice as many; false computes the adapter beside the base, as in training
 
@@ -124,38 +128,87 @@ class TransformersEngine(Engine):
         self._model = wrapped.merge_and_unload()  # the same base model object, its layers unwrapped
         self._merged = adapter
 
+    def check_sampling(self, params: SamplingParams) -> None:
+        if self.cache == "paged" and not params.greedy:
+            raise HarnessError("engine option cache=paged decodes greedily only (continuous batching draws sampled tokens from one "
+                               "generator shared by every row, so a text would depend on its batch): use --temperature 0, "
+                               "or cache=dynamic or cache=static to sample")  # fmt: skip
+
     @torch.no_grad()
     def generate(self, prompts, params: SamplingParams, adapter=None, stop=(), seeds=None, chat=False) -> list[Generation]:
+        self.check_sampling(params)
         tokenizer = self.tokenizer()
         encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        seeds = prompt_seeds(params, len(prompts), seeds)
-        out: list[Generation | None] = [None] * len(prompts)
         with self._use_adapter(adapter):
-            model = self._model
-            multiple = self.pad_to_multiple if self.cache == "static" else None
-            cache_tokens = kv_cache_budget(model) if self.batch_size == "auto" else None  # an explicit batch size is the user's call
-            for idx in self._batches(encoded, model.device, params.max_new_tokens, multiple or 1, cache_tokens):
-                enc = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, pad_to_multiple_of=multiple, return_tensors="pt").to(model.device)
-                sampler = None if params.greedy else [SeededRowSampler([seeds[i] for i in idx], params.temperature, params.top_p, params.max_new_tokens, model.device)]
-                stopping = [_StopAfterText(tokenizer, stop, enc["input_ids"].shape[1], model.device)] if stop else None
-                try:
-                    generated = model.generate(
-                        **enc, max_new_tokens=params.max_new_tokens, do_sample=False, logits_processor=sampler,
-                        pad_token_id=tokenizer.pad_token_id, stopping_criteria=stopping,
-                        cache_implementation="static" if self.cache == "static" else None,  # None: transformers' default
-                    )  # fmt: skip
-                except torch.cuda.OutOfMemoryError:  # the settings against the card: say which to lower
-                    rows, width = enc["input_ids"].shape
-                    raise HarnessError(f"out of accelerator memory generating {rows} prompts of {width} tokens: lower --engine-arg batch_size "
-                                       f"(now {self.batch_size}) or max_batch_tokens (now {self.max_batch_tokens}); completions "
-                                       "already written are kept") from None  # fmt: skip
-                new = generated[:, enc["input_ids"].shape[1] :]  # [B, new]: left padding aligns every prompt's end
-                eos = tokenizer.eos_token_id
-                for i, row in zip(idx, new.tolist()):
-                    n = row.index(eos) + 1 if eos in row else len(row)
-                    text, hit = cut_at_stop(tokenizer.decode(row[:n], skip_special_tokens=True), stop)
-                    out[i] = Generation(text.strip(), len(encoded[i]), n, "stop" if hit or eos in row[:n] else "length")
-        return out  # type: ignore[return-value]
+            if self.cache == "paged":
+                completions = self._continuous(encoded, params)
+            else:
+                completions = self._padded(encoded, params, stop, prompt_seeds(params, len(prompts), seeds))
+        eos = tokenizer.eos_token_id
+        out = []
+        for prompt, row in zip(encoded, completions):
+            n = row.index(eos) + 1 if eos in row else len(row)
+            text, hit = cut_at_stop(tokenizer.decode(row[:n], skip_special_tokens=True), stop)
+            if hit:  # the tokens of the text kept, not those decoded past it (or padding after it)
+                n = _tokens_to_stop(tokenizer, row[:n], stop)
+            out.append(Generation(text.strip(), len(prompt), n, "stop" if hit or eos in row[:n] else "length"))
+        return out
+
+    def _padded(self, encoded: list[list[int]], params: SamplingParams, stop: tuple[str, ...], seeds: list[int]) -> list[list[int]]:
+        """Every prompt's new tokens, by ``generate`` over left-padded batches of similar lengths."""
+        tokenizer, model = self._tokenizer, self._model
+        out: list[list[int]] = [[] for _ in encoded]
+        multiple = self.pad_to_multiple if self.cache == "static" else None
+        cache_tokens = kv_cache_budget(model) if self.batch_size == "auto" else None  # an explicit batch size is the user's call
+        for idx in self._batches(encoded, model.device, params.max_new_tokens, multiple or 1, cache_tokens):
+            enc = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, pad_to_multiple_of=multiple, return_tensors="pt").to(model.device)
+            sampler = None if params.greedy else [SeededRowSampler([seeds[i] for i in idx], params.temperature, params.top_p, params.max_new_tokens, model.device)]
+            stopping = [_StopAfterText(tokenizer, stop, enc["input_ids"].shape[1], model.device)] if stop else None
+            try:
+                generated = model.generate(
+                    **enc, max_new_tokens=params.max_new_tokens, do_sample=False, logits_processor=sampler,
+                    pad_token_id=tokenizer.pad_token_id, stopping_criteria=stopping,
+                    cache_implementation="static" if self.cache == "static" else None,  # None: transformers' default
+                )  # fmt: skip
+            except torch.cuda.OutOfMemoryError:  # the settings against the card: say which to lower
+                rows, width = enc["input_ids"].shape
+                raise HarnessError(f"out of accelerator memory generating {rows} prompts of {width} tokens: lower --engine-arg batch_size "
+                                   f"(now {self.batch_size}) or max_batch_tokens (now {self.max_batch_tokens}); completions "
+                                   "already written are kept") from None  # fmt: skip
+            for i, row in zip(idx, generated[:, enc["input_ids"].shape[1] :].tolist()):  # left padding aligns every prompt's end
+                out[i] = row
+        return out
+
+    def _continuous(self, encoded: list[list[int]], params: SamplingParams) -> list[list[int]]:
+        """Every prompt's new tokens (EOS included), by transformers' continuous batching. It stops
+        rows at EOS only: a stop string cuts the decoded text after, as the padded path's does.
+        ``batch_size`` and ``max_batch_tokens`` bound each of its forwards when given; "auto" leaves
+        transformers to size them from the accelerator's memory."""
+        from transformers import ContinuousBatchingConfig, GenerationConfig
+
+        tokenizer, model = self._tokenizer, self._model
+        config = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        page = ContinuousBatchingConfig.page_size  # tokens a block of KV cache holds, every layer
+        need = sum(-(-(len(p) + params.max_new_tokens) // page) for p in encoded)  # blocks holding every prompt at once
+        budget = kv_cache_budget(model)  # None on a CPU, where transformers would size the cache from the host's memory
+        batching = ContinuousBatchingConfig(
+            num_blocks=need if budget is None or need * page <= budget else None,  # None: as many as memory allows, rows then wait their turn
+            max_requests_per_batch=None if self.batch_size == "auto" else self.batch_size,
+            max_batch_tokens=None if self.max_batch_tokens == "auto" else self.max_batch_tokens,
+            use_cuda_graph=True if model.device.type == "cuda" else None,  # the point on a GPU; transformers turns graphs off where attention takes a mask (sdpa)
+        )  # fmt: skip
+        try:
+            results = list(model.generate_batch(inputs=encoded, generation_config=config, continuous_batching_config=batching).values())
+        except (MemoryError, torch.cuda.OutOfMemoryError):
+            raise HarnessError(f"out of accelerator memory for continuous batching of {len(encoded)} prompts: lower --engine-arg "
+                               f"max_batch_tokens (now {self.max_batch_tokens}) or use cache=dynamic; completions already written "
+                               "are kept") from None  # fmt: skip
+        failed = [r.error for r in results if r.error is not None]
+        if len(results) != len(encoded) or failed:  # generate_batch logs a failure and returns what it has
+            raise HarnessError(f"continuous batching (engine option cache=paged) finished {len(results) - len(failed)} of {len(encoded)} "
+                               f"prompts ({failed[0] if failed else 'its generation thread stopped'}); completions already written "
+                               "are kept: rerun, or use cache=dynamic")  # fmt: skip
+        return [list(r.generated_tokens) for r in results]
 
     def _batches(self, encoded: list[list[int]], device: torch.device, new_tokens: int, multiple: int = 1, cache_tokens: int | None = None) -> list[list[int]]:
         """Prompt indices grouped by length within ``batch_size`` prompts, ``max_batch_tokens``
@@ -245,6 +298,19 @@ class _StopAfterText:
             hits = [r for r, t in zip(rows, texts) if cut_at_stop(t, self.stop)[1]]
             self.done[hits] = True
         return self.done.clone()
+
+
+def _tokens_to_stop(tokenizer, row: list[int], stop: tuple[str, ...]) -> int:
+    """The fewest leading tokens of ``row`` whose text holds a stop string (``row``'s does), by
+    bisection: a few decodes, where each row's stop string was found."""
+    lo, hi = 0, len(row)  # row[:lo] holds none, row[:hi] holds one
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if cut_at_stop(tokenizer.decode(row[:mid], skip_special_tokens=True), stop)[1]:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 @functools.lru_cache(maxsize=8)
