@@ -1,7 +1,7 @@
 """Generation throughput: batched against one prompt at a time (transformers engine), and vLLM
 against transformers where a GPU and vLLM are present.
 
-    python benchmarks/generate.py [--task xsum|arena-hard] [--prompts 32] [--batch-size 32] [--max-batch-tokens N] [--max-new-tokens N]
+    python benchmarks/generate.py [--task xsum|arena-hard] [--prompts 32] [--batch-size 32] [--max-batch-tokens N] [--max-new-tokens N] [--cache dynamic|static|paged]
 
 Greedy decoding of the 0-revision prompts of the first N offline test examples with
 SmolLM2-135M-Instruct; prints seconds, completions/s, generated tokens/s and the speed-up ratio.
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="at most this many prompts per batch")
     parser.add_argument("--max-batch-tokens", default="auto", help="at most this many padded prompt tokens per batch (default: the engine's auto, 4096 on a CPU, 65536 on a GPU)")
     parser.add_argument("--max-new-tokens", type=int, help="default: 48 for xsum, 128 for arena-hard")
+    parser.add_argument("--cache", default="dynamic", choices=["dynamic", "static", "paged"], help="the batched engine's KV cache (paged: continuous batching)")
     parser.add_argument("--task", default="xsum", choices=["xsum", "arena-hard"])
     parser.add_argument("--model", default=SMOLLM2)
     args = parser.parse_args()
@@ -43,11 +44,11 @@ def main() -> None:
     args.max_new_tokens = args.max_new_tokens or (48 if args.task == "xsum" else 128)
     params = SamplingParams(max_new_tokens=args.max_new_tokens)
     rows = []
-    batched = build_engine("transformers", {"model": args.model, "batch_size": args.batch_size, "max_batch_tokens": args.max_batch_tokens})
+    batched = build_engine("transformers", {"model": args.model, "batch_size": args.batch_size, "max_batch_tokens": args.max_batch_tokens, "cache": args.cache})
     formatter = PromptFormatter(task, batched.tokenizer())
     prompts = [formatter.prompt(ex) for ex in examples]
     timed(batched, prompts[:2], params, task.stop)  # warm-up: first-call allocations
-    rows.append(("transformers", f"batched <={args.batch_size}, {args.max_batch_tokens} tokens", *timed(batched, prompts, params, task.stop)))
+    rows.append(("transformers", f"{args.cache} <={args.batch_size}, {args.max_batch_tokens} tokens", *timed(batched, prompts, params, task.stop)))
     single = build_engine("transformers", {"model": args.model, "batch_size": 1})
     rows.append(("transformers", "one at a time", *timed(single, prompts, params, task.stop)))
     if torch.cuda.is_available():

@@ -16,10 +16,11 @@ peak GPU memory (prefixes shared under the packed shared-prefix mask, the defaul
 copies of the KV cache); the reference pass in pairs per second; the local-lm judge (the same
 model as judge, ``--many-prompts`` pairs, both orders) in pairs per second; generation in tokens per second
 (32 prompts, greedy, 48 new tokens; a random model never stops early, so every row decodes all
-48) with the dynamic and the static KV cache, timed on a second call after a first that warms up
-(and compiles, for the static cache on a GPU: its time is printed beside), then with the dynamic
-cache over 512 prompts (a run's chunk, batched as the card's memory allows), greedy and then
-sampled (temperature 1, top-p 0.95); on the base model,
+48) with the dynamic and the static KV cache and continuous batching (``cache="paged"``), timed on
+a second call after a first that warms up (and compiles, for the static cache on a GPU: its time is
+printed beside), then with the dynamic cache and continuous batching over 512 prompts (a run's
+chunk, batched as the card's memory allows), greedy, and with the dynamic cache sampled
+(temperature 1, top-p 0.95; continuous batching decodes greedily only); on the base model,
 then as the pipeline generates: through one LoRA adapter, then through another (the switch from
 one method to the next, timed apart: it must not compile again), then timed.
 
@@ -307,14 +308,15 @@ def main() -> None:
         if "judge" not in skip:
             report.other(local_judging(model, xsum_pairs(args.many_prompts)))
         if "generation" not in skip:
-            for cache in ("dynamic", "static"):
+            for cache in ("dynamic", "static", "paged"):
                 report.other(generation(model, args.prompts, args.new_tokens, cache))
-            report.other(generation(model, args.many_prompts, args.new_tokens, "dynamic"))
+            for cache in ("dynamic", "paged"):
+                report.other(generation(model, args.many_prompts, args.new_tokens, cache))
             if "sampling" not in skip:  # the same, sampled: each row's draw from its own seed, in batched operations
                 report.other(generation(model, args.many_prompts, args.new_tokens, "dynamic", temperature=1.0))
             if "adapter" not in skip:  # what the pipeline runs: every method's completions go through its adapter
                 adapters = lora_adapter(model, Path(folder) / "a", 0), lora_adapter(model, Path(folder) / "b", 1)
-                for cache in ("dynamic", "static"):
+                for cache in ("dynamic", "static", "paged"):
                     report.other(generation(model, args.prompts, args.new_tokens, cache, adapters))
         if "cache" not in skip:  # the other way to share prefixes (copies of the KV cache, two forwards): is it faster here?
             for method in ("dpo", "srpo"):

@@ -53,7 +53,7 @@ if [[ $part == tests ]]; then  # the benchmark test needs the converted SmolLM2,
   start=$SECONDS
   timeout "$TESTS_LIMIT" python3 -m pytest -q -p no:cacheprovider tests/test_trainer.py tests/test_devices.py -k "not gpu_benchmark" > "$OUT/tests.log" 2>&1
   echo "tests exit $? after $((SECONDS - start)) s" >> "$OUT/tests.log"
-  start=$SECONDS  # the engine merging adapters into weights on CUDA and restoring them, one model at a time, one compiled step for every adapter
-  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_generation.py -k "merged or model_by_model or compiled" >> "$OUT/tests.log" 2>&1
+  start=$SECONDS  # the engine merging adapters into weights on CUDA and restoring them, one model at a time, one compiled step for every adapter, continuous batching with CUDA graphs
+  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_generation.py -k "merged or model_by_model or compiled or continuous" >> "$OUT/tests.log" 2>&1
   echo "generation tests exit $? after $((SECONDS - start)) s" >> "$OUT/tests.log"
 fi

@@ -75,10 +75,11 @@ def test_the_gpu_benchmark_runs_end_to_end_on_a_tiny_shape(tmp_path):
     reference, judge, *generation = data["other"]
     assert reference["pairs_per_s"] > 0 and judge["pairs_per_s"] > 0 and judge["what"].startswith("local-lm judge, 3 XSum pairs, both orders")
     assert [o["what"].split(", ")[2:5] for o in generation] == [
-        ["dynamic cache", "2 XSum prompts", "greedy"], ["static cache", "2 XSum prompts", "greedy"], ["dynamic cache", "3 XSum prompts", "greedy"],
-        ["dynamic cache", "3 XSum prompts", "sampled (temperature 1"], ["dynamic cache", "through a LoRA adapter after another", "2 XSum prompts"],
-        ["static cache", "through a LoRA adapter after another", "2 XSum prompts"]]  # fmt: skip
-    assert all(o["tokens_per_s"] > 0 for o in generation) and all(o["switch_call_s"] > 0 for o in generation[4:])
+        ["dynamic cache", "2 XSum prompts", "greedy"], ["static cache", "2 XSum prompts", "greedy"], ["paged cache", "2 XSum prompts", "greedy"],
+        ["dynamic cache", "3 XSum prompts", "greedy"], ["paged cache", "3 XSum prompts", "greedy"], ["dynamic cache", "3 XSum prompts", "sampled (temperature 1"],
+        ["dynamic cache", "through a LoRA adapter after another", "2 XSum prompts"], ["static cache", "through a LoRA adapter after another", "2 XSum prompts"],
+        ["paged cache", "through a LoRA adapter after another", "2 XSum prompts"]]  # fmt: skip
+    assert all(o["tokens_per_s"] > 0 for o in generation) and all(o["switch_call_s"] > 0 for o in generation[6:])
 
 
 def test_the_step_profiler_runs_end_to_end_on_a_tiny_shape():
