@@ -23,10 +23,10 @@ from harness.prompting import PromptFormatter
 from harness.task import build_task
 
 
-def timed(engine, prompts, params, stop) -> tuple[float, int]:
+def timed(engine, prompts, params, stop) -> tuple[float, int, list]:
     start = time.perf_counter()
     outputs = engine.generate(prompts, params, None, stop)
-    return time.perf_counter() - start, sum(o.completion_tokens for o in outputs)
+    return time.perf_counter() - start, sum(o.completion_tokens for o in outputs), outputs
 
 
 def main() -> None:
@@ -61,9 +61,11 @@ def main() -> None:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     print(f"\n{args.prompts} {args.task} prompts, greedy, max {args.max_new_tokens} new tokens, {args.model} on {device}")
     print(f"{'engine':13} {'mode':28} {'seconds':>8} {'compl/s':>8} {'tokens/s':>9}")
-    for engine, mode, seconds, tokens in rows:
+    for engine, mode, seconds, tokens, _ in rows:
         print(f"{engine:13} {mode:28} {seconds:8.2f} {args.prompts / seconds:8.2f} {tokens / seconds:9.1f}")
     print(f"batched / one-at-a-time speed-up: {rows[1][2] / rows[0][2]:.1f}x")
+    same = sum(a == b for a, b in zip(rows[0][4], rows[1][4]))  # text, token counts and finish reason
+    print(f"batched ({args.cache}) completions identical to one at a time: {same} of {args.prompts}")
     if len(rows) > 2:
         print(f"vllm / transformers (batched) speed-up: {rows[0][2] / rows[2][2]:.1f}x")
 
