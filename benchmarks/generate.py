@@ -4,7 +4,9 @@ against transformers where a GPU and vLLM are present.
     python benchmarks/generate.py [--task xsum|arena-hard] [--prompts 32] [--batch-size 32] [--max-batch-tokens N] [--max-new-tokens N] [--cache dynamic|static|paged]
 
 Greedy decoding of the 0-revision prompts of the first N offline test examples with
-SmolLM2-135M-Instruct; prints seconds, completions/s, generated tokens/s and the speed-up ratio.
+SmolLM2-135M-Instruct; prints seconds, completions/s, generated tokens/s, the speed-up ratio and
+how many batched completions (with the ``--cache`` asked for) are identical to those generated one
+at a time.
 XSum prompts are long articles with one-sentence answers, so prompt processing (compute-bound,
 which batching cannot speed up on a CPU) dominates; Arena-Hard prompts are short requests with
 long answers, so decoding (memory-bound, which batching amortises) dominates.
