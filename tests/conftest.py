@@ -21,3 +21,11 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny Llama and its tokenizer (tests/tiny.py), built once per test module: its folder."""
+    from tiny import build_tiny
+
+    return str(build_tiny(tmp_path_factory.mktemp("tiny") / "model"))

@@ -5,7 +5,6 @@ device"), which 120 CPU tests once missed."""
 
 import pytest
 import torch
-from tiny import build_tiny
 
 from harness.datasources import Rows
 from harness.method import build_method
@@ -17,11 +16,6 @@ from harness.training.trainer import Trainer, TrainInputs
 
 ROWS = [{"id": str(i), "article": f"The council said bridge {i} will open next year after a delay.", "chosen": f"Bridge {i} opens.", "rejected": "Cats."}
         for i in range(3)]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(build_tiny(tmp_path_factory.mktemp("tiny") / "model"))
 
 
 @pytest.mark.parametrize("name", ["srpo", "dpo", "ipo", "simpo", "rpo"])

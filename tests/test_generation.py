@@ -12,7 +12,6 @@ import pytest
 import torch
 from conftest import run_cli
 from openai_server import FakeOpenAIServer
-from tiny import build_tiny
 
 from harness.engine import SamplingParams, build_engine, cut_at_stop
 from harness.models import model_ref
@@ -31,11 +30,6 @@ ARTICLES = [
         "The town will hold its first food festival in the park this summer.",
     ])
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(build_tiny(tmp_path_factory.mktemp("tiny") / "model"))
 
 
 def _loop(store_dir, engine, candidates, params, revisions=2, chunk_size=2):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import run_cli
 from openai_server import FakeOpenAIServer
-from tiny import build_tiny, xsum_files
+from tiny import xsum_files
 
 from harness.diagnostics import cohens_kappa, judge_diagnostics
 
@@ -22,11 +22,6 @@ def _run(tiny, test, pairs, out, server, *extra):
 def _cells(html: str, table: str) -> list[list[str]]:
     body = re.search(rf'<table class="sortable" id="{table}">.*?<tbody>(.*?)</tbody>', html, re.S).group(1)
     return [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(build_tiny(tmp_path_factory.mktemp("tiny") / "model"))
 
 
 def test_a_judge_that_always_prefers_position_a_is_shown_as_such(tiny, tmp_path):

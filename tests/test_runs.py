@@ -6,12 +6,7 @@ import json
 import pytest
 from conftest import run_cli
 from openai_server import FakeOpenAIServer
-from tiny import build_tiny, xsum_files
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(build_tiny(tmp_path_factory.mktemp("tiny") / "model"))
+from tiny import xsum_files
 
 
 def _args(tiny, test, pairs, out, *extra):

@@ -12,7 +12,6 @@ import time
 import pytest
 import torch
 from conftest import run_cli
-from tiny import build_tiny
 
 from harness.method import build_method
 from harness.models import load_causal_lm, load_tokenizer
@@ -35,11 +34,6 @@ ROWS = [
     {"id": str(i), "article": a * (1 + i % 2), "chosen": a.split(" after")[0].split(" following")[0] + ".", "rejected": "The weather was nice."}
     for i, a in enumerate(ARTICLES)
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(build_tiny(tmp_path_factory.mktemp("tiny") / "model"))
 
 
 @pytest.fixture
