@@ -102,43 +102,64 @@ def reset_memory() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def harness_step(model: str, method: str, rows: list[dict], micro: int, steps: int, sharing: str = "packed", checkpointing: bool = False,
-                 bf16: bool | str = "auto", lora_dropout: float = LORA["lora_dropout"]) -> dict:  # fmt: skip
+def harness_trainer(model: str, method: str, rows: list[dict], out: Path, options: dict | None = None, **train) -> "Trainer":
+    """The harness's trainer for ``method`` (with ``options``) on ``rows``, all of them one optimizer
+    step, LoRA as ``LORA``, no checkpoints; ``train``: more ``TrainConfig`` options."""
     from harness.datasources import Rows
     from harness.method import build_method
     from harness.models import model_ref
     from harness.training.config import TrainConfig
     from harness.training.trainer import Trainer, TrainInputs
 
-    config = TrainConfig(lr=1e-5, batch_size=len(rows), micro_batch_size=micro, max_steps=steps, checkpoint_every=0, prefix_sharing=sharing,
-                         gradient_checkpointing=checkpointing, bf16=bf16, **{**LORA, "lora_dropout": lora_dropout})  # fmt: skip
+    config = TrainConfig(batch_size=len(rows), checkpoint_every=0, **{**LORA, **train})
+    return Trainer(TrainInputs(build_method(method, options), config, xsum(), model_ref(model), Rows.of(rows), 0), out)
+
+
+def harness_step(model: str, method: str, rows: list[dict], micro: int, steps: int, sharing: str = "packed", checkpointing: bool = False,
+                 bf16: bool | str = "auto", lora_dropout: float = LORA["lora_dropout"]) -> dict:  # fmt: skip
     trainer = f"harness {method.upper()}" + ("" if sharing == "packed" else f" ({sharing})")
     row = {"trainer": trainer, "micro_batch_size": micro, "gradient_checkpointing": checkpointing}
     reset_memory()
     try:
         with tempfile.TemporaryDirectory() as out:
-            Trainer(TrainInputs(build_method(method), config, xsum(), model_ref(model), Rows.of(rows), 0), Path(out)).train()
+            harness_trainer(model, method, rows, Path(out), lr=1e-5, micro_batch_size=micro, max_steps=steps, prefix_sharing=sharing,
+                            gradient_checkpointing=checkpointing, bf16=bf16, lora_dropout=lora_dropout).train()  # fmt: skip
             seconds = [json.loads(line)["seconds"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     except torch.cuda.OutOfMemoryError:
         return {**row, "s_per_step": None, "peak_gb": peak_memory_gb(), "note": "out of memory"}
     return {**row, "s_per_step": statistics.median(seconds[1:] or seconds), "peak_gb": peak_memory_gb()}  # the first step warms up
 
 
-def trl_step(model: str, rows: list[dict], steps: int, checkpointing: bool = True, bf16: bool | None = None, lora_dropout: float = LORA["lora_dropout"]) -> dict:
-    """TRL's DPOTrainer on the same model, data, LoRA and batch; ``bf16`` None: where the GPU has it."""
-    row = {"trainer": "TRL DPOTrainer", "micro_batch_size": len(rows), "gradient_checkpointing": checkpointing}  # True: DPOConfig's default
-    try:
-        from datasets import Dataset
-        from peft import LoraConfig
-        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-        from trl import DPOConfig, DPOTrainer
-    except ImportError as exc:
-        return {**row, "s_per_step": None, "peak_gb": None, "note": f"not installed ({exc.name})"}
+def trl_trainer(model: str, rows: list[dict], out: str, lora_dropout: float = LORA["lora_dropout"], callbacks: tuple = (), **dpo) -> "DPOTrainer":
+    """TRL's DPOTrainer on the harness's prompts and completions of ``rows`` (all of them one
+    optimizer step), the harness's LoRA, the reference log-probs precomputed as the harness does;
+    ``dpo``: more ``DPOConfig`` options (``bf16`` also loads the model in bf16). Raises ImportError
+    without TRL."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
     from harness.prompting import PromptFormatter
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     formatter = PromptFormatter(xsum(), tokenizer)
     data = Dataset.from_list([{"prompt": formatter.prompt(r), "chosen": formatter.completion(r["chosen"]), "rejected": formatter.completion(r["rejected"])} for r in rows])
+    args = DPOConfig(output_dir=out, per_device_train_batch_size=len(rows), gradient_accumulation_steps=1, precompute_ref_log_probs=True, report_to="none",
+                     save_strategy="no", max_length=1024, use_cpu=not torch.cuda.is_available(), **dpo)  # fmt: skip
+    policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16 if args.bf16 else torch.float32)
+    lora = LoraConfig(r=LORA["lora_r"], lora_alpha=LORA["lora_alpha"], lora_dropout=lora_dropout, target_modules=LORA["lora_target_modules"], task_type="CAUSAL_LM")
+    return DPOTrainer(model=policy, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora, callbacks=list(callbacks))
+
+
+def trl_step(model: str, rows: list[dict], steps: int, checkpointing: bool = True, bf16: bool | None = None, lora_dropout: float = LORA["lora_dropout"]) -> dict:
+    """TRL's DPOTrainer on the same model, data, LoRA and batch; ``bf16`` None: where the GPU has it."""
+    row = {"trainer": "TRL DPOTrainer", "micro_batch_size": len(rows), "gradient_checkpointing": checkpointing}  # True: DPOConfig's default
+    try:
+        import trl  # noqa: F401
+        from transformers import TrainerCallback
+    except ImportError as exc:
+        return {**row, "s_per_step": None, "peak_gb": None, "note": f"not installed ({exc.name})"}
     times: list[float] = []
 
     class Timer(TrainerCallback):
@@ -156,13 +177,8 @@ def trl_step(model: str, rows: list[dict], steps: int, checkpointing: bool = Tru
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     reset_memory()
     with tempfile.TemporaryDirectory() as out:
-        args = DPOConfig(output_dir=out, per_device_train_batch_size=len(rows), gradient_accumulation_steps=1, max_steps=steps, learning_rate=1e-5,
-                         bf16=bf16, precompute_ref_log_probs=True, logging_strategy="no", report_to="none", save_strategy="no", max_length=1024, beta=0.1,
-                         gradient_checkpointing=checkpointing, use_cpu=not torch.cuda.is_available())  # fmt: skip
-        policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16 if bf16 else torch.float32)
-        lora = LoraConfig(r=LORA["lora_r"], lora_alpha=LORA["lora_alpha"], lora_dropout=lora_dropout, target_modules=LORA["lora_target_modules"], task_type="CAUSAL_LM")
-        trainer = DPOTrainer(model=policy, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora, callbacks=[Timer()])
-        trainer.train()
+        trl_trainer(model, rows, out, lora_dropout, (Timer(),), max_steps=steps, learning_rate=1e-5, bf16=bf16, logging_strategy="no", beta=0.1,
+                    gradient_checkpointing=checkpointing).train()  # fmt: skip
     return {**row, "s_per_step": statistics.median(times[1:] or times), "peak_gb": peak_memory_gb()}
 
 
