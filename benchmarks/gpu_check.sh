@@ -5,7 +5,7 @@
 # Usage: bash benchmarks/gpu_check.sh [bench|pipeline|profile|memory|all|tests]   (bench: benchmarks/gpu.py;
 # pipeline: all five methods, 16 examples, revisions 0-2, on a random 1B model; profile:
 # benchmarks/profile_step.py, the kernels of a checkpointed DPO step, harness and TRL, and of generation; memory:
-# benchmarks/memory_peak.py, what the harness's and TRL's checkpointed peaks hold; tests: the trainer's
+# benchmarks/memory_peak.py, what the harness's and TRL's checkpointed peaks hold; tests: the trainer's, the TRL parity
 # and the device tests, whose trainers then run on CUDA, for a second call). The default limits make `all` fit
 # one 600 s device call; gpu.py prints and saves each number as it gets it, so a cut-off run keeps
 # what it measured. Raise BENCH_LIMIT to see whether gpu.py finishes in the 8 minutes.
@@ -51,7 +51,7 @@ if [[ $part == memory || $part == all ]]; then
 fi
 if [[ $part == tests ]]; then  # the benchmark test needs the converted SmolLM2, which does not travel
   start=$SECONDS
-  timeout "$TESTS_LIMIT" python3 -m pytest -q -p no:cacheprovider tests/test_trainer.py tests/test_devices.py -k "not gpu_benchmark" > "$OUT/tests.log" 2>&1
+  timeout "$TESTS_LIMIT" python3 -m pytest -q -p no:cacheprovider tests/test_trainer.py tests/test_devices.py tests/test_trl_parity.py -k "not gpu_benchmark" > "$OUT/tests.log" 2>&1
   echo "tests exit $? after $((SECONDS - start)) s" >> "$OUT/tests.log"
   start=$SECONDS  # the engine merging adapters into weights on CUDA and restoring them, one model at a time, one compiled step for every adapter, continuous batching with CUDA graphs
   timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_generation.py -k "merged or model_by_model or compiled or continuous" >> "$OUT/tests.log" 2>&1

@@ -1,6 +1,11 @@
 """IPO: Identity Preference Optimization (Azar et al., 2023, Eq. 17); the paper's Appendix D form:
 
     L = (h(y_w) - h(y_l) - 1 / (2 beta))^2
+
+By default h sums the log-ratio over the completion's tokens. TRL's "ipo" loss divides it by the
+completion's tokens, a normalisation the IPO paper does not write (TRL's comment says its authors
+confirmed it): that is ``average_log_prob=true`` here, which tests/test_trl_parity.py trains
+against TRL's DPOTrainer step for step.
 """
 
 from __future__ import annotations
