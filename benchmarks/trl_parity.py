@@ -79,6 +79,7 @@ def compare(model: str, rows: list[dict], method: str, steps: int, lr: float, fo
     ``TrainConfig`` options (its prefix sharing, micro-batch, checkpointing), which must not change
     a number."""
     from safetensors.torch import load_file
+    from transformers.trainer_callback import ProgressCallback
 
     from harness.method import CHOSEN, REJECTED, build_method
 
@@ -90,6 +91,7 @@ def compare(model: str, rows: list[dict], method: str, steps: int, lr: float, fo
         harness.train()
         trl = gpu.trl_trainer(model, rows, str(folder / "trl"), lora_dropout=0.0, max_steps=steps, learning_rate=lr, lr_scheduler_type="constant",
                               beta=beta, bf16=False, gradient_checkpointing=False, optim="adamw_torch", logging_steps=1, **trl_loss)  # fmt: skip
+        trl.remove_callback(ProgressCallback)  # it prints every step's logs, which this script reads from log_history and prints once
         trl.train()
     reference = torch.load(folder / "harness" / "reference_logps.pt", weights_only=False)["logps"].sums
     ours = lora_deltas(load_file(folder / "harness" / "adapter" / "adapter_model.safetensors"))
