@@ -130,26 +130,38 @@ def harness_step(model: str, method: str, rows: list[dict], micro: int, steps: i
     return {**row, "s_per_step": statistics.median(seconds[1:] or seconds), "peak_gb": peak_memory_gb()}  # the first step warms up
 
 
-def trl_trainer(model: str, rows: list[dict], out: str, lora_dropout: float = LORA["lora_dropout"], callbacks: tuple = (), **dpo) -> "DPOTrainer":
-    """TRL's DPOTrainer on the harness's prompts and completions of ``rows`` (all of them one
-    optimizer step), the harness's LoRA, the reference log-probs precomputed as the harness does;
-    ``dpo``: more ``DPOConfig`` options (``bf16`` also loads the model in bf16). Raises ImportError
-    without TRL."""
+def trl_pairs(model: str, rows: list[dict]):
+    """(tokenizer, dataset): ``rows`` as TRL's preference trainers read them, the harness's prompts
+    and completions (a completion after a raw prompt starts with a space)."""
     from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
+    from transformers import AutoTokenizer
 
     from harness.prompting import PromptFormatter
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     formatter = PromptFormatter(xsum(), tokenizer)
-    data = Dataset.from_list([{"prompt": formatter.prompt(r), "chosen": formatter.completion(r["chosen"]), "rejected": formatter.completion(r["rejected"])} for r in rows])
+    return tokenizer, Dataset.from_list([{"prompt": formatter.prompt(r), "chosen": formatter.completion(r["chosen"]), "rejected": formatter.completion(r["rejected"])} for r in rows])
+
+
+def trl_lora(lora_dropout: float = LORA["lora_dropout"]):
+    """The harness's LoRA (``LORA``) as a peft config for TRL's trainers."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=LORA["lora_r"], lora_alpha=LORA["lora_alpha"], lora_dropout=lora_dropout, target_modules=LORA["lora_target_modules"], task_type="CAUSAL_LM")
+
+
+def trl_trainer(model: str, rows: list[dict], out: str, lora_dropout: float = LORA["lora_dropout"], callbacks: tuple = (), **dpo) -> "DPOTrainer":
+    """TRL's DPOTrainer on ``trl_pairs`` (all of them one optimizer step), the harness's LoRA, the
+    reference log-probs precomputed as the harness does; ``dpo``: more ``DPOConfig`` options
+    (``bf16`` also loads the model in bf16). Raises ImportError without TRL."""
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer, data = trl_pairs(model, rows)
     args = DPOConfig(output_dir=out, per_device_train_batch_size=len(rows), gradient_accumulation_steps=1, precompute_ref_log_probs=True, report_to="none",
                      save_strategy="no", max_length=1024, use_cpu=not torch.cuda.is_available(), **dpo)  # fmt: skip
     policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16 if args.bf16 else torch.float32)
-    lora = LoraConfig(r=LORA["lora_r"], lora_alpha=LORA["lora_alpha"], lora_dropout=lora_dropout, target_modules=LORA["lora_target_modules"], task_type="CAUSAL_LM")
-    return DPOTrainer(model=policy, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora, callbacks=list(callbacks))
+    return DPOTrainer(model=policy, args=args, train_dataset=data, processing_class=tokenizer, peft_config=trl_lora(lora_dropout), callbacks=list(callbacks))
 
 
 def trl_step(model: str, rows: list[dict], steps: int, checkpointing: bool = True, bf16: bool | None = None, lora_dropout: float = LORA["lora_dropout"]) -> dict:
