@@ -2,7 +2,9 @@
 
     L = -log sigmoid(beta [avg log pi(y_w|x) - avg log pi(y_l|x)] - gamma)
 
-SimPO is defined on the per-token average; ``average_log_prob=False`` gives the sum variant.
+SimPO is defined on the per-token average; ``average_log_prob=False`` gives the sum variant. TRL's
+CPOTrainer with loss_type "simpo" and ``cpo_alpha=0`` computes the same: tests/test_trl_parity.py
+trains both from the same LoRA start and compares every step's loss and the trained weights.
 """
 
 from __future__ import annotations
