@@ -150,7 +150,7 @@ def cmd_judge(args, console: Console) -> int:
 def _score_parser(sub) -> None:
     p = sub.add_parser("score", help="rescore a run's stored verdicts (other intervals, level, seed) and reprint every table; no judging")
     p.add_argument("run_dir", help="a run folder holding summary.json and judgments.jsonl")
-    p.add_argument("--bootstrap-arg", action="append", metavar="KEY=VALUE", help="resamples, level, seed or the paper protocol's sizes (harness/scoring.py)")
+    p.add_argument("--bootstrap-arg", action="append", metavar="KEY=VALUE", help="interval (score or bca), level, resamples, seed or the paper protocol's sizes (harness/scoring.py)")
     p.set_defaults(handler=cmd_score)
 
 

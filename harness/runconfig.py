@@ -73,7 +73,7 @@ class RunConfig(BaseModel):
     judge_args: dict = option({}, "judge options, e.g. model=gpt-4o or base_url=URL", "--judge-arg", (TEXT,), assign=True)
     head_to_head: bool | None = option(None, "also judge every pair of methods at each revision (default: when there are two or more)", "--no-head-to-head", (TEXT,), action="store_false", flag_help="skip the method-vs-method judging")
     both_orders: bool = option(True, "judge each pair in both orders and average; false: one seeded random order per item", "--single-order", (TEXT,), action="store_false", flag_help="judge one seeded random order per item instead of both")
-    bootstrap: dict = option({}, "scoring options: resamples, level, the paper's protocol (harness/scoring.py)", "--bootstrap-arg", (TEXT,), assign=True)
+    bootstrap: dict = option({}, "scoring options: interval (score or bca), level, resamples, the paper's protocol (harness/scoring.py)", "--bootstrap-arg", (TEXT,), assign=True)
     seed: NonNegativeInt = option(0, "seeds data sampling, initialisation, generation, judging order and bootstrap", "--seed")
     output_dir: str | None = option(None, "run folder (default: runs/TASK-CONFIGHASH, the same folder for the same config)", "--output-dir")
 

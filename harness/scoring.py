@@ -4,16 +4,25 @@ labelled as such, paired differences on the same examples, and a length-controll
 A verdict is the judge's preference for the candidate over its opponent, in [0, 1]: 1 a win, 0 a
 loss, 0.5 a tie (an order-inconsistent pair judged both ways averages to 0.5). Over n items:
 
-- **Headline**: the plain win rate (the mean of all n verdicts) with a BCa bootstrap interval
-  (Efron, 1987): ``resamples`` draws of n out of n, seeded. The mean of a few distinct values
-  (verdicts are mostly 0, 1/2 or 1) is resampled through multinomial counts of those values, which
-  is exact and takes milliseconds; many distinct values fall back to resampling indices.
+- **Headline**: the plain win rate (the mean of all n verdicts) with, by default, Wilson's score
+  interval (1927) with the binomial variance scaled by the verdicts' dispersion: Wilson's own for
+  wins and losses, narrower as ties or a proxy's probabilities make the verdicts less variable.
+  It holds its level from a few verdicts on, where a bootstrap does not: 16 verdicts at a true
+  rate of 0.9 are all wins 19% of the time, and every resample of those is 1, so the BCa interval
+  at 95% covers 0.9 80% of the time (exactly, over the binomial; tests/test_scoring.py), the
+  score interval 98%. ``interval="bca"`` gives the BCa bootstrap (Efron, 1987) instead:
+  ``resamples`` draws of n out of n, seeded; the mean of a few distinct values (verdicts are
+  mostly 0, 1/2 or 1) is resampled through multinomial counts of those values, which is exact and
+  takes milliseconds; many distinct values fall back to resampling indices.
 - **The paper's protocol** (Sec. 6, Appendix C.3): mean and std of 20 resamples of 512 out of the
   first 1,024 items. It is reported beside the headline, labelled, with ``complete`` false when a
   run has fewer items than the protocol takes (its numbers are then not the paper's).
-- **Paired differences**: two win rates compared on the examples both were judged on, with a BCa
-  interval of the mean per-example difference: method A vs method B at one revision, and revision k
-  vs revision 0 of one method. Overlapping marginal intervals do not answer "is A better than B".
+- **Paired differences**: two win rates compared on the examples both were judged on, the mean
+  per-example difference with its MOVER interval (Zou and Donner, 2008; Newcombe's 1998 interval
+  for paired proportions is its binary case): the two score intervals combined through the
+  correlation of the two sets of verdicts (with ``interval="bca"``, the BCa interval of the
+  differences): method A vs method B at one revision, and revision k vs revision 0 of one method.
+  Overlapping marginal intervals do not answer "is A better than B".
 - **Length-controlled win rate**, after AlpacaEval 2's (Dubois et al., 2024, "Length-Controlled
   AlpacaEval"): a logistic regression of the verdict on tanh(length difference / its std), read
   off at zero length difference. Without AlpacaEval's per-instruction terms, that is sigmoid of
@@ -23,7 +32,7 @@ loss, 0.5 a tie (an order-inconsistent pair judged both ways averages to 0.5). O
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
@@ -36,7 +45,8 @@ FEW_VALUES = 64  # up to this many distinct verdict values, resample through mul
 
 @dataclass(frozen=True)
 class BootstrapConfig(Options):
-    resamples: Annotated[int, Field(ge=100)] = 10_000  # bootstrap resamples of n out of n behind every headline interval
+    interval: Literal["score", "bca"] = "score"  # every win rate's and paired difference's interval: "score" (Wilson's with the verdicts' dispersion; MOVER for a difference), which holds its level from 16 verdicts on; "bca", the bootstrap, which needs hundreds at rates near 0 or 1
+    resamples: Annotated[int, Field(ge=100)] = 10_000  # bootstrap resamples of n out of n behind every interval="bca" interval
     level: Annotated[float, Field(gt=0, lt=1)] = 0.95  # confidence level of every interval the harness prints
     seed: NonNegativeInt = 0  # seeds every resampling: the same verdicts always give the same numbers
     paper_n_items: PositiveInt = 1024  # the paper's protocol: the first 1,024 items...
@@ -44,6 +54,8 @@ class BootstrapConfig(Options):
     paper_sample_size: PositiveInt = 512  # ...of 512 each, with replacement; mean and std
 
     def describe(self) -> str:
+        if self.interval == "score":
+            return f"Wilson score intervals with the verdicts' dispersion, MOVER for paired differences, {self.level:.0%} level"
         return f"BCa bootstrap, {self.resamples:,} resamples of n out of n, seed {self.seed}, {self.level:.0%} level"
 
 
@@ -98,6 +110,47 @@ def bca_interval(values, config: BootstrapConfig) -> Interval:
     return Interval(mean, float(low), float(high))
 
 
+def score_interval(values, config: BootstrapConfig) -> Interval:
+    """The mean of ``values`` (verdicts in [0, 1]) with Wilson's score interval at ``config.level``,
+    the binomial variance mu (1 - mu) scaled by the verdicts' dispersion, their variance (n - 1
+    in the denominator, for small samples) over mean (1 - mean): about 1 for wins and losses alone,
+    less with ties or a proxy's probabilities (a quasi-binomial score interval). All wins or all
+    losses take Wilson's own: 16 wins of 16 give [0.81, 1], not the point a bootstrap gives.
+    Verdicts that are all one value strictly between 0 and 1 (every one a tie) show no variation,
+    and the interval is that value."""
+    x = np.asarray(values, dtype=float)
+    _check(x)
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError("score intervals are for verdicts in [0, 1]")
+    n, mean = x.size, float(x.mean())
+    spread = mean * (1 - mean)
+    dispersion = float(((x - mean) ** 2).sum()) / (n - 1) / spread if spread > 0 and n > 1 else 1.0
+    k = ndtri(1 - (1 - config.level) / 2) ** 2 * dispersion / n
+    centre, half = (mean + k / 2) / (1 + k), np.sqrt(k * spread + k * k / 4) / (1 + k)
+    return Interval(mean, float(max(centre - half, 0.0)), float(min(centre + half, 1.0)))
+
+
+def mean_interval(values, config: BootstrapConfig) -> Interval:
+    """A win rate with the interval ``config.interval`` names."""
+    return score_interval(values, config) if config.interval == "score" else bca_interval(values, config)
+
+
+def mover_interval(a, b, config: BootstrapConfig) -> Interval:
+    """The mean of a - b (each in [0, 1], item by item) with its MOVER interval (Zou and Donner,
+    2008): the distances from each mean to its score limits, combined through the correlation r of
+    a and b, so that verdicts that move together give a narrow interval of their difference:
+    low = d - sqrt((a - l_a)^2 + (u_b - b)^2 - 2 r (a - l_a)(u_b - b)), and high likewise."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    ia, ib = score_interval(x, config), score_interval(y, config)
+    r = float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else 0.0  # a constant side moves with nothing
+    below_a, above_a = ia.estimate - ia.low, ia.high - ia.estimate
+    below_b, above_b = ib.estimate - ib.low, ib.high - ib.estimate
+    d = ia.estimate - ib.estimate
+    low = d - np.sqrt(max(below_a**2 + above_b**2 - 2 * r * below_a * above_b, 0.0))
+    high = d + np.sqrt(max(above_a**2 + below_b**2 - 2 * r * above_a * below_b, 0.0))
+    return Interval(d, float(low), float(high))
+
+
 def paper_protocol(values, config: BootstrapConfig) -> dict:
     """Sec. 6's numbers: mean and std of ``paper_resamples`` resamples of ``paper_sample_size``
     out of the first ``paper_n_items`` items. ``complete`` says whether the run had that many."""
@@ -146,11 +199,11 @@ def length_controlled(values, length_difference, config: BootstrapConfig) -> Int
 
 
 def win_rate(values, lengths: tuple | None, config: BootstrapConfig) -> dict:
-    """Everything the harness says about one set of verdicts: the plain win rate and its BCa
-    interval, the counts, the paper's protocol, and, given (candidate lengths, opponent lengths),
+    """Everything the harness says about one set of verdicts: the plain win rate and its interval
+    (``config.interval``), the counts, the paper's protocol, and, given (candidate lengths, opponent lengths),
     the mean lengths and the length-controlled win rate."""
     x = np.asarray(values, dtype=float)
-    headline = bca_interval(x, config)
+    headline = mean_interval(x, config)
     row = {"win_rate": headline.estimate, "ci": [headline.low, headline.high], "n": int(x.size),
            "wins": int((x > 0.5).sum()), "ties": int((x == 0.5).sum()), "losses": int((x < 0.5).sum()),
            "paper": paper_protocol(x, config)}  # fmt: skip
@@ -163,9 +216,9 @@ def win_rate(values, lengths: tuple | None, config: BootstrapConfig) -> dict:
 
 
 def paired_difference(a, b, config: BootstrapConfig) -> dict:
-    """Mean of a - b over items judged in both, with its BCa interval: the difference of two win
-    rates on the same examples."""
+    """Mean of a - b over items judged in both, with its interval (MOVER for ``interval="score"``,
+    the BCa interval of a - b for "bca"): the difference of two win rates on the same examples."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    interval = bca_interval(d, config)
+    interval = mover_interval(a, b, config) if config.interval == "score" else bca_interval(d, config)
     return {"difference": interval.estimate, "ci": [interval.low, interval.high], "n": int(d.size),
             "a_better": int((d > 0).sum()), "same": int((d == 0).sum()), "b_better": int((d < 0).sum())}  # fmt: skip

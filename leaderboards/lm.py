@@ -252,8 +252,9 @@ def render(runs: list[dict]) -> str:
         sections.append(Section(
             title="Paired comparisons on the same examples",
             text=(f"Difference of two win rates against the references, computed per example on the examples both were judged on, "
-                  f"with its {level} BCa bootstrap interval: an interval that excludes 0 says the first beats the second on these "
-                  "examples. Beside it, the head-to-head win rate where the two were judged against each other."),
+                  f"with its {level} interval ({runs[0]['summary']['meta'].get('scoring', {}).get('interval', 'bootstrap')}): an interval "
+                  "that excludes 0 says the first beats the second on these examples. Beside it, the head-to-head win rate where the two "
+                  "were judged against each other."),
             figures=figures, tables=[Table(PAIRED_COLUMNS, paired_rows, caption="Click a column header to sort", id="paired")],
         ))  # fmt: skip
     judges = judges_section(runs, many)

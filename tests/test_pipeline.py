@@ -65,10 +65,11 @@ def test_text_run_writes_reference_and_head_to_head_rows_and_reruns_for_free(tmp
     assert len(generations) == 4 * 2 * 2
     # rescoring reads the stored verdicts: other bootstrap settings, no judging
     served = server.requests
-    score = run_cli("score", str(out), "--bootstrap-arg", "level=0.5", "--bootstrap-arg", "resamples=200")
+    score = run_cli("score", str(out), "--bootstrap-arg", "level=0.5", "--bootstrap-arg", "interval=bca", "--bootstrap-arg", "resamples=200")
     assert score.returncode == 0, score.stderr
     rescored = json.loads((out / "summary.json").read_text())
     assert rescored["meta"]["bootstrap"]["level"] == 0.5 and rescored["meta"]["bootstrap"]["resamples"] == 200
+    assert "Wilson score intervals" in first.stdout  # the default, as the run first scored
     assert [(r["method"], r["opponent"], r["revision"], r["n"], r["win_rate"]) for r in rescored["results"]] == [
         (r["method"], r["opponent"], r["revision"], r["n"], r["win_rate"]) for r in rows]
     assert all(r["level"] == 0.5 for r in rescored["results"]) and len(rescored["paired"]) == len(summary["paired"]) == 4
