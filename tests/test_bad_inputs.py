@@ -71,6 +71,7 @@ CASES = [
     ("unknown preset", [*XSUM, "--preset", "papper"], {}, "unknown preset 'papper'"),
     ("paper preset on the bandit", [*BANDIT, "--preset", "paper"], {}, "preset 'paper' is for text tasks"),
     ("bootstrap level 2", [*XSUM, "--bootstrap-arg", "level=2"], {}, "bootstrap option 'level': input should be less than 1 (got 2)"),
+    ("unknown interval", [*XSUM, "--bootstrap-arg", "interval=wald"], {}, "bootstrap option 'interval': input should be 'score' or 'bca' (got 'wald')"),
     ("bootstrap of 10 resamples", [*XSUM, "--bootstrap-arg", "resamples=10"], {}, "bootstrap option 'resamples': input should be greater than or equal to 100"),
     ("missing model folder", [*XSUM, "--model", "/nonexistent/model"], {}, "model '/nonexistent/model' is not a model folder, a hub id"),
     ("model not a name", [*XSUM, "--model", "foo"], {}, "model 'foo' is not a model folder, a hub id"),
