@@ -26,9 +26,9 @@ loss, 0.5 a tie (an order-inconsistent pair judged both ways averages to 0.5). O
 - **Length-controlled win rate**, after AlpacaEval 2's (Dubois et al., 2024, "Length-Controlled
   AlpacaEval"): a logistic regression of the verdict on tanh(length difference / its std), read
   off at zero length difference. Without AlpacaEval's per-instruction terms, that is sigmoid of
-  the intercept. Its interval is a Wald interval from the fit's sandwich covariance, which holds
-  its level from ``LC_MIN_ITEMS`` verdicts on; below, at rates of 0.8 and more, it covers less (a fit to
-  all wins has no spread left to measure), and the harness says so beside it.
+  the intercept. The fit has Firth's bias reduction, which keeps it finite when one side wins
+  everything (a plain fit's interval then shrinks to a point); its Wald interval holds its level
+  from 16 verdicts on.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from scipy.special import expit, ndtr, ndtri
 from harness.config import NonNegativeInt, Options, PositiveInt
 
 FEW_VALUES = 64  # up to this many distinct verdict values, resample through multinomial counts
-LC_MIN_ITEMS = 64  # from this many verdicts the length-controlled interval holds its level (tests/test_scoring.py); at 16, a rate of 0.9 was covered 64-70% of the time
 
 
 @dataclass(frozen=True)
@@ -166,30 +165,40 @@ def paper_protocol(values, config: BootstrapConfig) -> dict:
             "sample_size": size, "items": int(x.size), "complete": x.size >= config.paper_n_items}  # fmt: skip
 
 
-def _fit_logistic(feature: np.ndarray, target: np.ndarray, steps: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """sigmoid(b0 + b1 x) fitted to soft targets in [0, 1] by Newton's method: the coefficients
-    [2] and their sandwich (robust) covariance [2, 2], which stays honest when targets are not
-    0/1 draws of the model (ties are 1/2, proxies give probabilities)."""
+def _fit_logistic(feature: np.ndarray, target: np.ndarray, steps: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """sigmoid(b0 + b1 x) fitted to soft targets in [0, 1] with Firth's bias reduction (1993; the
+    likelihood penalised by half the log-determinant of its information, a Jeffreys prior): the
+    coefficients [2] and their covariance [2, 2], the inverse information scaled by the targets'
+    dispersion (1 for wins and losses; Pearson's over n - 2 for ties and a proxy's probabilities).
+
+    The plain fit runs off to infinity when one side wins every item, or when length separates the
+    wins from the losses, and its covariance, sandwich or not, shrinks to nothing with it: at 16
+    verdicts and a rate of 0.9 its interval covered 64% of the time. Firth's stays finite and
+    covered 94-99% from 16 verdicts on; at AlpacaEval's hundreds of verdicts the two fits agree."""
     X = np.stack([np.ones_like(feature), feature], axis=1)  # [n, 2]
     beta = np.zeros(2)
-    ridge = 1e-6 * np.eye(2)  # keeps the step finite when one side wins every item
     for _ in range(steps):
         p = expit(X @ beta)  # [n]
-        curvature = (X * (p * (1 - p))[:, None]).T @ X + ridge  # [2, 2]
-        step = np.linalg.solve(curvature, X.T @ (p - target))
-        beta -= step
+        w = p * (1 - p)
+        inverse = np.linalg.inv((X * w[:, None]).T @ X + 1e-10 * np.eye(2))  # [2, 2]; the jitter covers a constant feature
+        leverage = w * np.einsum("ij,jk,ik->i", X, inverse, X)  # [n]: the hat matrix's diagonal
+        step = inverse @ (X.T @ (target - p + leverage * (0.5 - p)))  # Firth's modified score, Newton's step
+        step *= min(1.0, 5.0 / max(np.abs(step).max(), 1e-300))  # at most 5 on the logit scale at once
+        beta += step
         if np.abs(step).max() < 1e-10:
             break
     p = expit(X @ beta)
-    bread = np.linalg.inv((X * (p * (1 - p))[:, None]).T @ X + ridge)
-    meat = (X * ((p - target) ** 2)[:, None]).T @ X
-    return beta, bread @ meat @ bread
+    w = p * (1 - p)
+    n = target.size
+    binary = bool(np.isin(target, (0.0, 1.0)).all())
+    dispersion = 1.0 if binary or n <= 2 else max(float(((target - p) ** 2 / w).sum()) / (n - 2), 1e-12)
+    return beta, dispersion * np.linalg.inv((X * w[:, None]).T @ X + 1e-10 * np.eye(2))
 
 
 def length_controlled(values, length_difference, config: BootstrapConfig) -> Interval:
     """The win rate at zero length difference, from a logistic model of the verdict on
-    tanh(length difference / its std) (AlpacaEval 2's length control), with a Wald interval of
-    the intercept from the model's sandwich covariance, mapped through the sigmoid."""
+    tanh(length difference / its std) (AlpacaEval 2's length control), fitted with Firth's bias
+    reduction, with a Wald interval of the intercept mapped through the sigmoid."""
     y = np.asarray(values, dtype=float)
     diff = np.asarray(length_difference, dtype=float)
     _check(y)

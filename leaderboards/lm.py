@@ -262,10 +262,7 @@ def render(runs: list[dict]) -> str:
         sections.append(judges)
     rows = table_rows(runs)
     notes = [r["summary"]["meta"].get("scoring", {}).get("paper_note") for r in runs]
-    lc_notes = [r["summary"]["meta"].get("scoring", {}).get("length_control_note") for r in runs]
     caption = "Click a column header to sort. Length-controlled: the win rate at zero length difference (AlpacaEval 2's length control); words: mean completion length."
-    if any(lc_notes):
-        caption += " Note: " + next(n for n in lc_notes if n) + "."
     if any(notes):
         caption += " * " + next(n for n in notes if n)
     sections.append(Section(title="All results", tables=[Table(COLUMNS, rows, caption=caption, exports=True, id="results")]))

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from harness.scoring import LC_MIN_ITEMS, BootstrapConfig, paired_difference, win_rate
+from harness.scoring import BootstrapConfig, paired_difference, win_rate
 
 REFERENCE = "reference"
 VERDICT_COLUMNS = ["example_id", "position", "method", "opponent", "revision", "preference", "error", "length", "opponent_length", "first", "second"]
@@ -160,12 +160,10 @@ def summarise(task: str, meta: dict, judges: list[JudgedBy], generations: list[d
         "paper_protocol": f"mean and std of {config.paper_resamples} resamples of {config.paper_sample_size} out of the first "
                           f"{config.paper_n_items} items (the paper's Sec. 6 and Appendix C.3)",
         "length_control": "logistic regression of the verdict on tanh(length difference in words / its std), read at zero "
-                          "difference (AlpacaEval 2's length control); Wald interval from the sandwich covariance",
+                          "difference (AlpacaEval 2's length control), fitted with Firth's bias reduction; Wald interval from its "
+                          "information, scaled by the verdicts' dispersion",
         "items": len(examples),
     }  # fmt: skip
-    if len(examples) < LC_MIN_ITEMS:
-        scoring["length_control_note"] = (f"with {len(examples)} examples, fewer than {LC_MIN_ITEMS}, the length-controlled intervals (Wald) cover "
-                                          "less than their level at win rates of 0.8 or more (0.2 or less)")  # fmt: skip
     if len(examples) < config.paper_n_items:
         scoring["paper_note"] = (f"this run has {len(examples)} examples, fewer than the {config.paper_n_items} the paper's protocol takes: "
                                  f"its mean and std are of resamples of {min(config.paper_sample_size, len(examples))} out of "
@@ -229,8 +227,6 @@ def print_tables(summary: dict, console) -> None:
         console.print(table)
     print_judges(summary, console)
     console.print(f"intervals: {scoring.get('interval', '')}; length control: AlpacaEval 2's, at zero length difference")
-    if scoring.get("length_control_note"):
-        console.print(f"note: {scoring['length_control_note']}", style="yellow")
     if any(not r["paper"]["complete"] for r in results if r.get("paper")):
         console.print(f"* {scoring.get('paper_note', 'fewer items than the paper protocol takes')}", style="yellow")
 
