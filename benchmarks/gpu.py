@@ -195,14 +195,10 @@ def trl_step(model: str, rows: list[dict], steps: int, checkpointing: bool = Tru
 
 
 def reference_pass(model: str, rows: list[dict], micro: int) -> dict:
-    from harness.datasources import Rows
-    from harness.method import build_method
-    from harness.models import load_causal_lm, load_tokenizer, model_ref
+    from harness.models import load_causal_lm, load_tokenizer
     from harness.policies.lm import SequenceScorer
-    from harness.training.config import TrainConfig
-    from harness.training.trainer import Trainer, TrainInputs
 
-    trainer = Trainer(TrainInputs(build_method("srpo"), TrainConfig(), xsum(), model_ref(model), Rows.of(rows), 0), "/tmp/unused")
+    trainer = harness_trainer(model, "srpo", rows, Path("/tmp/unused"))  # its encoding and reference pass only: it never trains
     tokenizer = load_tokenizer(model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = "bfloat16" if device == "cuda" else "float32"
