@@ -386,11 +386,11 @@ def test_the_stop_check_decodes_only_rows_a_stop_string_could_have_ended(tiny, m
     width = max(map(len, rows))
     batch = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
     decoded = []
-    original = tokenizer.batch_decode
-    monkeypatch.setattr(tokenizer, "batch_decode", lambda x, **kw: (decoded.append(len(x)), original(x, **kw))[1])
+    original = tokenizer.decode
+    monkeypatch.setattr(tokenizer, "decode", lambda x, **kw: (decoded.append(len(x)), original(x, **kw))[1])
     check = _StopAfterText(tokenizer, ("\n",), width - max(len(r) - len(prompt) for r in rows), "cpu")
     assert check(batch, None).tolist() == [True, False, False]  # a newline after text stops; a leading one does not
-    assert decoded == [1]  # only the row whose newest token holds a newline was decoded
+    assert len(decoded) == 1  # only the row whose newest token holds a newline was decoded
 
 
 def test_rows_whose_inputs_changed_move_aside_and_others_stay(tiny, tmp_path):
@@ -473,6 +473,29 @@ def test_continuous_batching_gives_the_padded_paths_greedy_texts(tiny, adapters)
     assert texts[0] != texts[2] and texts[0] != texts[1]  # the adapter and the stop string change what comes out: the comparison means something
     stopped = [g for gens in runs["paged"] for g in gens if g.finish_reason == "stop"]
     assert stopped and all(g.completion_tokens < params.max_new_tokens for g in stopped)  # the tokens up to the stop, not those decoded past it nor padding
+
+
+def test_continuous_batching_stops_decoding_a_row_at_its_stop_string(tiny):
+    """Continuous batching ends rows at EOS alone: a row whose stream completes a stop string is
+    cancelled, so the model reads no more of its tokens (its place goes to a waiting prompt), where
+    decoding on to the budget would read every one of them."""
+    prompts = [ex["article"][: 20 + 15 * i] for i, ex in enumerate(ARTICLES)]
+    params, stops = SamplingParams(max_new_tokens=40), ("e", "h", ".")
+    engine = build_engine("transformers", {"model": tiny, "cache": "paged", "batch_size": 2, "dtype": "float32"})
+    engine.tokenizer()
+    read = []  # tokens each forward of the model reads
+    hook = engine._model.get_input_embeddings().register_forward_hook(lambda module, args, out: read.append(args[0].numel()))
+    try:
+        unstopped = engine.generate(prompts, params)
+        everything, read[:] = sum(read), []
+        stopped = engine.generate(prompts, params, stop=stops)
+    finally:
+        hook.remove()
+    assert [g.finish_reason for g in stopped] == ["stop" if cut_at_stop(g.text, stops)[1] else "length" for g in unstopped]
+    assert "stop" in {g.finish_reason for g in stopped} and "length" in {g.finish_reason for g in stopped}  # both kinds of row
+    assert everything == sum(g.prompt_tokens + g.completion_tokens - 1 for g in unstopped)  # the last token is sampled, never read
+    slack = 2 * len(prompts)  # a token or two in flight when the cancel lands
+    assert sum(read) <= sum(g.prompt_tokens + g.completion_tokens for g in stopped) + slack < everything
 
 
 def test_continuous_batching_refuses_to_sample(tiny):

@@ -4,8 +4,9 @@ On a GPU, decoding a small model with the default (dynamic) cache waits on kerne
 ``cache="static"`` lets transformers compile the step (then CUDA graphs): transformers keeps the
 cache as long as the longest call so far, and torch compiles again only the first time the batch's
 rows or the cache's length change, then for any size: a few compiles per run. ``cache="paged"``
-hands the prompts to transformers' continuous batching (``generate_batch``: a paged KV cache, rows
-leave as they finish and waiting prompts take their place, no padding), with CUDA graphs on a GPU;
+hands the prompts to transformers' continuous batching (its manager: a paged KV cache, rows
+leave as they finish, at EOS or cancelled at a stop string, and waiting prompts take their place, no
+padding), with CUDA graphs on a GPU;
 it decodes greedily only (its sampler draws from one global generator, not per row), and on a CPU
 it is slower than the padded path.
 
@@ -141,7 +142,7 @@ class TransformersEngine(Engine):
         encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         with self._use_adapter(adapter):
             if self.cache == "paged":
-                completions = self._continuous(encoded, params)
+                completions = self._continuous(encoded, params, stop)
             else:
                 completions = self._padded(encoded, params, stop, prompt_seeds(params, len(prompts), seeds))
         eos = tokenizer.eos_token_id
@@ -179,12 +180,14 @@ class TransformersEngine(Engine):
                 out[i] = row
         return out
 
-    def _continuous(self, encoded: list[list[int]], params: SamplingParams) -> list[list[int]]:
+    def _continuous(self, encoded: list[list[int]], params: SamplingParams, stop: tuple[str, ...]) -> list[list[int]]:
         """Every prompt's new tokens (EOS included), by transformers' continuous batching. It stops
-        rows at EOS only: a stop string cuts the decoded text after, as the padded path's does.
+        rows at EOS only, so with stop strings every row streams its tokens, and a row whose newest
+        token completes a stop string is cancelled: its place goes to a waiting prompt, as at EOS.
         ``batch_size`` and ``max_batch_tokens`` bound each of its forwards when given; "auto" leaves
         transformers to size them from the accelerator's memory."""
         from transformers import ContinuousBatchingConfig, GenerationConfig
+        from transformers.generation.continuous_batching.utils import WorkloadHints
 
         tokenizer, model = self._tokenizer, self._model
         config = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
@@ -197,18 +200,34 @@ class TransformersEngine(Engine):
             max_batch_tokens=None if self.max_batch_tokens == "auto" else self.max_batch_tokens,
             use_cuda_graph=True if model.device.type == "cuda" else None,  # the point on a GPU; transformers turns graphs off where attention takes a mask (sdpa)
         )  # fmt: skip
+        hints = WorkloadHints(max_prompt_length=max(map(len, encoded)), max_generated_length=params.max_new_tokens, num_requests=len(encoded))
+        ended = StopText(tokenizer, stop)
+        tokens: dict[str, list[int]] = {}  # request id -> its new tokens, once it ended
+        failure = None
         try:
-            results = list(model.generate_batch(inputs=encoded, generation_config=config, continuous_batching_config=batching).values())
+            with model.continuous_batching_context_manager(generation_config=config, continuous_batching_config=batching, block=True, timeout=5, workload_hints=hints) as manager:
+                ids = manager.add_requests(inputs=encoded, max_new_tokens=params.max_new_tokens, streaming=bool(stop))
+                while len(tokens) < len(ids) and failure is None:
+                    result = manager.get_result(timeout=1)
+                    if result is None:
+                        failure = None if manager.is_running() else "its generation thread stopped"
+                    elif result.error is not None:
+                        failure = result.error
+                    elif result.request_id in tokens:  # streamed before its cancel took effect
+                        continue
+                    elif result.is_finished():
+                        tokens[result.request_id] = list(result.generated_tokens)
+                    elif ended(result.generated_tokens):
+                        manager.cancel_request(result.request_id)
+                        tokens[result.request_id] = list(result.generated_tokens)
         except (MemoryError, torch.cuda.OutOfMemoryError):
             raise HarnessError(f"out of accelerator memory for continuous batching of {len(encoded)} prompts: lower --engine-arg "
                                f"max_batch_tokens (now {self.max_batch_tokens}) or use cache=dynamic; completions already written "
                                "are kept") from None  # fmt: skip
-        failed = [r.error for r in results if r.error is not None]
-        if len(results) != len(encoded) or failed:  # generate_batch logs a failure and returns what it has
-            raise HarnessError(f"continuous batching (engine option cache=paged) finished {len(results) - len(failed)} of {len(encoded)} "
-                               f"prompts ({failed[0] if failed else 'its generation thread stopped'}); completions already written "
-                               "are kept: rerun, or use cache=dynamic")  # fmt: skip
-        return [list(r.generated_tokens) for r in results]
+        if failure is not None:
+            raise HarnessError(f"continuous batching (engine option cache=paged) finished {len(tokens)} of {len(encoded)} prompts "
+                               f"({failure}); completions already written are kept: rerun, or use cache=dynamic")  # fmt: skip
+        return [tokens[i] for i in ids]
 
     def _batches(self, encoded: list[list[int]], device: torch.device, new_tokens: int, multiple: int = 1, cache_tokens: int | None = None) -> list[list[int]]:
         """Prompt indices grouped by length within ``batch_size`` prompts, ``max_batch_tokens``
@@ -274,17 +293,30 @@ class SeededRowSampler:
         return torch.full_like(scores, float("-inf")).scatter_(-1, picks, 0.0)
 
 
-class _StopAfterText:
-    """Ends a row once its completion holds a stop string after some text: transformers' own
-    ``stop_strings`` would also stop on the newline a model often starts with.
+class StopText:
+    """Whether a completion's tokens hold a stop string after some text: transformers' own
+    ``stop_strings`` would also stop on the newline a model often starts with. A stop string can
+    only be completed by a token holding its last character, so a call decodes only when the
+    newest token is such a token: most calls decode nothing."""
 
-    A stop string can only be completed by a token holding its last character, so a step decodes
-    only the rows whose newest token is such a token (a vocabulary-sized lookup on the device):
-    most steps decode nothing, and no step decodes every row."""
+    def __init__(self, tokenizer, stop: tuple[str, ...]):
+        self.tokenizer, self.stop = tokenizer, stop
+        self.finishers = _finishing_tokens(tokenizer, stop)  # [V] bool
+
+    def __call__(self, tokens: list[int]) -> bool:
+        if not tokens or not self.stop or not self.finishers[min(tokens[-1], self.finishers.numel() - 1)]:
+            return False
+        return cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), self.stop)[1]
+
+
+class _StopAfterText:
+    """Ends a row of ``generate`` once its completion holds a stop string after some text
+    (``StopText``); a step looks up every row's newest token on the device and decodes only the
+    rows it could have ended: no step decodes every row."""
 
     def __init__(self, tokenizer, stop: tuple[str, ...], prompt_length: int, device):
-        self.tokenizer, self.stop, self.prompt_length = tokenizer, stop, prompt_length
-        self.finishers = _finishing_tokens(tokenizer, stop).to(device)  # [V] bool
+        self.ended, self.prompt_length = StopText(tokenizer, stop), prompt_length
+        self.finishers = self.ended.finishers.to(device)  # [V] bool
         self.done = None
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
@@ -294,8 +326,7 @@ class _StopAfterText:
         check = self.finishers[newest] & ~self.done  # [B]: rows a stop string could have just ended
         if check.any():
             rows = check.nonzero().flatten().tolist()
-            texts = self.tokenizer.batch_decode(input_ids[rows, self.prompt_length :], skip_special_tokens=True)
-            hits = [r for r, t in zip(rows, texts) if cut_at_stop(t, self.stop)[1]]
+            hits = [r for r in rows if self.ended(input_ids[r, self.prompt_length :].tolist())]
             self.done[hits] = True
         return self.done.clone()
 
