@@ -301,10 +301,10 @@ class StopText:
 
     def __init__(self, tokenizer, stop: tuple[str, ...]):
         self.tokenizer, self.stop = tokenizer, stop
-        self.finishers = _finishing_tokens(tokenizer, stop)  # [V] bool
+        self.finishers = frozenset(_finishing_token_list(tokenizer, stop))  # a set: one host lookup per token
 
     def __call__(self, tokens: list[int]) -> bool:
-        if not tokens or not self.stop or not self.finishers[min(tokens[-1], self.finishers.numel() - 1)]:
+        if not tokens or tokens[-1] not in self.finishers:
             return False
         return cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), self.stop)[1]
 
@@ -316,7 +316,7 @@ class _StopAfterText:
 
     def __init__(self, tokenizer, stop: tuple[str, ...], prompt_length: int, device):
         self.ended, self.prompt_length = StopText(tokenizer, stop), prompt_length
-        self.finishers = self.ended.finishers.to(device)  # [V] bool
+        self.finishers = _finishing_tokens(tokenizer, stop).to(device)  # [V] bool
         self.done = None
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
