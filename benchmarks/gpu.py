@@ -150,6 +150,14 @@ def trl_lora(lora_dropout: float = LORA["lora_dropout"]):
     return LoraConfig(r=LORA["lora_r"], lora_alpha=LORA["lora_alpha"], lora_dropout=lora_dropout, target_modules=LORA["lora_target_modules"], task_type="CAUSAL_LM")
 
 
+def checkpointing_option(on: bool) -> dict:
+    """TrainingArguments' activation checkpointing under the name the installed transformers knows:
+    5.23 renamed gradient_checkpointing, whose old name now warns, and the project allows 5.20."""
+    from transformers import TrainingArguments
+
+    return {"activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing": on}
+
+
 def trl_trainer(model: str, rows: list[dict], out: str, lora_dropout: float = LORA["lora_dropout"], callbacks: tuple = (), **dpo) -> "DPOTrainer":
     """TRL's DPOTrainer on ``trl_pairs`` (all of them one optimizer step), the harness's LoRA, the
     reference log-probs precomputed as the harness does; ``dpo``: more ``DPOConfig`` options
@@ -190,7 +198,7 @@ def trl_step(model: str, rows: list[dict], steps: int, checkpointing: bool = Tru
     reset_memory()
     with tempfile.TemporaryDirectory() as out:
         trl_trainer(model, rows, out, lora_dropout, (Timer(),), max_steps=steps, learning_rate=1e-5, bf16=bf16, logging_strategy="no", beta=0.1,
-                    gradient_checkpointing=checkpointing).train()  # fmt: skip
+                    **checkpointing_option(checkpointing)).train()  # fmt: skip
     return {**row, "s_per_step": statistics.median(times[1:] or times), "peak_gb": peak_memory_gb()}
 
 

@@ -112,7 +112,8 @@ def compare(model: str, rows: list[dict], method: str, steps: int, lr: float, fo
                                       lora_dropout=0.0, bf16=False, **train)  # fmt: skip
         harness.train()
         trl = trl_trainer(model, rows, str(folder / "trl"), lora_dropout=0.0, max_steps=steps, learning_rate=lr, lr_scheduler_type="constant",
-                          bf16=False, gradient_checkpointing=False, optim="adamw_torch", logging_steps=1, **trl_options(built))  # fmt: skip
+                          bf16=False, optim="adamw_torch", logging_steps=1, **gpu.checkpointing_option(False),
+                          **trl_options(built))  # fmt: skip
         trl.remove_callback(ProgressCallback)  # it prints every step's logs, which this script reads from log_history and prints once
         trl.train()
     reference = torch.load(folder / "harness" / "reference_logps.pt", weights_only=False)["logps"].sums if built.uses_reference else None
