@@ -267,10 +267,10 @@ def render(runs: list[dict]) -> str:
         sections.append(judges)
     rows = table_rows(runs)
     notes = [r["summary"]["meta"].get("scoring", {}).get("paper_note") for r in runs]
-    caption = "Click a column header to sort. Length-controlled: the win rate at zero length difference (AlpacaEval 2's length control); words: mean completion length."
+    text = "Length-controlled: the win rate at zero length difference (AlpacaEval 2's length control); words: mean completion length."
     if any(notes):
-        caption += " * " + next(n for n in notes if n)
-    sections.append(Section(title="All results", tables=[Table(COLUMNS, rows, caption=caption, exports=True, id="results")]))
+        text += " * " + next(n for n in notes if n) + "."
+    sections.append(Section(title="All results", text=text, tables=[Table(COLUMNS, rows, caption="Click a column header to sort", exports=True, id="results")]))
     proxies = [r["summary"]["meta"].get("judge_note") for r in runs if r["summary"]["meta"].get("judge_is_proxy")]
     note = proxies[0] if proxies else ""
     metadata = {r["name"]: {k: v for k, v in r["summary"]["meta"].items() if k not in ("example_ids",)} for r in runs}

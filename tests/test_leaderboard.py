@@ -61,8 +61,8 @@ def browser():
         browser.close()
 
 
-def _open(browser, html: Path):
-    page = browser.new_page()
+def _open(browser, html: Path, width: int = 1280):
+    page = browser.new_page(viewport={"width": width, "height": 720})  # 1280 x 720: playwright's default
     problems, dialogs, requests = [], [], []
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: problems.append(str(exc)))
@@ -140,3 +140,19 @@ def test_several_runs_on_one_page(browser, tmp_path):
     page, problems, _, _ = _open(browser, out)
     assert problems == [] and page.locator("#browser-run option").count() == 2
     assert "srpo (a)" in out.read_text() and "dpo (b)" in out.read_text()
+
+
+def test_a_wide_table_scrolls_in_its_box_not_the_page(browser, tmp_path):
+    """The results table has 17 columns: on a laptop-wide window it scrolls sideways in its own box,
+    while the page, its text and the table's caption stay within the window."""
+    run = _fake_run(tmp_path / "run", n_examples=2, revisions=2)
+    out = tmp_path / "board.html"
+    assert run_cli("leaderboard", str(run), "--out", str(out)).returncode == 0
+    page, problems, _, _ = _open(browser, out, width=800)
+    window = page.evaluate("() => document.documentElement.clientWidth")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= window and problems == []
+    box = page.locator("table#results").locator("xpath=..")
+    assert box.evaluate("e => e.scrollWidth > e.clientWidth") and box.evaluate("e => e.getBoundingClientRect().right") <= window
+    box.focus()
+    page.keyboard.press("ArrowRight")
+    assert box.evaluate("e => e.scrollLeft") > 0  # the keys scroll it too
