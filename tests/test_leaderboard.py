@@ -155,4 +155,5 @@ def test_a_wide_table_scrolls_in_its_box_not_the_page(browser, tmp_path):
     assert box.evaluate("e => e.scrollWidth > e.clientWidth") and box.evaluate("e => e.getBoundingClientRect().right") <= window
     box.focus()
     page.keyboard.press("ArrowRight")
-    assert box.evaluate("e => e.scrollLeft") > 0  # the keys scroll it too
+    # the keys scroll it too; Chromium animates a key scroll over a few frames, so wait (up to 5 s) for it to move
+    page.wait_for_function("e => e.scrollLeft > 0", arg=box.element_handle(), timeout=5000)
