@@ -105,6 +105,15 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     return (stripped[:cut], True) if cut >= 0 else (stripped, False)
 
 
+def stopped_before_text(text: str, finish_reason: str | None, stop: tuple[str, ...]) -> bool:
+    """Whether a server that applies the stop strings itself (vLLM, llama.cpp's, OpenAI's) ended a
+    completion at one before any text: servers match from the first character, so a completion
+    that opens on a new line comes back empty, where ``cut_at_stop`` skips leading whitespace and
+    keeps the line after it. The engines ask such a row again without stop strings (same prompt
+    and seed) and cut it here, so that every engine gives a prompt the same text."""
+    return bool(stop) and finish_reason == "stop" and not text.strip()
+
+
 def build_engine(name: str, options: dict | None = None) -> Engine:
     from harness.config import build_options
 

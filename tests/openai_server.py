@@ -12,6 +12,10 @@ Modelled on what llama.cpp's server did when the harness ran against it (SmolLM2
 - ``models`` set: other model names get 404, and ``/v1/models`` lists them;
 - a prompt over ``context_length`` words gets 400 ``context_length_exceeded``;
 - an answer longer than ``max_tokens`` words is cut, with ``finish_reason: length``;
+- ``stop`` strings cut an answer at the first match, from its first character: an answer opening
+  with one comes back empty with ``finish_reason: stop`` (llama-cpp-python 0.3.36's server, SmolLM2
+  Q4_1, greedy: "Write one sentence about a bridge.\n" gave "\nThe bridge is a symbol of..."
+  without stop strings and "" with ``stop: ["\n"]``);
 - usage counts words as tokens; ``logprobs`` requests get ``top_logprobs`` from the answer.
 
 Faults can be queued for coming requests: "429", "500", "hang" (sleep past the client's timeout),
@@ -106,6 +110,7 @@ class FakeOpenAIServer:
         else:
             out = self.answer(seen)
         text, top = (out["text"], out.get("top_logprobs")) if isinstance(out, dict) else (out, None)
+        text = cut_at_stop_strings(text, body.get("stop"))
         words = text.split(" ")
         limit = body.get("max_tokens") or body.get("max_completion_tokens")
         finish = "stop"
@@ -156,6 +161,12 @@ class FakeOpenAIServer:
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+def cut_at_stop_strings(text: str, stop: str | list[str] | None) -> str:
+    """The text before the first stop string, matched from its first character as servers do."""
+    stops = [stop] if isinstance(stop, str) else stop or []
+    return text[: min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))]
 
 
 def _error(status: int, message: str, code: str) -> web.Response:

@@ -328,6 +328,55 @@ def test_stop_strings_ignore_leading_whitespace():
     assert cut_at_stop("no stop here", ("\n",)) == ("no stop here", False)
 
 
+OPENING_NEWLINE = {"p0": "\nThe bridge opens next year.\nARTICLE: more", "p1": "The striker signs.\nARTICLE: more", "p2": "\n"}
+
+
+def test_a_completion_a_server_ends_at_its_opening_newline_is_asked_again_and_cut_here():
+    """Servers match stop strings from a completion's first character (llama.cpp's returned ""
+    for SmolLM2 opening on a newline), where the local engines skip leading whitespace: the
+    openai engine asks such a prompt again without stop strings and cuts it here, so every engine
+    gives it the same text. The others are asked once; an empty answer stays empty."""
+    stop = ("\n",)
+    with FakeOpenAIServer(lambda seen: OPENING_NEWLINE[seen], models={"m"}) as server:
+        out = build_engine("openai", {"model": "m", "base_url": server.base_url}).generate(list(OPENING_NEWLINE), SamplingParams(max_new_tokens=20), stop=stop)
+    assert [g.text for g in out] == [cut_at_stop(a, stop)[0] for a in OPENING_NEWLINE.values()] == ["The bridge opens next year.", "The striker signs.", ""]
+    assert [g.finish_reason for g in out] == ["stop", "stop", "stop"]
+    asked = sorted((b["prompt"], str(b["stop"])) for b in server.bodies)
+    assert asked == [("p0", "None"), ("p0", "['\\n']"), ("p1", "['\\n']"), ("p2", "None"), ("p2", "['\\n']")]
+
+
+def test_the_vllm_engine_asks_a_completion_ended_at_its_opening_newline_again(monkeypatch):
+    """The same rule on vLLM's offline engine, through a stand-in for the two vLLM calls it makes
+    (vLLM cannot be installed here), which matches stop strings as vLLM does: from the first
+    character, the stop string left out, finish_reason "stop"; the token count is the words'."""
+    import types
+
+    from openai_server import cut_at_stop_strings
+
+    class LLM:
+        def __init__(self):
+            self.asked: list[tuple[str, tuple]] = []
+
+        def generate(self, prompts, sampling, lora_request=None, use_tqdm=True):
+            self.asked += [(p, tuple(s.stop or ())) for p, s in zip(prompts, sampling)]
+            outs = []
+            for p, s in zip(prompts, sampling):
+                text = cut_at_stop_strings(OPENING_NEWLINE[p], s.stop)
+                done = types.SimpleNamespace(text=text, token_ids=text.split(), finish_reason="stop")
+                outs.append(types.SimpleNamespace(prompt_token_ids=[0], outputs=[done]))
+            return outs
+
+    vllm = types.ModuleType("vllm")
+    vllm.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.lora.request", types.SimpleNamespace(LoRARequest=None))
+    engine = build_engine("vllm", {"model": "m"})
+    engine._llm = llm = LLM()
+    out = engine.generate(list(OPENING_NEWLINE), SamplingParams(max_new_tokens=20), stop=("\n",))
+    assert [g.text for g in out] == ["The bridge opens next year.", "The striker signs.", ""]
+    assert sorted(llm.asked) == [("p0", ()), ("p0", ("\n",)), ("p1", ("\n",)), ("p2", ()), ("p2", ("\n",))]
+
+
 def _cmd(tiny, pairs, out):
     return ["--task", "xsum", "--method", "dpo", "--model", tiny, "--task-arg", f"data_files.preference={pairs}",
             "--train-arg", "batch_size=2", "--limit", "40", "--revisions", "2", "--temperature", "1.0",

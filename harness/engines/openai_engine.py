@@ -12,7 +12,9 @@ base-model text as the trained method's.
 
 Completion-style tasks (XSum, TL;DR: a prompt that ends in "TL;DR:") go through the completions
 API, so the server adds no chat template or system prompt; chat tasks through the chat API
-(``api: auto``). Each prompt carries its own sampling seed.
+(``api: auto``). Each prompt carries its own sampling seed. A completion the server ended at a
+stop string before any text (a model opening its answer on a new line) is asked again without stop
+strings and cut here, as the local engines cut it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from harness.config import NonNegativeInt, Positive, PositiveInt
-from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
+from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register, stopped_before_text
 from harness.errors import HarnessError
 from harness.openai_client import OPENAI_URL, AdaptiveLimit, Usage, in_flight, make_client, send, served_models
 
@@ -86,18 +88,23 @@ class OpenAIEngine(Engine):
         async with make_client(self.base_url, self.api_key_env, self.timeout) as client:
             await self._check_served(client, model)
 
-            async def one(prompt: str, seed: int) -> Generation:
+            async def ask(prompt: str, seed: int, stops: tuple[str, ...]) -> tuple[str, str | None, dict]:
                 request = {"model": model, "max_tokens": params.max_new_tokens, "temperature": params.temperature, "top_p": params.top_p,
-                           "seed": seed, "stop": list(stop) or None,
+                           "seed": seed, "stop": list(stops) or None,
                            **({"messages": [{"role": "user", "content": prompt}]} if endpoint == "chat" else {"prompt": prompt})}  # fmt: skip
                 body, error = await send(client, endpoint, request, limit, self.usage, self.max_retries, self.api_key_env, "--task-arg max_source_tokens=N")
                 if body is None:
                     raise HarnessError(f"engine 'openai' ({self.base_url or OPENAI_URL}, model {model!r}): {error}")
                 choice = (body.get("choices") or [{}])[0]
                 raw = (choice.get("message") or {}).get("content") if endpoint == "chat" else choice.get("text")
-                text, _ = cut_at_stop(raw or "", stop)
-                usage = body.get("usage") or {}
+                return raw or "", choice.get("finish_reason"), body.get("usage") or {}
+
+            async def one(prompt: str, seed: int) -> Generation:
+                raw, finish, usage = await ask(prompt, seed, stop)
+                if stopped_before_text(raw, finish, stop):  # it opened on a stop string: the text after it, as cut here
+                    raw, finish, usage = await ask(prompt, seed, ())
+                text, hit = cut_at_stop(raw, stop)
                 return Generation(text.strip(), usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0,
-                                  "length" if choice.get("finish_reason") == "length" else "stop")  # fmt: skip
+                                  "length" if finish == "length" and not hit else "stop")  # fmt: skip
 
             return list(await asyncio.gather(*(one(p, s) for p, s in zip(prompts, seeds))))

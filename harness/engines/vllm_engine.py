@@ -14,7 +14,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from harness.config import PositiveInt
-from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
+from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register, stopped_before_text
 from harness.errors import HarnessError
 from harness.models import resolve_model
 
@@ -65,16 +65,23 @@ class VLLMEngine(Engine):
         if adapter is not None:
             lora_id = self._lora_ids.setdefault(adapter, len(self._lora_ids) + 1)
             request = LoRARequest(f"adapter{lora_id}", lora_id, adapter)
-        sampling = [
-            VLLMSampling(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens, seed=seed, stop=list(stop) or None)
-            for seed in prompt_seeds(params, len(prompts), seeds)
-        ]  # one per prompt: each with its own seed
-        outputs = llm.generate(prompts, sampling, lora_request=request, use_tqdm=False)
+
+        def sampling(seed: int, stops: tuple[str, ...]):
+            return VLLMSampling(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens, seed=seed, stop=list(stops) or None)
+
+        seeds = prompt_seeds(params, len(prompts), seeds)  # one per prompt: a text does not depend on its batch
+        outputs = llm.generate(prompts, [sampling(s, stop) for s in seeds], lora_request=request, use_tqdm=False)
+        again = [i for i, out in enumerate(outputs) if stopped_before_text(out.outputs[0].text, out.outputs[0].finish_reason, stop)]
+        if again:  # they opened on a stop string: asked again without stop strings, cut here
+            redone = llm.generate([prompts[i] for i in again], [sampling(seeds[i], ()) for i in again], lora_request=request, use_tqdm=False)
+            for i, out in zip(again, redone):
+                outputs[i] = out
         results = []
         for out in outputs:
             best = out.outputs[0]
-            text, _ = cut_at_stop(best.text, stop)
-            results.append(Generation(text.strip(), len(out.prompt_token_ids), len(best.token_ids), "length" if best.finish_reason == "length" else "stop"))
+            text, hit = cut_at_stop(best.text, stop)
+            finish = "length" if best.finish_reason == "length" and not hit else "stop"
+            results.append(Generation(text.strip(), len(out.prompt_token_ids), len(best.token_ids), finish))
         return results
 
     def close(self) -> None:
