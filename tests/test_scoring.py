@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from harness.scoring import (BootstrapConfig, bca_interval, length_controlled, mean_interval, mover_interval, paired_difference, paper_protocol,
+from harness.scoring import (BootstrapConfig, bca_interval, length_controlled, mean_interval, paired_difference, paired_interval, paper_protocol,
                              score_interval, win_rate)
 from harness.stages.score import score_verdicts
 
@@ -44,22 +44,54 @@ def test_the_score_interval_covers_ties_and_a_proxys_probabilities(kind, n):
     assert 0.93 <= hits / 1000 <= 0.99, hits / 1000
 
 
-@pytest.mark.parametrize("n, rate_a, rate_b, agree, lowest", [(16, 0.9, 0.8, 0.8, 0.95), (16, 0.85, 0.6, 0.5, 0.93), (16, 0.7, 0.6, 0.7, 0.9),
-                                                                (64, 0.7, 0.6, 0.7, 0.93), (200, 0.6, 0.4, 0.6, 0.93)])  # fmt: skip
-def test_the_paired_interval_holds_its_level(n, rate_a, rate_b, agree, lowest):
-    """Two methods judged on the same examples, B's verdict a copy of A's on a share ``agree`` of
-    them: the MOVER interval covers the true difference at about its level (down to 91% at 16
-    examples that agree often; the BCa interval of the differences covers 89% there and 82% at
-    rates of 0.9 and 0.8)."""
+def _paired_draws(kind: str, n: int, rate_a: float, rate_b: float, agree: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Two methods' verdicts on the same n examples, B's a copy of A's on a share ``agree`` of
+    them: wins and losses, a fifth ties (0.5) besides, or a proxy's probabilities (beta)."""
     other = (rate_b - agree * rate_a) / (1 - agree)  # B's rate where it does not copy A
+
+    def side(rate: float) -> np.ndarray:
+        if kind == "wins":
+            return (rng.random(n) < rate).astype(float)
+        if kind == "ties":
+            return np.where(rng.random(n) < 0.2, 0.5, (rng.random(n) < (rate - 0.1) / 0.8).astype(float))
+        return rng.beta(4 * rate, 4 * (1 - rate), n)
+
+    a = side(rate_a)
+    return a, np.where(rng.random(n) < agree, a, side(other))
+
+
+@pytest.mark.parametrize("kind, n, rate_a, rate_b, agree", [("wins", 16, 0.5, 0.6, 0.8), ("wins", 16, 0.7, 0.6, 0.8), ("wins", 32, 0.5, 0.4, 0.8),
+                                                              ("wins", 64, 0.5, 0.6, 0.8), ("wins", 16, 0.9, 0.8, 0.8), ("wins", 16, 0.85, 0.6, 0.5),
+                                                              ("wins", 200, 0.6, 0.4, 0.6), ("ties", 16, 0.7, 0.6, 0.8), ("ties", 32, 0.3, 0.4, 0.8),
+                                                              ("proxy", 16, 0.95, 0.9, 0.9), ("proxy", 32, 0.7, 0.6, 0.8)])  # fmt: skip
+def test_the_paired_interval_holds_its_level(kind, n, rate_a, rate_b, agree):
+    """Two methods judged on the same examples, agreeing on many (as revisions of one method do):
+    the paired interval covers the true difference at least 93% of the time and holds its
+    estimate. These are the cases where MOVER (the two score intervals combined through the
+    verdicts' correlation) fell short, on these same draws: it covered 82-91% with wins and losses
+    at 16-64 examples agreeing on 80%, 89% with ties and 81% with a proxy's probabilities at 16."""
     hits = 0
     for draw in range(800):
-        rng = np.random.default_rng([draw, n])
-        a = (rng.random(n) < rate_a).astype(float)
-        b = np.where(rng.random(n) < agree, a, (rng.random(n) < other).astype(float))
-        interval = mover_interval(a, b, BootstrapConfig())
+        a, b = _paired_draws(kind, n, rate_a, rate_b, agree, np.random.default_rng([draw, n]))
+        interval = paired_interval(a, b, BootstrapConfig())
+        assert interval.low <= interval.estimate <= interval.high
         hits += interval.low <= rate_a - rate_b <= interval.high
-    assert lowest <= hits / 800 <= 0.995, hits / 800
+    assert 0.93 <= hits / 800 <= 1.0, hits / 800
+
+
+def test_on_wins_and_losses_the_paired_interval_is_bonett_and_prices():
+    """Bonett and Price (2012) on the 2 x 2 table: n12 examples won by A alone, n21 by B alone,
+    one pseudo-count added to each."""
+    n, n12, n21, z = 16, 6, 1, 1.959963984540054
+    a = np.array([1.0] * n12 + [0.0] * n21 + [1.0] * 5 + [0.0] * 4)
+    b = np.array([0.0] * n12 + [1.0] * n21 + [1.0] * 5 + [0.0] * 4)
+    p12, p21 = (n12 + 1) / (n + 2), (n21 + 1) / (n + 2)
+    half = z * np.sqrt((p12 + p21 - (p12 - p21) ** 2) / (n + 2))
+    interval = paired_interval(a, b, BootstrapConfig())
+    assert interval.estimate == pytest.approx((n12 - n21) / n)
+    assert (interval.low, interval.high) == pytest.approx((p12 - p21 - half, p12 - p21 + half))
+    same = paired_interval(a, a, BootstrapConfig())  # identical verdicts: a difference of 0 that 16 examples cannot pin down
+    assert same.estimate == 0 and same.low < -0.1 and same.high > 0.1
 
 
 def test_the_bca_interval_covers_a_known_rate_95_percent_of_the_time_given_enough_verdicts():
