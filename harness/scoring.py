@@ -21,9 +21,8 @@ loss, 0.5 a tie (an order-inconsistent pair judged both ways averages to 0.5). O
   per-example difference with Bonett and Price's (2012) adjusted Wald interval for paired
   proportions, taken over verdicts: two pseudo-items, one won by each side by the widest margin
   the verdicts reach, join the differences (with ``interval="bca"``, the BCa interval of the
-  differences): method A vs method B at one
-  revision, and revision k vs revision 0 of one method. Overlapping marginal intervals do not
-  answer "is A better than B".
+  differences): method A vs method B at one revision, and revision k vs revision 0 of one method.
+  Overlapping marginal intervals do not answer "is A better than B".
 - **Length-controlled win rate**, after AlpacaEval 2's (Dubois et al., 2024, "Length-Controlled
   AlpacaEval"): a logistic regression of the verdict on tanh(length difference / its std), read
   off at zero length difference. Without AlpacaEval's per-instruction terms, that is sigmoid of
