@@ -160,15 +160,21 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def code_version_key(obj: Any) -> dict:
+    """What a key holds of a plugin's ``code_version`` (``harness.plugin``): nothing at 0."""
+    version = getattr(type(obj), "code_version", 0)
+    return {"__code_version__": version} if version else {}
+
+
 def jsonable(obj: Any) -> Any:
     """Plain JSON data for a key or a record: a dataclass becomes its fields plus its class (two
-    plugins with the same fields are not the same inputs), a Path its text, an object with a
-    ``__key__`` method (many rows) what that method returns (their digest)."""
+    plugins with the same fields are not the same inputs) and its code version, a Path its text,
+    an object with a ``__key__`` method (many rows) what that method returns (their digest)."""
     if hasattr(obj, "__key__") and not isinstance(obj, type):
         return obj.__key__()
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         fields = {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
-        return {"__class__": f"{type(obj).__module__}.{type(obj).__qualname__}", **fields}
+        return {"__class__": f"{type(obj).__module__}.{type(obj).__qualname__}", **code_version_key(obj), **fields}
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

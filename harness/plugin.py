@@ -5,11 +5,15 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from harness.config import Options
+from harness.config import Options, code_version_key
 
 
 class Plugin(Options):
     registered_name: ClassVar[str]  # set by the registry's decorator: the one place a name is written
+    # Raised by one with a change to the plugin's code that alters what it computes from the same
+    # options (a completion, a verdict, a loss): every key of its results holds it, so results
+    # stored before the change are redone. A key leaves out 0, so keys made before it existed hold.
+    code_version: ClassVar[int] = 0
 
     @classmethod
     def describe(cls) -> str:
@@ -31,5 +35,7 @@ class Plugin(Options):
 
     def options_but(self, left_out: frozenset[str]) -> dict[str, object]:
         """Each option and its value on this instance, but those ``left_out``: what identifies the
-        instance's results (a judge's verdicts, an engine's completions) in their cache keys."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name not in left_out}
+        instance's results (a judge's verdicts, an engine's completions) in their cache keys, with
+        its ``code_version``."""
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name not in left_out}
+        return {**code_version_key(self), **options}

@@ -615,3 +615,24 @@ def test_running_out_of_accelerator_memory_while_generating_names_the_settings(t
     with pytest.raises(HarnessError, match=r"^out of accelerator memory generating 2 prompts of \d+ tokens: lower --engine-arg batch_size \(now 2\) "
                                            r"or max_batch_tokens \(now auto\); completions already written are kept$"):  # fmt: skip
         engine.generate(["one prompt", "and another"], SamplingParams(max_new_tokens=4))
+
+
+def test_completions_stored_before_an_engines_code_version_rose_are_generated_again(tmp_path, monkeypatch):
+    """The openai engine's ``code_version`` rose when it began asking again the rows a server ended
+    at an opening stop string: completions stored before it are set aside and fetched again, where
+    the same version reuses them without a request."""
+    from harness.engines.openai_engine import OpenAIEngine
+
+    with FakeOpenAIServer(lambda prompt: "A summary.", models={"served"}) as server:
+        engine = build_engine("openai", {"model": "served", "base_url": server.base_url})
+        store = RunStore.open(tmp_path / "run", {"t": 1}, seed=0)
+        cands, params = [Candidate("m", model_ref("served"), None)], SamplingParams(max_new_tokens=8)
+        run = lambda: generate_revisions(store, build_task("xsum"), None, lambda c: engine, engine.describe_config(), ARTICLES, cands, 0, params)  # noqa: E731
+        first = run()
+        asked = server.served
+        assert asked == len(ARTICLES) and run() == first and server.served == asked  # the same version: reused
+        monkeypatch.setattr(OpenAIEngine, "code_version", OpenAIEngine.code_version + 1)
+        again = run()
+        assert server.served == 2 * asked
+    assert [r["text"] for r in again] == [r["text"] for r in first] and {r["key"] for r in again}.isdisjoint(r["key"] for r in first)
+    assert sorted(r["key"] for r in read_jsonl(tmp_path / "run" / "generations.stale.jsonl")) == sorted(r["key"] for r in first)

@@ -262,3 +262,30 @@ def test_the_readme_task_example_installs_lists_and_runs(tmp_path, cli):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "headline"
     assert {(r["method"], r["revision"], r["n"]) for r in summary["results"] if r["opponent"] == "reference"} == {("srpo", 0, 3), ("srpo", 1, 3)}
+
+
+def test_a_plugins_code_version_is_in_every_key_of_its_results(monkeypatch):
+    """A plugin whose code comes to compute something else from the same options (a method's loss,
+    a task's prompt, an engine's completion, a judge's verdict) raises its ``code_version``: the keys
+    of its trained models, completions and verdicts change, so stored results are redone. At 0,
+    where every plugin starts, a key holds no trace of it: keys made before it existed still hold."""
+    from harness.config import jsonable, stable_hash
+    from harness.engine import build_engine
+    from harness.judge import build_judge
+    from harness.method import build_method
+    from harness.stages.judge import judge_fingerprint
+    from harness.task import build_task
+
+    plugins = {  # each plugin and its results' key, as the stages build it (TrainInputs hashes the method and task themselves)
+        "method": (build_method("dpo"), lambda p: stable_hash(p)),
+        "task": (build_task("xsum"), lambda p: stable_hash(p)),
+        "engine": (build_engine("transformers", {}), lambda p: stable_hash(p.describe_config())),
+        "judge": (build_judge("local-lm"), lambda p: judge_fingerprint(p, "summary", True, 0)),
+    }
+    for kind, (plugin, key) in plugins.items():
+        assert type(plugin).code_version == 0, kind
+        assert "__code_version__" not in str(jsonable(plugin)) + str(getattr(plugin, "describe_config", dict)()), kind
+        before = key(plugin)
+        monkeypatch.setattr(type(plugin), "code_version", 1)
+        assert key(plugin) != before, kind
+    assert build_engine("openai", {"model": "m"}).describe_config()["__code_version__"] == 1  # rows a server emptied at a stop string are asked again

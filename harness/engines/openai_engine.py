@@ -36,6 +36,7 @@ class OpenAIEngine(Engine):
 
     # How requests travel; retries decide whether a completion arrives, not what it says.
     not_in_generations: ClassVar[frozenset[str]] = frozenset({"api_key_env", "concurrency", "max_retries", "timeout"})
+    code_version: ClassVar[int] = 1  # 1: a row the server ended at a stop string before any text is asked again (stopped_before_text)
 
     model: str = ""  # the served base model name (required: the name the server lists at /v1/models)
     base_url: str = ""  # e.g. http://127.0.0.1:8000/v1 for a vLLM or llama.cpp server; empty: OpenAI

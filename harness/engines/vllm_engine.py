@@ -25,6 +25,7 @@ class VLLMEngine(Engine):
     """vLLM on GPUs: paged attention, continuous batching, LoRA requests, tensor parallel."""
 
     not_in_generations: ClassVar[frozenset[str]] = frozenset({"gpu_memory_utilization"})  # how much KV cache it holds, not what it decodes
+    code_version: ClassVar[int] = 1  # 1: a row the server ended at a stop string before any text is asked again (stopped_before_text)
 
     model: str = "smollm2-135m"  # base model: hub id, local folder or smollm2-135m
     tensor_parallel_size: PositiveInt = 1  # GPUs per model
