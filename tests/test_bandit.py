@@ -41,6 +41,22 @@ def test_rerun_reuses_every_stage(tmp_path, cli):
     assert policy.stat().st_mtime_ns != first
 
 
+
+def test_a_methods_rising_code_version_retrains_its_policy_alone(tmp_path, monkeypatch):
+    """The bandit's training stage is keyed by the method object itself: a method whose loss code
+    changed (its ``code_version`` raised) retrains, and the other methods' policies stay."""
+    from harness import registry
+    from harness.cli import main
+
+    out = tmp_path / "run"
+    args = ["run", "--task", "bandit", "--method", "dpo,ipo", "--behavior", "skewed", "--task-arg", "steps=200", "--output-dir", str(out)]
+    assert main(args) == 0
+    policies = {m: out / "policies" / f"{m}-skewed.json" for m in ("dpo", "ipo")}
+    first = {m: p.stat().st_mtime_ns for m, p in policies.items()}
+    monkeypatch.setattr(registry.methods.get("dpo"), "code_version", 1)
+    assert main(args) == 0
+    assert policies["dpo"].stat().st_mtime_ns != first["dpo"] and policies["ipo"].stat().st_mtime_ns == first["ipo"]
+
 def test_config_file_sets_matrix_behaviors_beta_and_steps(tmp_path, cli):
     config = tmp_path / "bandit.yaml"
     config.write_text(

@@ -5,8 +5,6 @@ config redoes nothing and a crashed run resumes at the first unfinished stage.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 from rich.console import Console
 from rich.table import Table
@@ -36,8 +34,8 @@ def run_synthetic(resolved: ResolvedRun, console: Console) -> RunStore:
         artifact = f"policies/{name}-{behavior}.json"
         stage = store.stage(
             f"train/{name}-{behavior}",
-            {"data": store.read_json(f"stages/data/{behavior}.json")["key"], "method": name,
-             "options": dataclasses.asdict(method), "steps": task.steps, "lr": task.lr, "seed": seed},
+            {"data": store.read_json(f"stages/data/{behavior}.json")["key"], "method": method,  # its class, code version and options
+             "steps": task.steps, "lr": task.lr, "seed": seed},
         )  # fmt: skip
         if not stage.done:
             winners, losers = data[behavior]
