@@ -56,10 +56,14 @@ class BootstrapConfig(Options):
     paper_resamples: Annotated[int, Field(ge=2)] = 20  # ...20 resamples...
     paper_sample_size: PositiveInt = 512  # ...of 512 each, with replacement; mean and std
 
-    def describe(self) -> str:
-        if self.interval == "score":
-            return f"Wilson score intervals with the verdicts' dispersion, Bonett-Price for paired differences, {self.level:.0%} level"
-        return f"BCa bootstrap, {self.resamples:,} resamples of n out of n, seed {self.seed}, {self.level:.0%} level"
+    def describe(self, of: Literal["all", "win rates", "paired differences"] = "all") -> str:
+        """How the intervals are computed: all of them, with their level, or those ``of`` one kind."""
+        level = f", {self.level:.0%} level" if of == "all" else ""
+        if self.interval == "bca":
+            return f"BCa bootstrap, {self.resamples:,} resamples of n out of n, seed {self.seed}{level}"
+        if of == "all":
+            return f"Wilson score intervals with the verdicts' dispersion, Bonett-Price for paired differences{level}"
+        return {"win rates": "Wilson score intervals with the verdicts' dispersion", "paired differences": "Bonett and Price's adjusted Wald interval"}[of]
 
 
 @dataclass(frozen=True)

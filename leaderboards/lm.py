@@ -38,9 +38,11 @@ def _level(run: dict) -> float:
     return run["summary"]["meta"].get("bootstrap", {}).get("level", 0.95)
 
 
-def _interval(run: dict) -> str:
-    """How the run's intervals were computed, as its summary describes them."""
-    return run["summary"]["meta"].get("scoring", {}).get("interval", "bootstrap")
+def _interval(run: dict, kind: str) -> str:
+    """How the run's intervals of ``kind`` ("win_rate" or "paired") were computed, as its summary
+    describes them (a summary from before they were told apart describes both at once)."""
+    scoring = run["summary"]["meta"].get("scoring", {})
+    return scoring.get(f"{kind}_interval", scoring.get("interval", "bootstrap"))
 
 
 def revision_figure(runs: list[dict], many: bool) -> go.Figure:
@@ -247,7 +249,7 @@ def render(runs: list[dict]) -> str:
             if h2h is not None:
                 figures.append(h2h)
         text = (f"Win rate of each method's revision N against the task's references (ties count 1/2); the band is its {level} "
-                f"interval ({_interval(task_runs[0])}).")  # fmt: skip
+                f"interval ({_interval(task_runs[0], 'win_rate')}).")  # fmt: skip
         if len(figures) > 1:
             text += " Heatmaps: head-to-head win rate of the row method against the column method at the same revision."
         sections.append(Section(title=f"{task}: win rate against revisions", text=text, figures=figures))
@@ -257,7 +259,7 @@ def render(runs: list[dict]) -> str:
         sections.append(Section(
             title="Paired comparisons on the same examples",
             text=(f"Difference of two win rates against the references, computed per example on the examples both were judged on, "
-                  f"with its {level} interval ({_interval(runs[0])}): an interval "
+                  f"with its {level} interval ({_interval(runs[0], 'paired')}): an interval "
                   "that excludes 0 says the first beats the second on these examples. Beside it, the head-to-head win rate where the two "
                   "were judged against each other."),
             figures=figures, tables=[Table(PAIRED_COLUMNS, paired_rows, caption="Click a column header to sort", id="paired")],

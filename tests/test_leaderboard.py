@@ -46,6 +46,25 @@ def _fake_run(folder: Path, n_examples: int, revisions: int, methods=METHODS) ->
     return folder
 
 
+
+def test_each_section_names_its_own_interval(tmp_path):
+    """The win rates' band is Wilson's score interval and the paired differences' Bonett and
+    Price's: each section names its own, and a summary from before they were told apart names both."""
+    from html import unescape
+
+    from harness.leaderboards.render import load_runs, write_pages
+
+    run = _fake_run(tmp_path / "run", n_examples=4, revisions=2)
+    html = unescape(write_pages(tmp_path / "page.html", load_runs([str(run)])).read_text())
+    assert "the band is its 95% interval (Wilson score intervals with the verdicts' dispersion)." in html
+    assert "with its 95% interval (Bonett and Price's adjusted Wald interval): an interval that excludes 0" in html
+    summary = json.loads((run / "summary.json").read_text())
+    for kind in ("win_rate", "paired"):
+        del summary["meta"]["scoring"][f"{kind}_interval"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    html = unescape(write_pages(tmp_path / "old.html", load_runs([str(run)])).read_text())
+    assert html.count("interval (Wilson score intervals with the verdicts' dispersion, Bonett-Price for paired differences, 95% level)") == 2
+
 @pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
