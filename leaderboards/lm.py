@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from harness.leaderboards.page import Section, Table, render_page
 from harness.stages.score import comparison_label, interval_text
 
+UNTITLED_TOP = 30  # px above a figure with no title: plotly's default 100 left a gap under each section's text
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 COLUMNS = ["method", "model", "training data", "judge", "revision", "win rate", "CI", "length-controlled", "LC CI", "words",
            "opponent words", "paper mean", "paper std", "n", "W/T/L", "failed", "run"]  # fmt: skip
@@ -67,7 +68,7 @@ def revision_figure(runs: list[dict], many: bool) -> go.Figure:
                             hovertemplate=f"{name}<br>revision %{{x}}: %{{y:.3f}} [%{{customdata[0]:.3f}}, %{{customdata[1]:.3f}}]<extra></extra>")  # fmt: skip
             i += 1
     fig.update_layout(height=420, xaxis_title="revision N", yaxis_title="win rate against the references",
-                      xaxis={"dtick": 1}, yaxis={"range": [0, 1]}, legend_title="method")  # fmt: skip
+                      xaxis={"dtick": 1}, yaxis={"range": [0, 1]}, legend_title="method", margin={"t": UNTITLED_TOP})  # fmt: skip
     return fig
 
 
@@ -84,8 +85,8 @@ def paired_figure(run: dict, many: bool) -> go.Figure | None:
                              "arrayminus": [p["difference"] - p["ci"][0] for p in paired]},
                     hovertemplate="%{y}: %{x:+.3f}<extra></extra>")  # fmt: skip
     fig.add_vline(x=0, line={"color": "#888", "dash": "dash"})
-    fig.update_layout(height=max(220, 28 * len(paired) + 120), xaxis_title="difference of win rates against the references",
-                      yaxis={"autorange": "reversed"}, margin={"l": 260})  # fmt: skip
+    fig.update_layout(height=max(150, 28 * len(paired) + 50), xaxis_title="difference of win rates against the references",
+                      yaxis={"autorange": "reversed"}, margin={"l": 260, "t": UNTITLED_TOP})  # fmt: skip
     return fig
 
 
@@ -137,7 +138,8 @@ def judges_section(runs: list[dict], many: bool) -> Section | None:
                               _cell(a["win_rate_correlation"], ".2f"), run["name"]])  # fmt: skip
     if not rows:
         return None
-    fig.update_layout(height=340, barmode="group", xaxis_title="candidate's words minus the opponent's", yaxis_title="mean verdict for the candidate", yaxis={"range": [0, 1]})
+    fig.update_layout(height=340, barmode="group", xaxis_title="candidate's words minus the opponent's", yaxis_title="mean verdict for the candidate",
+                      yaxis={"range": [0, 1]}, margin={"t": UNTITLED_TOP})  # fmt: skip
     tables = [Table(JUDGE_COLUMNS, rows, caption="Diagnostics from the stored verdicts", id="judges")]
     if agreement:
         tables.append(Table(AGREEMENT_COLUMNS, agreement, caption="Two judges on the same pairs", id="agreement"))
