@@ -10,9 +10,9 @@ from harness.config import Options, code_version_key
 
 class Plugin(Options):
     registered_name: ClassVar[str]  # set by the registry's decorator: the one place a name is written
-    # Raised by one with a change to the plugin's code that alters what it computes from the same
-    # options (a completion, a verdict, a loss): every key of its results holds it, so results
-    # stored before the change are redone. A key leaves out 0, so keys made before it existed hold.
+    # Raised by hand with any change to the plugin's code that alters what it computes from the
+    # same options (a completion, a verdict, a loss): every key of its results holds it, so results
+    # stored before the change are redone. Keys leave out 0, so those made before it existed hold.
     code_version: ClassVar[int] = 0
 
     @classmethod

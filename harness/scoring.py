@@ -61,9 +61,8 @@ class BootstrapConfig(Options):
         level = f", {self.level:.0%} level" if of == "all" else ""
         if self.interval == "bca":
             return f"BCa bootstrap, {self.resamples:,} resamples of n out of n, seed {self.seed}{level}"
-        if of == "all":
-            return f"Wilson score intervals with the verdicts' dispersion, Bonett-Price for paired differences{level}"
-        return {"win rates": "Wilson score intervals with the verdicts' dispersion", "paired differences": "Bonett and Price's adjusted Wald interval"}[of]
+        kinds = {"win rates": "Wilson score intervals with the verdicts' dispersion", "paired differences": "Bonett and Price's adjusted Wald interval"}
+        return f"{kinds['win rates']}, Bonett-Price for paired differences{level}" if of == "all" else kinds[of]
 
 
 @dataclass(frozen=True)
