@@ -114,6 +114,13 @@ def stopped_before_text(text: str, finish_reason: str | None, stop: tuple[str, .
     return bool(stop) and finish_reason == "stop" and not text.strip()
 
 
+
+def cut_server_completion(text: str, finish_reason: str | None, stop: tuple[str, ...]) -> tuple[str, str]:
+    """A server's completion cut at the stop strings as every engine cuts it, and how it ended:
+    "length" only where the token budget ran out before a stop string."""
+    cut, hit = cut_at_stop(text, stop)
+    return cut.strip(), "length" if finish_reason == "length" and not hit else "stop"
+
 def build_engine(name: str, options: dict | None = None) -> Engine:
     from harness.config import build_options
 

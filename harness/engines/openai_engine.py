@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from harness.config import NonNegativeInt, Positive, PositiveInt
-from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register, stopped_before_text
+from harness.engine import Engine, Generation, SamplingParams, cut_server_completion, prompt_seeds, register, stopped_before_text
 from harness.errors import HarnessError
 from harness.openai_client import OPENAI_URL, AdaptiveLimit, Usage, in_flight, make_client, send, served_models
 
@@ -104,8 +104,7 @@ class OpenAIEngine(Engine):
                 raw, finish, usage = await ask(prompt, seed, stop)
                 if stopped_before_text(raw, finish, stop):  # it opened on a stop string: the text after it, as cut here
                     raw, finish, usage = await ask(prompt, seed, ())
-                text, hit = cut_at_stop(raw, stop)
-                return Generation(text.strip(), usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0,
-                                  "length" if finish == "length" and not hit else "stop")  # fmt: skip
+                text, finish = cut_server_completion(raw, finish, stop)
+                return Generation(text, usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, finish)
 
             return list(await asyncio.gather(*(one(p, s) for p, s in zip(prompts, seeds))))

@@ -14,7 +14,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from harness.config import PositiveInt
-from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register, stopped_before_text
+from harness.engine import Engine, Generation, SamplingParams, cut_server_completion, prompt_seeds, register, stopped_before_text
 from harness.errors import HarnessError
 from harness.models import resolve_model
 
@@ -80,9 +80,8 @@ class VLLMEngine(Engine):
         results = []
         for out in outputs:
             best = out.outputs[0]
-            text, hit = cut_at_stop(best.text, stop)
-            finish = "length" if best.finish_reason == "length" and not hit else "stop"
-            results.append(Generation(text.strip(), len(out.prompt_token_ids), len(best.token_ids), finish))
+            text, finish = cut_server_completion(best.text, best.finish_reason, stop)
+            results.append(Generation(text, len(out.prompt_token_ids), len(best.token_ids), finish))
         return results
 
     def close(self) -> None:
