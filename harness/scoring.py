@@ -119,20 +119,34 @@ def bca_interval(values, config: BootstrapConfig) -> Interval:
 
 def score_interval(values, config: BootstrapConfig) -> Interval:
     """The mean of ``values`` (verdicts in [0, 1]) with Wilson's score interval at ``config.level``,
-    the binomial variance mu (1 - mu) scaled by the verdicts' dispersion, their variance (n - 1
-    in the denominator, for small samples) over mean (1 - mean): about 1 for wins and losses alone,
-    less with ties or a proxy's probabilities (a quasi-binomial score interval). All wins or all
-    losses take Wilson's own: 16 wins of 16 give [0.81, 1], not the point a bootstrap gives.
-    Verdicts that are all one value strictly between 0 and 1 (every one a tie) show no variation,
-    and the interval is that value."""
+    the binomial variance mu (1 - mu) scaled by the verdicts' dispersion (a quasi-binomial score
+    interval): 1 for wins and losses, less with ties or a proxy's probabilities.
+
+    The dispersion is the share of the binomial variance the verdicts leave unexplained, 1 -
+    mean(x (1 - x)) / (p (1 - p)) (for verdicts in [0, 1], var(x) = E[x](1 - E[x]) - E[x (1 - x)]),
+    scaled by n / (n - 1) for small samples, with p the mean shrunk by Jeffreys' half a verdict
+    each way, (sum(x) + 1/2) / (n + 1). Taken at the raw mean, as a sample variance would be, it
+    vanishes for a proxy's probabilities all near 0.95, and the interval with it: 87% coverage at
+    16 verdicts. Where the verdicts are not all wins and losses the quantile is Student's t with
+    n - 1 degrees of freedom (the dispersion is estimated), z otherwise. On wins and losses it is
+    Wilson's own: 16 wins of 16 give [0.81, 1], not the point a bootstrap gives. Verdicts that are
+    all one tie (0.5) show no variation, and the interval is that value."""
     x = np.asarray(values, dtype=float)
     _check(x)
     if x.min() < 0 or x.max() > 1:
         raise ValueError("score intervals are for verdicts in [0, 1]")
     n, mean = x.size, float(x.mean())
+    shrunk = (x.sum() + 0.5) / (n + 1)
+    binary = bool(np.isin(x, (0.0, 1.0)).all())
+    if mean * (1 - mean) == 0 or n == 1:  # all wins or all losses (or one verdict): Wilson's own
+        dispersion = 1.0
+    else:  # n / (n - 1) with wins and losses, whose x (1 - x) is 0
+        unexplained = 1.0 - float((x * (1 - x)).mean()) / (shrunk * (1 - shrunk))
+        dispersion = n / (n - 1) * max(unexplained, 0.0)
+    tail = 1 - (1 - config.level) / 2
+    quantile = ndtri(tail) if binary or n == 1 else student_t.ppf(tail, n - 1)
+    k = quantile**2 * dispersion / n
     spread = mean * (1 - mean)
-    dispersion = float(((x - mean) ** 2).sum()) / (n - 1) / spread if spread > 0 and n > 1 else 1.0
-    k = ndtri(1 - (1 - config.level) / 2) ** 2 * dispersion / n
     centre, half = (mean + k / 2) / (1 + k), np.sqrt(k * spread + k * k / 4) / (1 + k)
     return Interval(mean, float(max(centre - half, 0.0)), float(min(centre + half, 1.0)))
 
