@@ -7,10 +7,9 @@ loss, 0.5 a tie (an order-inconsistent pair judged both ways averages to 0.5). O
 - **Headline**: the plain win rate (the mean of all n verdicts) with, by default, Wilson's score
   interval (1927) with the binomial variance scaled by the verdicts' dispersion: Wilson's own for
   wins and losses, narrower as ties or a proxy's probabilities make the verdicts less variable.
-  It holds its level from a few verdicts on (a proxy's probabilities skewed towards 1 excepted:
-  86% at 16 verdicts around 0.95, README), where a bootstrap does not: 16 verdicts at a true
-  rate of 0.9 are all wins 19% of the time, and every resample of those is 1, so the BCa interval
-  at 95% covers 0.9 80% of the time (exactly, over the binomial; tests/test_scoring.py), the
+  It holds its level from a few verdicts on (``benchmarks/coverage.py``), where a bootstrap does
+  not: 16 verdicts at a true rate of 0.9 are all wins 19% of the time, and every resample of those
+  is 1, so the BCa interval at 95% covers 0.9 80% of the time (exactly, over the binomial; tests/test_scoring.py), the
   score interval 98%. ``interval="bca"`` gives the BCa bootstrap (Efron, 1987) instead:
   ``resamples`` draws of n out of n, seeded; the mean of a few distinct values (verdicts are
   mostly 0, 1/2 or 1) is resampled through multinomial counts of those values, which is exact and
@@ -28,7 +27,8 @@ loss, 0.5 a tie (an order-inconsistent pair judged both ways averages to 0.5). O
   AlpacaEval"): a logistic regression of the verdict on tanh(length difference / its std), read
   off at zero length difference. Without AlpacaEval's per-instruction terms, that is sigmoid of
   the intercept. The fit has Firth's bias reduction, which keeps it finite when one side wins
-  everything (a plain fit's interval then shrinks to a point); its Wald interval holds its level
+  everything (a plain fit's interval then shrinks to a point), scaled by the verdicts' dispersion
+  so that a proxy's probabilities are not pulled towards 0.5; its Wald interval holds its level
   from 16 verdicts on.
 """
 
@@ -122,11 +122,11 @@ def score_interval(values, config: BootstrapConfig) -> Interval:
     the binomial variance mu (1 - mu) scaled by the verdicts' dispersion (a quasi-binomial score
     interval): 1 for wins and losses, less with ties or a proxy's probabilities.
 
-    The dispersion is the share of the binomial variance the verdicts leave unexplained, 1 -
+    The dispersion is the verdicts' variance as a share of the binomial one, 1 -
     mean(x (1 - x)) / (p (1 - p)) (for verdicts in [0, 1], var(x) = E[x](1 - E[x]) - E[x (1 - x)]),
     scaled by n / (n - 1) for small samples, with p the mean shrunk by Jeffreys' half a verdict
     each way, (sum(x) + 1/2) / (n + 1). Taken at the raw mean, as a sample variance would be, it
-    vanishes for a proxy's probabilities all near 0.95, and the interval with it: 87% coverage at
+    vanishes for a proxy's probabilities all near 0.95, and the interval with it: 86% coverage at
     16 verdicts. Where the verdicts are not all wins and losses the quantile is Student's t with
     n - 1 degrees of freedom (the dispersion is estimated), z otherwise. On wins and losses it is
     Wilson's own: 16 wins of 16 give [0.81, 1], not the point a bootstrap gives. Verdicts that are
@@ -207,7 +207,7 @@ def _fit_logistic(feature: np.ndarray, target: np.ndarray, steps: int = 100) -> 
     the binomial one, so the adjustment is scaled by phi here (a quasi-likelihood Firth). Unscaled,
     it pulled a proxy's estimate towards 0.5 by 1/phi while the interval narrowed by phi: 16
     probabilities around 0.9 gave an interval that covered 45% of the time (tests/test_scoring.py).
-    phi is the verdicts' share of the binomial variance, 1 - sum(y (1 - y)) / sum(p (1 - p)) (for
+    phi is the verdicts' variance as a share of the binomial one, 1 - sum(y (1 - y)) / sum(p (1 - p)) (for
     y in [0, 1], var(y) = p (1 - p) - E[y (1 - y)]): exactly 1 for wins and losses, so their fit
     is Firth's own. It is re-estimated at every step, as the fit moves."""
     X = np.stack([np.ones_like(feature), feature], axis=1)  # [n, 2]
