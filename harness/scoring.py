@@ -236,8 +236,10 @@ def _fit_logistic(feature: np.ndarray, target: np.ndarray, steps: int = 100) -> 
 def length_controlled(values, length_difference, config: BootstrapConfig) -> Interval:
     """The win rate at zero length difference, from a logistic model of the verdict on
     tanh(length difference / its std) (AlpacaEval 2's length control), fitted with Firth's bias
-    reduction, with a Wald interval of the intercept mapped through the sigmoid: z for wins and
-    losses, Student's t with n - 2 degrees of freedom where the dispersion is estimated."""
+    reduction, with a Wald interval of the intercept mapped through the sigmoid. Its quantile is
+    Student's t with n - 2 degrees of freedom, for the dispersion a proxy's probabilities estimate
+    and for the Wald interval's own shortfall at small n: with z, 16 wins and losses at a rate of
+    0.95 covered 92% (``benchmarks/coverage.py``), with t 96%."""
     y = np.asarray(values, dtype=float)
     diff = np.asarray(length_difference, dtype=float)
     _check(y)
@@ -245,8 +247,7 @@ def length_controlled(values, length_difference, config: BootstrapConfig) -> Int
     feature = np.tanh(diff / scale) if scale > 0 else np.zeros_like(diff)
     beta, covariance = _fit_logistic(feature, y)
     tail = 1 - (1 - config.level) / 2
-    binary = bool(np.isin(y, (0.0, 1.0)).all())
-    quantile = ndtri(tail) if binary or y.size <= 2 else student_t.ppf(tail, y.size - 2)
+    quantile = ndtri(tail) if y.size <= 2 else student_t.ppf(tail, y.size - 2)
     se = float(np.sqrt(max(covariance[0, 0], 0.0)))
     return Interval(float(expit(beta[0])), float(expit(beta[0] - quantile * se)), float(expit(beta[0] + quantile * se)))
 
