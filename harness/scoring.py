@@ -49,7 +49,7 @@ FEW_VALUES = 64  # up to this many distinct verdict values, resample through mul
 
 @dataclass(frozen=True)
 class BootstrapConfig(Options):
-    interval: Literal["score", "bca"] = "score"  # every win rate's and paired difference's interval: "score" (Wilson's with the verdicts' dispersion; Bonett and Price's adjusted Wald for a paired difference), which hold their level from 16 verdicts on (benchmarks/coverage.py; the README names the paired interval's short case); "bca", the bootstrap, which needs hundreds at rates near 0 or 1
+    interval: Literal["score", "bca"] = "score"  # every win rate's and paired difference's interval: "score" (Wilson's with the verdicts' dispersion; Bonett and Price's adjusted Wald for a paired difference), which hold their level from 16 verdicts on (benchmarks/coverage.py); "bca", the bootstrap, which needs hundreds at rates near 0 or 1
     resamples: Annotated[int, Field(ge=100)] = 10_000  # bootstrap resamples of n out of n behind every interval="bca" interval
     level: Annotated[float, Field(gt=0, lt=1)] = 0.95  # confidence level of every interval the harness prints
     seed: NonNegativeInt = 0  # seeds every resampling: the same verdicts always give the same numbers
