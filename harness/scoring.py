@@ -141,8 +141,8 @@ def score_interval(values, config: BootstrapConfig) -> Interval:
     if mean * (1 - mean) == 0 or n == 1:  # all wins or all losses (or one verdict): Wilson's own
         dispersion = 1.0
     else:  # n / (n - 1) with wins and losses, whose x (1 - x) is 0
-        unexplained = 1.0 - float((x * (1 - x)).mean()) / (shrunk * (1 - shrunk))
-        dispersion = n / (n - 1) * max(unexplained, 0.0)
+        share = 1.0 - float((x * (1 - x)).mean()) / (shrunk * (1 - shrunk))  # the verdicts' variance over the binomial one
+        dispersion = n / (n - 1) * max(share, 0.0)
     tail = 1 - (1 - config.level) / 2
     quantile = ndtri(tail) if binary or n == 1 else student_t.ppf(tail, n - 1)
     k = quantile**2 * dispersion / n
@@ -160,8 +160,8 @@ def paired_interval(a, b, config: BootstrapConfig) -> Interval:
     """The mean of a - b (each in [0, 1], item by item) with Bonett and Price's (2012) adjusted
     Wald interval, in verdicts: two pseudo-items join the n differences, one won by each side by
     the margin c of the surest verdict, its distance from a tie twice over (the verdict against
-    its mirror image; 1 with wins and losses), and the interval is the Wald interval of their mean: sum(d) / (n + 2) +- z sqrt((m2 - mean^2) / (n + 2)), with
-    m2 = (sum(d^2) + 2 c^2) / (n + 2). On wins and losses it is their formula for paired
+    its mirror image; 1 with wins and losses), and the interval is the Wald interval of their
+    mean: sum(d) / (n + 2) +- z sqrt((m2 - mean^2) / (n + 2)), with m2 = (sum(d^2) + 2 c^2) / (n + 2). On wins and losses it is their formula for paired
     proportions. The pseudo-items keep it open where few examples differ (14 of 16 examples alike
     do not show that the next 1,000 are): combining the two score intervals through the verdicts'
     correlation (MOVER) covered 82% at 16 examples agreeing on 80%, this 99.9%. Scaling c to the
@@ -212,11 +212,11 @@ def _fit_logistic(feature: np.ndarray, target: np.ndarray, steps: int = 100) -> 
     y in [0, 1], var(y) = p (1 - p) - E[y (1 - y)]): exactly 1 for wins and losses, so their fit
     is Firth's own. It is re-estimated at every step, as the fit moves."""
     X = np.stack([np.ones_like(feature), feature], axis=1)  # [n, 2]
-    unexplained = float((target * (1 - target)).sum())  # 0 for wins and losses
+    within = float((target * (1 - target)).sum())  # the variance inside each verdict: 0 for wins and losses
 
     def information(p: np.ndarray) -> tuple[np.ndarray, float]:
         w = p * (1 - p)  # [n]
-        dispersion = float(np.clip(1 - unexplained / max(w.sum(), 1e-300), 1e-12, 1.0))
+        dispersion = float(np.clip(1 - within / max(w.sum(), 1e-300), 1e-12, 1.0))
         return np.linalg.inv((X * w[:, None]).T @ X + 1e-10 * np.eye(2)), dispersion  # [2, 2]; the jitter covers a constant feature
 
     beta = np.zeros(2)
