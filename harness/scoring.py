@@ -9,8 +9,8 @@ loss, 0.5 a tie (an order-inconsistent pair judged both ways averages to 0.5). O
   wins and losses, narrower as ties or a proxy's probabilities make the verdicts less variable.
   It holds its level from a few verdicts on (``benchmarks/coverage.py``), where a bootstrap does
   not: 16 verdicts at a true rate of 0.9 are all wins 19% of the time, and every resample of those
-  is 1, so the BCa interval at 95% covers 0.9 80% of the time (exactly, over the binomial; tests/test_scoring.py), the
-  score interval 98%. ``interval="bca"`` gives the BCa bootstrap (Efron, 1987) instead:
+  is 1, so the BCa interval at 95% covers 0.9 80% of the time (exactly, over the binomial;
+  tests/test_scoring.py), the score interval 98%. ``interval="bca"`` gives the BCa bootstrap (Efron, 1987) instead:
   ``resamples`` draws of n out of n, seeded; the mean of a few distinct values (verdicts are
   mostly 0, 1/2 or 1) is resampled through multinomial counts of those values, which is exact and
   takes milliseconds; many distinct values fall back to resampling indices.
@@ -83,6 +83,12 @@ def _check(values: np.ndarray, what: str = "verdicts") -> None:
         raise ValueError(f"{what} must be finite numbers (failed verdicts are left out before scoring)")
 
 
+def _critical(level: float, df: int | None = None) -> float:
+    """The two-sided critical value at ``level``: the normal's, or Student's t's with ``df`` degrees of freedom."""
+    tail = 1 - (1 - level) / 2
+    return float(ndtri(tail) if df is None else student_t.ppf(tail, df))
+
+
 def resampled_means(values, resamples: int, seed: int) -> np.ndarray:
     """``resamples`` bootstrap means of ``values`` (n out of n, with replacement) [R]."""
     x = np.asarray(values, dtype=float)
@@ -136,17 +142,15 @@ def score_interval(values, config: BootstrapConfig) -> Interval:
     if x.min() < 0 or x.max() > 1:
         raise ValueError("score intervals are for verdicts in [0, 1]")
     n, mean = x.size, float(x.mean())
-    shrunk = (x.sum() + 0.5) / (n + 1)
-    binary = bool(np.isin(x, (0.0, 1.0)).all())
-    if mean * (1 - mean) == 0 or n == 1:  # all wins or all losses (or one verdict): Wilson's own
+    spread = mean * (1 - mean)
+    if spread == 0 or n == 1:  # all wins or all losses (or one verdict): Wilson's own
         dispersion = 1.0
     else:  # n / (n - 1) with wins and losses, whose x (1 - x) is 0
+        shrunk = (x.sum() + 0.5) / (n + 1)
         share = 1.0 - float((x * (1 - x)).mean()) / (shrunk * (1 - shrunk))  # the verdicts' variance over the binomial one
         dispersion = n / (n - 1) * max(share, 0.0)
-    tail = 1 - (1 - config.level) / 2
-    quantile = ndtri(tail) if binary or n == 1 else student_t.ppf(tail, n - 1)
-    k = quantile**2 * dispersion / n
-    spread = mean * (1 - mean)
+    binary = bool(np.isin(x, (0.0, 1.0)).all())
+    k = _critical(config.level, None if binary or n == 1 else n - 1) ** 2 * dispersion / n
     centre, half = (mean + k / 2) / (1 + k), np.sqrt(k * spread + k * k / 4) / (1 + k)
     return Interval(mean, float(max(centre - half, 0.0)), float(min(centre + half, 1.0)))
 
@@ -161,7 +165,8 @@ def paired_interval(a, b, config: BootstrapConfig) -> Interval:
     Wald interval, in verdicts: two pseudo-items join the n differences, one won by each side by
     the margin c of the surest verdict, its distance from a tie twice over (the verdict against
     its mirror image; 1 with wins and losses), and the interval is the Wald interval of their
-    mean: sum(d) / (n + 2) +- z sqrt((m2 - mean^2) / (n + 2)), with m2 = (sum(d^2) + 2 c^2) / (n + 2). On wins and losses it is their formula for paired
+    mean: sum(d) / (n + 2) +- z sqrt((m2 - mean^2) / (n + 2)), with
+    m2 = (sum(d^2) + 2 c^2) / (n + 2). On wins and losses it is their formula for paired
     proportions. The pseudo-items keep it open where few examples differ (14 of 16 examples alike
     do not show that the next 1,000 are): combining the two score intervals through the verdicts'
     correlation (MOVER) covered 82% at 16 examples agreeing on 80%, this 99.9%. Scaling c to the
@@ -177,7 +182,7 @@ def paired_interval(a, b, config: BootstrapConfig) -> Interval:
     margin = 2 * float(np.abs(values - 0.5).max())  # the surest verdict against its mirror image across a tie: 1 with wins and losses
     n = d.size
     shrunk, second = d.sum() / (n + 2), (np.square(d).sum() + 2 * margin**2) / (n + 2)  # the mean and mean square with the pseudo-items
-    half = ndtri(1 - (1 - config.level) / 2) * np.sqrt(max(second - shrunk**2, 0.0) / (n + 2))
+    half = _critical(config.level) * np.sqrt(max(second - shrunk**2, 0.0) / (n + 2))
     return Interval(float(d.mean()), float(max(shrunk - half, -1.0)), float(min(shrunk + half, 1.0)))
 
 
@@ -208,9 +213,9 @@ def _fit_logistic(feature: np.ndarray, target: np.ndarray, steps: int = 100) -> 
     the binomial one, so the adjustment is scaled by phi here (a quasi-likelihood Firth). Unscaled,
     it pulled a proxy's estimate towards 0.5 by 1/phi while the interval narrowed by phi: 16
     probabilities around 0.9 gave an interval that covered 45% of the time (tests/test_scoring.py).
-    phi is the verdicts' variance as a share of the binomial one, 1 - sum(y (1 - y)) / sum(p (1 - p)) (for
-    y in [0, 1], var(y) = p (1 - p) - E[y (1 - y)]): exactly 1 for wins and losses, so their fit
-    is Firth's own. It is re-estimated at every step, as the fit moves."""
+    phi is the verdicts' variance as a share of the binomial one, 1 - sum(y (1 - y)) /
+    sum(p (1 - p)) (for y in [0, 1], var(y) = p (1 - p) - E[y (1 - y)]): exactly 1 for wins and
+    losses, so their fit is Firth's own. It is re-estimated at every step, as the fit moves."""
     X = np.stack([np.ones_like(feature), feature], axis=1)  # [n, 2]
     within = float((target * (1 - target)).sum())  # the variance inside each verdict: 0 for wins and losses
 
@@ -246,8 +251,7 @@ def length_controlled(values, length_difference, config: BootstrapConfig) -> Int
     scale = diff.std()
     feature = np.tanh(diff / scale) if scale > 0 else np.zeros_like(diff)
     beta, covariance = _fit_logistic(feature, y)
-    tail = 1 - (1 - config.level) / 2
-    quantile = ndtri(tail) if y.size <= 2 else student_t.ppf(tail, y.size - 2)
+    quantile = _critical(config.level, y.size - 2 if y.size > 2 else None)
     se = float(np.sqrt(max(covariance[0, 0], 0.0)))
     return Interval(float(expit(beta[0])), float(expit(beta[0] - quantile * se)), float(expit(beta[0] + quantile * se)))
 

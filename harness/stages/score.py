@@ -163,7 +163,8 @@ def summarise(task: str, meta: dict, judges: list[JudgedBy], generations: list[d
                           f"{config.paper_n_items} items (the paper's Sec. 6 and Appendix C.3)",
         "length_control": "logistic regression of the verdict on tanh(length difference in words / its std), read at zero "
                           "difference (AlpacaEval 2's length control), fitted with Firth's bias reduction scaled by the verdicts' "
-                          "dispersion; Wald interval from its information, scaled by the same dispersion, Student's t quantile with n - 2 degrees of freedom",
+                          "dispersion; Wald interval from its information, scaled by the same dispersion, Student's t quantile "
+                          "with n - 2 degrees of freedom",
         "items": len(examples),
     }  # fmt: skip
     if len(examples) < config.paper_n_items:
