@@ -13,10 +13,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-out}
-parts=",${1:-all},"
-wants() { [[ $parts == *",$1,"* || ($1 != tests && $parts == ",all,") ]]; }  # `all`: every part but tests
-for p in ${parts//,/ }; do  # a misspelt part would otherwise spend a device call doing nothing
-  [[ " all tests bench pipeline profile memory " == *" $p "* ]] || { echo "gpu_check.sh: unknown part '$p' (all, tests, bench, pipeline, profile, memory)" >&2; exit 2; }
+ALL="bench pipeline profile memory"  # what `all` runs: every part but tests
+parts=" ${1:-all} " && parts=${parts//,/ } && parts=${parts/ all / $ALL }
+wants() { [[ $parts == *" $1 "* ]]; }
+for p in $parts; do  # a misspelt part would otherwise spend a device call doing nothing
+  [[ " $ALL tests " == *" $p "* ]] || { echo "gpu_check.sh: unknown part '$p' (all, tests, ${ALL// /, })" >&2; exit 2; }
 done
 SHAPE=${SHAPE:-llama-1b}  # a shape of benchmarks/gpu.py (tiny: the same steps on a CPU, for trying this script)
 BENCH_LIMIT=${BENCH_LIMIT:-250}  # seconds for benchmarks/gpu.py
