@@ -346,21 +346,32 @@ def test_a_completion_a_server_ends_at_its_opening_newline_is_asked_again_and_cu
 
 
 def test_the_vllm_engine_asks_a_completion_ended_at_its_opening_newline_again(monkeypatch):
-    """The same rule on vLLM's offline engine, through a stand-in for the two vLLM calls it makes
+    """The same rule on vLLM's offline engine, through a stand-in for the vLLM calls it makes
     (vLLM cannot be installed here), which matches stop strings as vLLM does: from the first
-    character, the stop string left out, finish_reason "stop"; the token count is the words'."""
+    character, the stop string left out, finish_reason "stop"; the token count is the words'.
+    Prompts arrive as token ids without the BOS that vLLM's tokenizer (Llama's, here) would add
+    to a text prompt, as the trainer and the transformers engine tokenize them."""
     import types
 
     from openai_server import cut_at_stop_strings
+
+    BOS = 1
+
+    def tokenizer(text, add_special_tokens=True):  # character ids, and a BOS first as Llama's tokenizer puts one
+        return {"input_ids": [BOS] * add_special_tokens + [ord(c) for c in text]}
 
     class LLM:
         def __init__(self):
             self.asked: list[tuple[str, tuple]] = []
 
+        def get_tokenizer(self):
+            return tokenizer
+
         def generate(self, prompts, sampling, lora_request=None, use_tqdm=True):
-            self.asked += [(p, tuple(s.stop or ())) for p, s in zip(prompts, sampling)]
+            texts = ["".join(map(chr, p["prompt_token_ids"])) for p in prompts]  # a BOS would show as "\x01"
+            self.asked += [(t, tuple(s.stop or ())) for t, s in zip(texts, sampling)]
             outs = []
-            for p, s in zip(prompts, sampling):
+            for p, s in zip(texts, sampling):
                 text = cut_at_stop_strings(OPENING_NEWLINE[p], s.stop)
                 done = types.SimpleNamespace(text=text, token_ids=text.split(), finish_reason="stop")
                 outs.append(types.SimpleNamespace(prompt_token_ids=[0], outputs=[done]))

@@ -1,9 +1,11 @@
 """The vLLM engine (optional extra ``pip install preference-harness[vllm]``, GPU only).
 
 LoRA adapters go through vLLM's ``LoRARequest``, one id per adapter folder; tensor parallelism
-through ``tensor_parallel_size``. Status: written against vLLM's documented offline API
-(``LLM.generate`` with ``SamplingParams`` and ``lora_request``) and not yet run on a GPU in this
-project's CI; see the README.
+through ``tensor_parallel_size``. Prompts go to vLLM as token ids, tokenized as the trainer and the
+transformers engine tokenize them: given text, vLLM would add the tokenizer's special tokens
+(Llama's BOS before a raw prompt, a second one before a chat template's own). Status: written
+against vLLM's documented offline API (``LLM.generate`` with ``SamplingParams``, token prompts and
+``lora_request``) and not yet run on a GPU in this project's CI; see the README.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class VLLMEngine(Engine):
     """vLLM on GPUs: paged attention, continuous batching, LoRA requests, tensor parallel."""
 
     not_in_generations: ClassVar[frozenset[str]] = frozenset({"gpu_memory_utilization"})  # how much KV cache it holds, not what it decodes
-    code_version: ClassVar[int] = 1  # 1: a row the server ended at a stop string before any text is asked again (stopped_before_text)
+    code_version: ClassVar[int] = 2  # 1: a row the server ended at a stop string before any text is asked again (stopped_before_text); 2: prompts as token ids without added special tokens
 
     model: str = "smollm2-135m"  # base model: hub id, local folder or smollm2-135m
     tensor_parallel_size: PositiveInt = 1  # GPUs per model
@@ -71,10 +73,12 @@ class VLLMEngine(Engine):
             return VLLMSampling(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens, seed=seed, stop=list(stops) or None)
 
         seeds = prompt_seeds(params, len(prompts), seeds)  # one per prompt: a text does not depend on its batch
-        outputs = llm.generate(prompts, [sampling(s, stop) for s in seeds], lora_request=request, use_tqdm=False)
+        tokenizer = llm.get_tokenizer()
+        tokens = [{"prompt_token_ids": tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts]  # vLLM's TokensPrompt
+        outputs = llm.generate(tokens, [sampling(s, stop) for s in seeds], lora_request=request, use_tqdm=False)
         again = [i for i, out in enumerate(outputs) if stopped_before_text(out.outputs[0].text, out.outputs[0].finish_reason, stop)]
         if again:  # they opened on a stop string: asked again without stop strings, cut here
-            redone = llm.generate([prompts[i] for i in again], [sampling(seeds[i], ()) for i in again], lora_request=request, use_tqdm=False)
+            redone = llm.generate([tokens[i] for i in again], [sampling(seeds[i], ()) for i in again], lora_request=request, use_tqdm=False)
             for i, out in zip(again, redone):
                 outputs[i] = out
         results = []
