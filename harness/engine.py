@@ -81,8 +81,25 @@ class Engine(Plugin):
         return {"engine": self.registered_name, **self.options_but(left_out), **self.settled_options(), **drawn}
 
     def tokenizer(self):
-        """The tokenizer prompts are built for, or None (an API: no token budget or chat template here)."""
+        """The tokenizer prompts are built for (the source's token budget, the chat template), or
+        None: words stand in for tokens."""
         return None
+
+    @property
+    def templated_prompts(self) -> bool:
+        """Whether a chat task's prompts reach this engine in the model's chat template, applied by
+        the harness (local engines), rather than as bare user turns that a server templates."""
+        return True
+
+    def prompt_formatter(self, task, mode: str = "auto"):
+        """How this engine's prompts for ``task`` are built (``mode``: a trainer's prompt_format)."""
+        from harness.prompting import PromptFormatter
+
+        return PromptFormatter(task, self.tokenizer(), mode, self.templated_prompts)
+
+    def use_run_model(self, model: str) -> None:
+        """The run's model (a local folder or hub id) that this engine generates for, where the
+        engine serves models by name (``sets_model`` false) and so does not load it."""
 
     @property
     def chunk_size(self) -> int:
@@ -114,12 +131,12 @@ def stopped_before_text(text: str, finish_reason: str | None, stop: tuple[str, .
     return bool(stop) and finish_reason == "stop" and not text.strip()
 
 
-
 def cut_server_completion(text: str, finish_reason: str | None, stop: tuple[str, ...]) -> tuple[str, str]:
     """A server's completion cut at the stop strings as every engine cuts it, and how it ended:
     "length" only where the token budget ran out before a stop string."""
     cut, hit = cut_at_stop(text, stop)
     return cut.strip(), "length" if finish_reason == "length" and not hit else "stop"
+
 
 def build_engine(name: str, options: dict | None = None) -> Engine:
     from harness.config import build_options
@@ -129,10 +146,12 @@ def build_engine(name: str, options: dict | None = None) -> Engine:
 
 def build_engine_for(name: str, options: dict, model: str) -> Engine:
     """Engine ``name`` loading ``model``; an engine serving models by name (an API) takes the
-    user's ``model`` option as given."""
+    user's ``model`` option as given and is told ``model`` (``use_run_model``)."""
     if registry.engines.get(name).sets_model:
-        options = {**options, "model": model}
-    return build_engine(name, options)
+        return build_engine(name, {**options, "model": model})
+    engine = build_engine(name, options)
+    engine.use_run_model(model)
+    return engine
 
 
 register = registry.engines.register

@@ -20,19 +20,21 @@ FORMATS = ("auto", "raw", "chat")
 @dataclass
 class PromptFormatter:
     task: TextTask
-    tokenizer: object | None  # None for API engines: no chat template applied here, no token budget
+    tokenizer: object | None  # the model's: the token budget and its chat template; None: words stand in for tokens, no template here
     mode: str = "auto"  # "raw": template text as is; "chat": one user turn; "auto": chat for chat tasks
+    apply_chat_template: bool = True  # False: a chat prompt stays the bare user turn, which an API server puts in the model's template
 
     def __post_init__(self):
         if self.mode not in FORMATS:
             raise HarnessError(f"prompt format must be one of {', '.join(FORMATS)}, got {self.mode!r}")
         self.budget = SourceBudget(self.task.max_source_tokens, self.tokenizer)
         self.use_chat = self.mode == "chat" or (self.mode == "auto" and self.task.chat)
-        if self.use_chat and self.tokenizer is not None and not getattr(self.tokenizer, "chat_template", None):
+        self.templated = self.use_chat and self.apply_chat_template and self.tokenizer is not None
+        if self.templated and not getattr(self.tokenizer, "chat_template", None):
             raise HarnessError("chat prompts need a tokenizer with a chat template; pass prompt_format=raw for this model")
 
     def _wrap(self, text: str) -> str:
-        if not self.use_chat or self.tokenizer is None:
+        if not self.templated:
             return text
         return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
 

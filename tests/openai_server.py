@@ -16,7 +16,10 @@ Modelled on what llama.cpp's server did when the harness ran against it (SmolLM2
   with one comes back empty with ``finish_reason: stop`` (llama-cpp-python 0.3.36's server, SmolLM2
   Q4_1, greedy: "Write one sentence about a bridge.\n" gave "\nThe bridge is a symbol of..."
   without stop strings and "" with ``stop: ["\n"]``);
-- usage counts words as tokens; ``logprobs`` requests get ``top_logprobs`` from the answer.
+- usage counts words as tokens; ``logprobs`` requests get ``top_logprobs`` from the answer;
+- ``backend`` set (``ServedAdapters``): a real model answers instead, under the name it is asked
+  for, as ``vllm serve BASE --enable-lora --lora-modules NAME=ADAPTER`` serves a base model and its
+  LoRA adapters: tokens counted by its tokenizer, stop strings and the token budget applied by it.
 
 Faults can be queued for coming requests: "429", "500", "hang" (sleep past the client's timeout),
 "garbage" (an answer no parser accepts). It counts every request it receives and every one it
@@ -29,7 +32,9 @@ import asyncio
 import math
 import threading
 import time
+import warnings
 from collections import deque
+from contextlib import nullcontext
 from typing import Callable
 
 from aiohttp import web
@@ -47,6 +52,7 @@ class FakeOpenAIServer:
     def __init__(
         self, answer: Callable[[str], str | dict], delay: float = 0.0, serial: bool = False, models: set[str] | None = None,
         context_length: int | None = None, chat_template: bool = False, sample: Callable[[str, int], str] | None = None,
+        backend: Callable[[str, dict], dict] | None = None,
     ):  # fmt: skip
         self.answer = answer  # what the model sees -> text, or {"text": ..., "top_logprobs": [[{"token", "logprob"}, ...], ...]}
         self.delay = delay  # seconds of "compute" per answer
@@ -55,6 +61,7 @@ class FakeOpenAIServer:
         self.context_length = context_length  # words; longer prompts get 400
         self.chat_template = chat_template  # wrap chat messages in a template with a system prompt
         self.sample = sample  # (what the model sees, seed) -> text, for temperature > 0; None: the deterministic answer
+        self.backend = backend  # (what the model sees, the request) -> {"text", "finish_reason", "prompt_tokens", "completion_tokens"}; None: answer
         self.faults: deque = deque()  # "429", "500", "hang", "garbage": one per coming request
         self.requests = 0  # every request received, failed ones included
         self.served = 0  # requests answered with 200
@@ -102,20 +109,13 @@ class FakeOpenAIServer:
                 await asyncio.sleep(self.delay)
         finally:
             self._in_flight -= 1
-        temperature = body.get("temperature", 1.0)
-        if fault == "garbage":
-            out = "I cannot decide, both are fine."
-        elif temperature and self.sample is not None:
-            out = self.sample(seen, body.get("seed") or 0)
+        if self.backend is not None:
+            out = self.backend(seen, body)
+            text, top, finish = out["text"], None, out["finish_reason"]
+            usage = {"prompt_tokens": out["prompt_tokens"], "completion_tokens": out["completion_tokens"]}
         else:
-            out = self.answer(seen)
-        text, top = (out["text"], out.get("top_logprobs")) if isinstance(out, dict) else (out, None)
-        text = cut_at_stop_strings(text, body.get("stop"))
-        words = text.split(" ")
-        limit = body.get("max_tokens") or body.get("max_completion_tokens")
-        finish = "stop"
-        if limit is not None and len(words) > limit:
-            text, finish = " ".join(words[:limit]), "length"
+            text, top, finish = self._answer(seen, body, fault)
+            usage = {"prompt_tokens": len(seen.split()), "completion_tokens": len(text.split())}
         if chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
             if body.get("logprobs"):
@@ -124,10 +124,26 @@ class FakeOpenAIServer:
             choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
         self.served += 1
         self.prompts.append(seen)
-        usage = {"prompt_tokens": len(seen.split()), "completion_tokens": len(text.split())}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return web.json_response({"id": f"cmpl-{self.served}", "object": "chat.completion" if chat else "text_completion",
                                   "created": int(time.time()), "model": body.get("model", "m"), "choices": [choice], "usage": usage})  # fmt: skip
+
+    def _answer(self, seen: str, body: dict, fault: str | None) -> tuple[str, list | None, str]:
+        """(text, its top logprobs or None, finish_reason) of the scripted answer: cut at the stop
+        strings, then to max_tokens words."""
+        if fault == "garbage":
+            out = "I cannot decide, both are fine."
+        elif body.get("temperature", 1.0) and self.sample is not None:
+            out = self.sample(seen, body.get("seed") or 0)
+        else:
+            out = self.answer(seen)
+        text, top = (out["text"], out.get("top_logprobs")) if isinstance(out, dict) else (out, None)
+        text = cut_at_stop_strings(text, body.get("stop"))
+        words = text.split(" ")
+        limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        if limit is not None and len(words) > limit:
+            return " ".join(words[:limit]), top, "length"
+        return text, top, "stop"
 
     async def _models(self, request: web.Request) -> web.Response:
         names = sorted(self.models) if self.models is not None else ["any"]
@@ -161,6 +177,46 @@ class FakeOpenAIServer:
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+class ServedAdapters:
+    """A base model and LoRA adapters answering by name, greedily, as vLLM serves them: the server
+    tokenizes a completion prompt itself (its tokenizer's special tokens added), decodes until EOS,
+    a stop string (matched from the completion's first character, and left out of the text) or
+    ``max_tokens`` tokens. A ``FakeOpenAIServer`` backend; ``models`` holds the names it serves."""
+
+    def __init__(self, base: str, base_name: str, adapters: dict[str, str]):
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(base)
+        self.model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+        with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing (the CLI silences it too)
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            for i, (name, path) in enumerate(adapters.items()):  # every adapter beside the base weights, unmerged
+                if i == 0:
+                    self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
+                else:
+                    self.model.load_adapter(path, adapter_name=name)
+        self.base_name, self.adapters, self.models = base_name, set(adapters), {base_name, *adapters}
+
+    def __call__(self, seen: str, body: dict) -> dict:
+        import torch
+
+        assert not body.get("temperature"), "ServedAdapters decodes greedily"
+        name, stops = body["model"], body.get("stop") or []
+        if name in self.adapters:
+            self.model.set_adapter(name)
+        ids = self.tokenizer(seen, return_tensors="pt")["input_ids"]
+        with torch.no_grad(), self.model.disable_adapter() if name == self.base_name and self.adapters else nullcontext():
+            new = self.model.generate(ids, max_new_tokens=body["max_tokens"], do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
+                                      stop_strings=stops or None, tokenizer=self.tokenizer)[0, ids.shape[1] :].tolist()  # fmt: skip
+        eos = self.tokenizer.eos_token_id
+        text = self.tokenizer.decode(new[: new.index(eos)] if eos in new else new, skip_special_tokens=True)
+        cut = cut_at_stop_strings(text, stops)
+        finish = "stop" if eos in new or len(cut) < len(text) else "length"
+        return {"text": cut, "finish_reason": finish, "prompt_tokens": ids.shape[1], "completion_tokens": len(new)}
 
 
 def cut_at_stop_strings(text: str, stop: str | list[str] | None) -> str:

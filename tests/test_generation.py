@@ -15,7 +15,6 @@ from openai_server import FakeOpenAIServer
 
 from harness.engine import SamplingParams, build_engine, cut_at_stop
 from harness.models import model_ref
-from harness.prompting import PromptFormatter
 from harness.stages.generate import Candidate, OneModelAtATime, generate_revisions, prompt_hash
 from harness.store import RunStore, read_jsonl
 from harness.task import build_task
@@ -35,8 +34,8 @@ ARTICLES = [
 def _loop(store_dir, engine, candidates, params, revisions=2, chunk_size=2):
     store = RunStore.open(store_dir, {"t": 1}, seed=0)
     task = build_task("xsum")
-    rows = generate_revisions(store, task, engine.tokenizer(), lambda c: engine, {"engine": "test"}, ARTICLES, candidates, revisions, params, chunk_size)
-    return rows, PromptFormatter(task, engine.tokenizer())
+    rows = generate_revisions(store, task, engine, lambda c: engine, {"engine": "test"}, ARTICLES, candidates, revisions, params, chunk_size)
+    return rows, engine.prompt_formatter(task)
 
 
 def test_generation_goes_model_by_model_with_one_loaded_at_a_time(tiny, tmp_path):
@@ -57,8 +56,7 @@ def test_generation_goes_model_by_model_with_one_loaded_at_a_time(tiny, tmp_path
     cands = [Candidate("lora-a", model_ref(tiny), None), Candidate("full", model_ref(other), None), Candidate("lora-b", model_ref(tiny), None)]
     engine_for = OneModelAtATime(build)
     store = RunStore.open(tmp_path / "run", {"t": 1}, seed=0)
-    tokenizer = build_engine("transformers", {"model": tiny}).tokenizer()
-    rows = generate_revisions(store, build_task("xsum"), tokenizer, engine_for, {"engine": "test"}, ARTICLES, cands, 2, SamplingParams(max_new_tokens=4), 2)
+    rows = generate_revisions(store, build_task("xsum"), build_engine("transformers", {"model": tiny}), engine_for, {"engine": "test"}, ARTICLES, cands, 2, SamplingParams(max_new_tokens=4), 2)
     engine_for.close()
     assert events == [("open", tiny), ("close", tiny), ("open", other), ("close", other)]
     assert sorted((r["method"], r["revision"]) for r in rows) == sorted((c.method, k) for c in cands for k in range(3) for _ in ARTICLES)
@@ -291,6 +289,70 @@ def test_the_openai_engine_sends_completion_prompts_as_they_are_and_chat_prompts
         assert "prompt" in server.bodies[0] and "messages" in server.bodies[1]
 
 
+def test_the_openai_engine_builds_the_local_engines_prompts_with_the_run_models_tokenizer(tiny, tmp_path):
+    """A served adapter is asked what it is asked in-process: the source cut to as many of the run's
+    model's tokens, not words (prompt_tokenizer=none, for a served model the run does not have,
+    cuts words); a chat task's user turn goes to the chat API bare, for the server to put in the
+    model's chat template, and to the completions API in that template, put there by the harness."""
+    from harness.engine import build_engine_for
+
+    task = build_task("xsum", {"max_source_tokens": 8})
+    long_words = {"id": "z", "article": "Zookeepers counted seventeen hippopotamuses wallowing beside Kilimanjaro yesterday morning, officials said."}
+    local = build_engine("transformers", {"model": tiny}).prompt_formatter(task)
+    served = build_engine_for("openai", {"model": "base"}, tiny).prompt_formatter(task)
+    by_words = build_engine_for("openai", {"model": "base", "prompt_tokenizer": "none"}, tiny).prompt_formatter(task)
+    assert [served.prompt(ex) for ex in [*ARTICLES, long_words]] == [local.prompt(ex) for ex in [*ARTICLES, long_words]]
+    assert by_words.prompt(long_words) != local.prompt(long_words)  # eight words hold more of the article than eight tokens
+    assert build_engine("openai", {"model": "base"}).tokenizer() is None  # outside a run: words
+
+    from transformers import AutoTokenizer
+
+    chat_model = tmp_path / "chat"  # the tiny model's tokenizer with a chat template
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    tokenizer.chat_template = "{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}<|assistant|>"
+    tokenizer.save_pretrained(chat_model)
+    ex = ARTICLES[0]
+    chat_api = build_engine_for("openai", {"model": "base"}, str(chat_model)).prompt_formatter(task, "chat")
+    completions_api = build_engine_for("openai", {"model": "base", "api": "completions"}, str(chat_model)).prompt_formatter(task, "chat")
+    assert chat_api.prompt(ex) == local.prompt(ex)  # the bare user turn: the server templates it
+    assert completions_api.prompt(ex) == f"<|user|>{local.prompt(ex)}<|assistant|>"
+
+
+def test_adapters_served_behind_an_openai_compatible_server_generate_the_transformers_engines_texts(tiny, tmp_path):
+    """The scale-out path: methods trained here, their adapters served beside the base model under
+    names (as ``vllm serve BASE --enable-lora --lora-modules NAME=ADAPTER`` serves them; here a
+    real model behind the test server), and ``--engine openai`` pointed at them with each adapter's
+    served name. Every method's revisions are the transformers engine's: the same prompts (the
+    source cut to the run's model's tokens) and the same greedy texts; each method's requests name
+    its own adapter."""
+    from openai_server import ServedAdapters
+    from tiny import xsum_files
+
+    test, pairs = xsum_files(tmp_path / "data")
+    run = tmp_path / "run"
+    common = ["--task", "xsum", "--method", "srpo,dpo", "--model", tiny, "--task-arg", f"data_files.test={test}",
+              "--task-arg", f"data_files.preference={pairs}", "--task-arg", "max_source_tokens=6", "--train-arg", "lr=0.05",
+              "--train-arg", "batch_size=2", "--limit", "4", "--revisions", "1", "--max-new-tokens", "8", "--output-dir", str(run)]  # fmt: skip
+    for stage in ("train", "generate"):  # the transformers engine, in-process
+        done = run_cli(stage, *common)
+        assert done.returncode == 0, done.stderr[-3000:]
+    rows = lambda: {(r["example_id"], r["method"], r["revision"]): r for r in read_jsonl(run / "generations.jsonl")}  # noqa: E731
+    local = rows()
+    adapters = {m: str(run / "train" / m / "adapter") for m in ("srpo", "dpo")}
+    backend = ServedAdapters(tiny, "base", adapters)
+    with FakeOpenAIServer(lambda seen: "", models=backend.models, backend=backend) as server:
+        names = [arg for m, path in adapters.items() for arg in ("--engine-arg", f"adapter_models.{path}={m}")]
+        served_run = run_cli("generate", *common, "--engine", "openai", "--engine-arg", f"base_url={server.base_url}", "--engine-arg", "model=base", *names)
+        assert served_run.returncode == 0, served_run.stderr[-3000:]
+        asked = [(b["model"], b["prompt"]) for b in server.bodies]
+    served = rows()
+    assert served.keys() == local.keys() and len(served) == 4 * 2 * 2
+    assert {k: (r["prompt_hash"], r["text"]) for k, r in served.items()} == {k: (r["prompt_hash"], r["text"]) for k, r in local.items()}
+    assert {r["engine"]["engine"] for r in served.values()} == {"openai"}  # generated anew, not the local rows reused
+    assert {model for model, _ in asked} == {"srpo", "dpo"}
+    assert len({r["text"] for k, r in local.items() if k[1] == "srpo"} ^ {r["text"] for k, r in local.items() if k[1] == "dpo"}) > 0  # the adapters differ: a swapped name would show
+
+
 def test_the_openai_engine_checks_served_names_before_generating(tmp_path):
     from harness.config import parse_assignments
     from harness.engine import build_engine_for
@@ -458,7 +520,7 @@ def test_rows_whose_inputs_changed_move_aside_and_others_stay(tiny, tmp_path):
     cands = [Candidate("base", model_ref(tiny), None)]
     store = RunStore.open(tmp_path / "run", {"t": 1}, seed=0)
     task = build_task("xsum")
-    run = lambda examples, params: generate_revisions(store, task, engine.tokenizer(), lambda c: engine, {"engine": "test"}, examples, cands, 1, params)  # noqa: E731
+    run = lambda examples, params: generate_revisions(store, task, engine, lambda c: engine, {"engine": "test"}, examples, cands, 1, params)  # noqa: E731
     first = run(ARTICLES, SamplingParams(max_new_tokens=4))
     run(ARTICLES[:2], SamplingParams(max_new_tokens=6))  # new sampling for two examples: their rows are redone
     main = read_jsonl(tmp_path / "run" / "generations.jsonl")
@@ -489,7 +551,7 @@ def test_every_option_that_can_change_a_text_is_in_the_engines_identity(name):
     assert options - left_out <= build_engine(name, {}).describe_config().keys()
     assert cls.not_in_generations <= options  # a misspelt name would silently leave nothing out
     changed = {"cache": "static", "merge_adapters": False, "pad_to_multiple": 8, "dtype": "float16", "model": "served-name", "base_url": "http://127.0.0.1:1/v1",
-               "api": "chat", "adapter_models": {"runs/r/train/dpo/adapter": "dpo"}, "max_model_len": 1024, "max_lora_rank": 8, "tensor_parallel_size": 2}  # fmt: skip
+               "api": "chat", "adapter_models": {"runs/r/train/dpo/adapter": "dpo"}, "prompt_tokenizer": "none", "max_model_len": 1024, "max_lora_rank": 8, "tensor_parallel_size": 2}  # fmt: skip
     assert (options - left_out) <= changed.keys()  # an option this test does not know fails it: say here whether it changes texts
     for option in options - left_out:
         assert key(**{option: changed[option]}) != key(), option
@@ -638,7 +700,7 @@ def test_completions_stored_before_an_engines_code_version_rose_are_generated_ag
         engine = build_engine("openai", {"model": "served", "base_url": server.base_url})
         store = RunStore.open(tmp_path / "run", {"t": 1}, seed=0)
         cands, params = [Candidate("m", model_ref("served"), None)], SamplingParams(max_new_tokens=8)
-        run = lambda: generate_revisions(store, build_task("xsum"), None, lambda c: engine, engine.describe_config(), ARTICLES, cands, 0, params)  # noqa: E731
+        run = lambda: generate_revisions(store, build_task("xsum"), engine, lambda c: engine, engine.describe_config(), ARTICLES, cands, 0, params)  # noqa: E731
         first = run()
         asked = server.served
         assert asked == len(ARTICLES) and run() == first and server.served == asked  # the same version: reused

@@ -10,11 +10,15 @@ Before generating, every model name the run will request is checked against the 
 ``/v1/models``: a server that answered an unknown name with its base model would otherwise label
 base-model text as the trained method's.
 
-Completion-style tasks (XSum, TL;DR: a prompt that ends in "TL;DR:") go through the completions
-API, so the server adds no chat template or system prompt; chat tasks through the chat API
-(``api: auto``). Each prompt carries its own sampling seed. A completion the server ended at a
-stop string before any text (a model opening its answer on a new line) is asked again without stop
-strings and cut here, as the local engines cut it.
+Prompts are built with the run's model's tokenizer (``prompt_tokenizer: auto``): a source is cut to
+the same tokens as in training and in the local engines, so a served adapter sees the prompts it
+would see in-process (with words standing in for tokens, 8 of the offline preset's 16 XSum
+prompts were cut later, up to 126 tokens longer). Completion-style tasks (XSum, TL;DR: a prompt
+that ends in "TL;DR:") go through the completions API, so the server adds no chat template or
+system prompt; chat tasks through the chat API (``api: auto``), the server putting the user turn in
+the served model's chat template as the harness would. Each prompt carries its own sampling seed.
+A completion the server ended at a stop string before any text (a model opening its answer on a
+new line) is asked again without stop strings and cut here, as the local engines cut it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import ClassVar, Literal
 from harness.config import NonNegativeInt, Positive, PositiveInt
 from harness.engine import Engine, Generation, SamplingParams, cut_server_completion, prompt_seeds, register, stopped_before_text
 from harness.errors import HarnessError
+from harness.models import load_tokenizer, resolve_model
 from harness.openai_client import OPENAI_URL, AdaptiveLimit, Usage, in_flight, make_client, send, served_models
 
 
@@ -40,7 +45,8 @@ class OpenAIEngine(Engine):
 
     model: str = ""  # the served base model name (required: the name the server lists at /v1/models)
     base_url: str = ""  # e.g. http://127.0.0.1:8000/v1 for a vLLM or llama.cpp server; empty: OpenAI
-    api: Literal["auto", "chat", "completions"] = "auto"  # auto: completions for completion-style tasks, chat for chat tasks
+    api: Literal["auto", "chat", "completions"] = "auto"  # auto: completions for completion-style tasks, chat for chat tasks; completions: chat prompts too, in the chat template of prompt_tokenizer
+    prompt_tokenizer: str = "auto"  # whose tokenizer builds the prompts (the source's token budget): "auto": the run's model's, whose adapters the server serves; "none": words stand in for tokens (a served model the run does not have); or a local folder or hub id
     api_key_env: str = ""  # the variable holding the key; empty: OPENAI_API_KEY for OpenAI's API and no key for any other server
     concurrency: PositiveInt | Literal["auto"] = "auto"  # requests in flight; "auto": 16 for OpenAI's API, 4 for another server; halves after a timeout
     max_retries: NonNegativeInt = 5  # retries after 429, 5xx, a timeout or a dropped connection (exponential backoff, jitter)
@@ -52,6 +58,22 @@ class OpenAIEngine(Engine):
     def __post_init__(self):
         self._checked: set[str] = set()
         self.usage = Usage()
+        self._run_model: str | None = None  # the run's model this engine generates for (build_engine_for)
+        self._tokenizer = None
+
+    def use_run_model(self, model: str) -> None:
+        self._run_model = model
+
+    def tokenizer(self):
+        """The tokenizer of ``prompt_tokenizer``; None for "none", and for "auto" outside a run."""
+        source = {"auto": self._run_model, "none": None}.get(self.prompt_tokenizer, self.prompt_tokenizer)
+        if source is not None and self._tokenizer is None:
+            self._tokenizer = load_tokenizer(resolve_model(source))
+        return self._tokenizer
+
+    @property
+    def templated_prompts(self) -> bool:
+        return self.api == "completions"  # the completions API gets finished text; the chat API's server templates the user turn
 
     @property
     def in_flight(self) -> int:

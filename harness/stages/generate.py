@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 from harness.config import stable_hash
 from harness.engine import Engine, SamplingParams
 from harness.models import ModelRef
-from harness.prompting import PromptFormatter
 from harness.store import RunStore
 from harness.task import TextTask
 
@@ -99,12 +98,14 @@ def _current(rows: list[dict], examples: list[dict], keys: dict[str, str]) -> di
 
 
 def generate_revisions(
-    store: RunStore, task: TextTask, tokenizer, engine_for: Callable[[Candidate], Engine], engine: dict,
+    store: RunStore, task: TextTask, prompts_by: Engine, engine_for: Callable[[Candidate], Engine], engine: dict,
     examples: list[dict], candidates: list[Candidate], revisions: int, params: SamplingParams, chunk_size: int | None = None,
 ) -> list[dict]:
     """Generate revisions 0..``revisions`` for every candidate; returns their rows.
-    ``engine_for`` gives the engine holding a candidate's model (``OneModelAtATime``);
-    ``engine`` is its identity (``Engine.describe_config``), as the rows' keys record it."""
+    ``prompts_by`` builds every candidate's prompts (``Engine.prompt_formatter``: they share the
+    base tokenizer); ``engine_for`` gives the engine holding a candidate's model
+    (``OneModelAtATime``); ``engine`` is its identity (``Engine.describe_config``), as the rows'
+    keys record it."""
     log = store.log(GENERATIONS)
     inputs = {c.method: GenerationInputs(engine, params, task, c) for c in candidates}
     keys = {method: stable_hash(i) for method, i in inputs.items()}
@@ -117,7 +118,7 @@ def generate_revisions(
     if len(kept) < len(rows):
         store.log(STALE).append([r for r in rows if id(r) not in kept])
         log.rewrite([r for r in rows if id(r) in kept])
-    formatters = {c.method: PromptFormatter(task, tokenizer, c.prompt_format) for c in candidates}
+    formatters = {c.method: prompts_by.prompt_formatter(task, c.prompt_format) for c in candidates}
     total = (revisions + 1) * len(candidates) * len(examples)
     bar = tqdm(total=total, initial=sum(1 for k in done if k[2] <= revisions), desc="generate", unit="completion")
     first_use = {}  # model path -> the position of its first candidate

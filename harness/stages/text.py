@@ -53,10 +53,9 @@ def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> 
     cands = candidates(resolved, store)
     engine_for = OneModelAtATime(lambda path: build_engine_for(resolved.engine_name, resolved.engine_options, path))
     first = engine_for(cands[0])
-    tokenizer = first.tokenizer()  # every candidate shares the base tokenizer
     engine = first.describe_config(resolved.sampling)  # the same for every candidate: only the model differs, and their keys hold it
     try:
-        rows = generate_revisions(store, resolved.task, tokenizer, engine_for, engine, examples, cands, resolved.revisions, resolved.sampling)
+        rows = generate_revisions(store, resolved.task, first, engine_for, engine, examples, cands, resolved.revisions, resolved.sampling)
     finally:
         engine_for.close()
     if is_main_process():

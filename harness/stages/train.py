@@ -80,7 +80,6 @@ def build_gold_pairs(resolved: ResolvedRun, store: RunStore, console: Console, b
     0-revision summary is ``rejected``, the gold summary ``chosen`` (see harness/pairs.py)."""
     from harness.engine import build_engine_for
     from harness.pairs import gold_vs_policy, save_pairs
-    from harness.prompting import PromptFormatter
 
     task, n, start = resolved.task, resolved.build_pairs, resolved.limit
     if start is None:
@@ -92,7 +91,7 @@ def build_gold_pairs(resolved: ResolvedRun, store: RunStore, console: Console, b
     stage = store.stage("pairs", inputs)
     if not stage.done:
         console.print(f"building {len(examples)} gold-vs-policy pairs from test examples {start + 1}..{start + len(examples)} (not evaluated)")
-        formatter = PromptFormatter(task, engine.tokenizer(), inputs.prompt_format)
+        formatter = engine.prompt_formatter(task, inputs.prompt_format)
         outputs = engine.generate([formatter.prompt(ex) for ex in examples], inputs.sampling, None, task.stop, chat=formatter.use_chat)
         engine.close()
         pairs = gold_vs_policy(examples, {str(ex["id"]): g.text for ex, g in zip(examples, outputs)}, f"{base.path} revision 0")
