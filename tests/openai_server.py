@@ -9,7 +9,9 @@ Modelled on what llama.cpp's server did when the harness ran against it (SmolLM2
   seeded variation (``sample``) may be given;
 - chat requests pass through a server-side chat template with a system prompt before the model
   sees them (``chat_template``); completion requests are seen as sent;
-- ``models`` set: other model names get 404, and ``/v1/models`` lists them;
+- ``models`` set: ``/v1/models`` lists them, and other names get 404 (vLLM's and OpenAI's way) or,
+  with ``unknown_model="first"``, the first model's answer under the name asked for (llama-cpp-python
+  0.3.36's server, serving SmolLM2 under three aliases, answered "nope" so);
 - a prompt over ``context_length`` words gets 400 ``context_length_exceeded``;
 - an answer longer than ``max_tokens`` words is cut, with ``finish_reason: length``;
 - ``stop`` strings cut an answer at the first match, from its first character: an answer opening
@@ -52,12 +54,13 @@ class FakeOpenAIServer:
     def __init__(
         self, answer: Callable[[str], str | dict], delay: float = 0.0, serial: bool = False, models: set[str] | None = None,
         context_length: int | None = None, chat_template: bool = False, sample: Callable[[str, int], str] | None = None,
-        backend: Callable[[str, dict], dict] | None = None,
+        backend: Callable[[str, dict], dict] | None = None, unknown_model: str = "404",
     ):  # fmt: skip
         self.answer = answer  # what the model sees -> text, or {"text": ..., "top_logprobs": [[{"token", "logprob"}, ...], ...]}
         self.delay = delay  # seconds of "compute" per answer
         self.serial = serial  # one request at a time, the rest queue
         self.models = models  # served model names; None: any name is accepted
+        self.unknown_model = unknown_model  # a name not in models: "404", or "first" answers as the first of sorted(models)
         self.context_length = context_length  # words; longer prompts get 400
         self.chat_template = chat_template  # wrap chat messages in a template with a system prompt
         self.sample = sample  # (what the model sees, seed) -> text, for temperature > 0; None: the deterministic answer
@@ -90,8 +93,11 @@ class FakeOpenAIServer:
         if fault in ("429", "500"):
             headers = {"Retry-After": "0"} if fault == "429" else {}
             return web.json_response({"error": {"message": f"injected {fault}", "type": "test"}}, status=int(fault), headers=headers)
-        if self.models is not None and body.get("model") not in self.models:
-            return _error(404, f"The model `{body.get('model')}` does not exist.", "model_not_found")
+        asked = body.get("model", "m")
+        if self.models is not None and asked not in self.models:
+            if self.unknown_model == "404":
+                return _error(404, f"The model `{body.get('model')}` does not exist.", "model_not_found")
+            body = {**body, "model": sorted(self.models)[0]}  # another model answers; the reply still names the one asked for
         chat = request.path.endswith("/chat/completions")
         seen = self._seen(body, chat)
         if self.context_length is not None and len(seen.split()) > self.context_length:
@@ -126,7 +132,7 @@ class FakeOpenAIServer:
         self.prompts.append(seen)
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return web.json_response({"id": f"cmpl-{self.served}", "object": "chat.completion" if chat else "text_completion",
-                                  "created": int(time.time()), "model": body.get("model", "m"), "choices": [choice], "usage": usage})  # fmt: skip
+                                  "created": int(time.time()), "model": asked, "choices": [choice], "usage": usage})  # fmt: skip
 
     def _answer(self, seen: str, body: dict, fault: str | None) -> tuple[str, list | None, str]:
         """(text, its top logprobs or None, finish_reason) of the scripted answer: cut at the stop

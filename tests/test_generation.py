@@ -360,7 +360,7 @@ def test_the_openai_engine_checks_served_names_before_generating(tmp_path):
 
     options = parse_assignments(["model=base", "adapter_models.runs/x.y/train/srpo/adapter=srpo-lora"], "--engine-arg")
     assert options == {"model": "base", "adapter_models": {"runs/x.y/train/srpo/adapter": "srpo-lora"}}  # the path stays whole
-    with FakeOpenAIServer(lambda seen: "An answer.", models={"base"}) as server:
+    with FakeOpenAIServer(lambda seen: "An answer.", models={"base"}, unknown_model="first") as server:  # as llama-cpp-python's server: no 404
         engine = build_engine_for("openai", {**options, "base_url": server.base_url}, "/home/me/.cache/harness/models/local-copy")
         assert engine.model == "base"  # the served name the user gave, not the run's local path
         with pytest.raises(HarnessError, match="does not list the model 'srpo-lora' \\(it lists: base\\)"):
