@@ -97,9 +97,10 @@ class Engine(Plugin):
 
         return PromptFormatter(task, self.tokenizer(), mode, self.templated_prompts)
 
-    def use_run_model(self, model: str) -> None:
+    def use_run_model(self, model: str, trained: bool = False) -> None:
         """The run's model (a local folder or hub id) that this engine generates for, where the
-        engine serves models by name (``sets_model`` false) and so does not load it."""
+        engine serves models by name (``sets_model`` false) and so does not load it; ``trained``:
+        a method's model trained in full, which a server serves under a name of its own."""
 
     @property
     def chunk_size(self) -> int:
@@ -144,13 +145,14 @@ def build_engine(name: str, options: dict | None = None) -> Engine:
     return build_options(registry.engines.get(name), options or {}, what=f"engine {name!r}")
 
 
-def build_engine_for(name: str, options: dict, model: str) -> Engine:
-    """Engine ``name`` loading ``model``; an engine serving models by name (an API) takes the
-    user's ``model`` option as given and is told ``model`` (``use_run_model``)."""
+def build_engine_for(name: str, options: dict, model: str, trained: bool = False) -> Engine:
+    """Engine ``name`` loading ``model`` (``trained``: a method's model trained in full, not the
+    base); an engine serving models by name (an API) takes the user's ``model`` option as given and
+    is told ``model`` (``use_run_model``)."""
     if registry.engines.get(name).sets_model:
         return build_engine(name, {**options, "model": model})
     engine = build_engine(name, options)
-    engine.use_run_model(model)
+    engine.use_run_model(model, trained)
     return engine
 
 

@@ -367,8 +367,15 @@ def test_the_openai_engine_checks_served_names_before_generating(tmp_path):
             engine.generate(["p"], SamplingParams(), adapter="runs/x.y/train/srpo/adapter")
         with pytest.raises(HarnessError, match="no served name for the adapter 'runs/dpo/adapter'"):
             engine.generate(["p"], SamplingParams(), adapter="runs/dpo/adapter")
+        full = build_engine_for("openai", {**options, "base_url": server.base_url}, "runs/x.y/train/dpo/model", trained=True)
+        with pytest.raises(HarnessError, match="no served name for the model trained in full 'runs/x.y/train/dpo/model'"):
+            full.generate(["p"], SamplingParams())  # a method trained in full is not the base: its text must not be the base's
         assert server.served == 0  # nothing was generated under a name the server does not serve
         assert engine.generate(["p"], SamplingParams())[0].text == "An answer."
+    with FakeOpenAIServer(lambda seen: "An answer.", models={"base", "dpo-full"}) as server:
+        mapped = {**options, "base_url": server.base_url, "adapter_models": {"runs/x.y/train/dpo/model": "dpo-full"}}
+        build_engine_for("openai", mapped, "runs/x.y/train/dpo/model", trained=True).generate(["p"], SamplingParams())
+        assert [b["model"] for b in server.bodies] == ["dpo-full"]
         long = FakeOpenAIServer(lambda seen: "one two three four five six", models={"base"})
     with long as server:
         engine = build_engine("openai", {"model": "base", "base_url": server.base_url})

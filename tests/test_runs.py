@@ -54,6 +54,16 @@ def test_a_method_trained_without_lora_generates_from_its_full_weights(tiny, tmp
     by_method = {r["method"]: r for r in rows}
     assert by_method["dpo"]["adapter"] is None and by_method["dpo"]["model"].endswith("train/dpo/model")
     assert by_method["srpo"]["adapter"].endswith("train/srpo/adapter")
+    # served by name: the model trained in full has a name of its own, never the base's
+    adapter, full = by_method["srpo"]["adapter"], by_method["dpo"]["model"]
+    with FakeOpenAIServer(lambda seen: "A summary.", models={"base", "srpo", "dpo-full"}) as server:
+        served = [*args, "--engine", "openai", "--engine-arg", f"base_url={server.base_url}", "--engine-arg", "model=base",
+                  "--engine-arg", f"adapter_models.{adapter}=srpo"]  # fmt: skip
+        unnamed = run_cli("generate", *served)
+        assert unnamed.returncode == 2 and f"no served name for the model trained in full {full!r}" in unnamed.stderr
+        named = run_cli("generate", *served, "--engine-arg", f"adapter_models.{full}=dpo-full")
+        assert named.returncode == 0, named.stderr
+        assert {b["model"] for b in server.bodies} == {"srpo", "dpo-full"}
 
 
 def test_a_run_folder_moved_elsewhere_resumes_without_redoing_anything(tiny, tmp_path):

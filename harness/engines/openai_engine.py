@@ -51,7 +51,7 @@ class OpenAIEngine(Engine):
     concurrency: PositiveInt | Literal["auto"] = "auto"  # requests in flight; "auto": 16 for OpenAI's API, 4 for another server; halves after a timeout
     max_retries: NonNegativeInt = 5  # retries after 429, 5xx, a timeout or a dropped connection (exponential backoff, jitter)
     timeout: Positive = 60.0  # seconds per request
-    adapter_models: dict[str, str] = field(default_factory=dict)  # trained adapter folder -> the name the server serves it under
+    adapter_models: dict[str, str] = field(default_factory=dict)  # trained adapter folder (or a model trained in full) -> the name the server serves it under
 
     sets_model = False  # the served name is the user's, never the run's local model path
 
@@ -59,10 +59,11 @@ class OpenAIEngine(Engine):
         self._checked: set[str] = set()
         self.usage = Usage()
         self._run_model: str | None = None  # the run's model this engine generates for (build_engine_for)
+        self._trained = False  # whether that model is a method's, trained in full
         self._tokenizer = None
 
-    def use_run_model(self, model: str) -> None:
-        self._run_model = model
+    def use_run_model(self, model: str, trained: bool = False) -> None:
+        self._run_model, self._trained = model, trained
 
     def tokenizer(self):
         """The tokenizer of ``prompt_tokenizer``; None for "none", and for "auto" outside a run."""
@@ -84,14 +85,18 @@ class OpenAIEngine(Engine):
         return 4 * self.in_flight  # requests queue behind the limit: the server never waits on a chunk boundary
 
     def _served_model(self, adapter: str | None) -> str:
+        """The served name of what a method trained: its adapter, or its model trained in full;
+        the base model's (``model``) for the run's base."""
         if not self.model:
             raise HarnessError("engine 'openai' needs the served base model's name: --engine-arg model=NAME (as the server's /v1/models lists it)")
-        if adapter is None:
+        trained = adapter or (self._run_model if self._trained else None)
+        if trained is None:
             return self.model
-        if adapter not in self.adapter_models:
-            raise HarnessError(f"engine 'openai' has no served name for the adapter {adapter!r}: serve it (vllm serve BASE --enable-lora "
-                               f"--lora-modules NAME={adapter}) and pass --engine-arg adapter_models.{adapter}=NAME")  # fmt: skip
-        return self.adapter_models[adapter]
+        if trained not in self.adapter_models:
+            how = f"vllm serve BASE --enable-lora --lora-modules NAME={trained}" if adapter else f"vllm serve {trained} --served-model-name NAME"
+            raise HarnessError(f"engine 'openai' has no served name for the {'adapter' if adapter else 'model trained in full'} {trained!r}: "
+                               f"serve it ({how}) and pass --engine-arg adapter_models.{trained}=NAME")  # fmt: skip
+        return self.adapter_models[trained]
 
     async def _check_served(self, client, name: str) -> None:
         if name in self._checked:

@@ -51,7 +51,8 @@ def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> 
         store.write_text(EXAMPLES, "".join(dumps_row({"id": str(ex["id"]), "source": resolved.task.judge_source(ex), "reference": ex["reference"]})
                                            for ex in examples))  # fmt: skip
     cands = candidates(resolved, store)
-    engine_for = OneModelAtATime(lambda path: build_engine_for(resolved.engine_name, resolved.engine_options, path))
+    in_full = {c.model.path for c in cands if c.adapter is None}  # methods trained in full: a model each, not the base
+    engine_for = OneModelAtATime(lambda path: build_engine_for(resolved.engine_name, resolved.engine_options, path, path in in_full))
     first = engine_for(cands[0])
     engine = first.describe_config(resolved.sampling)  # the same for every candidate: only the model differs, and their keys hold it
     try:
