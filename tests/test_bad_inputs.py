@@ -60,6 +60,8 @@ CASES = [
     ("sampling through continuous batching", [*XSUM, "--engine-arg", "cache=paged", "--temperature", "0.7"], {},
      "engine option cache=paged decodes greedily only (continuous batching draws sampled tokens from one generator shared by every row"),
     ("engine batch of 0", [*XSUM, "--engine-arg", "batch_size=0"], {}, "engine 'transformers' option 'batch_size': input should be greater than or equal to 1"),
+    ("prompt tokenizer missing", [*XSUM, "--engine", "openai", "--engine-arg", "prompt_tokenizer=/nonexistent/tok"], {},
+     "engine 'openai': option 'prompt_tokenizer' is 'auto', 'none' or a model: model '/nonexistent/tok' is not a model folder, a hub id"),
     ("unknown judge", [*XSUM, "--judge", "gpt5"], {}, "unknown judge 'gpt5'"),
     ("oracle judge on text", [*XSUM, "--judge", "oracle"], {}, "judge 'oracle' does not judge text; text tasks take:"),
     ("judge retries negative", [*XSUM, "--judge", "openai", "--judge-arg", "max_retries=-1"], {}, "judge 'openai' option 'max_retries': input should be greater than or equal to 0"),

@@ -56,6 +56,11 @@ class OpenAIEngine(Engine):
     sets_model = False  # the served name is the user's, never the run's local model path
 
     def __post_init__(self):
+        if self.prompt_tokenizer not in ("auto", "none"):
+            try:  # a misspelt folder fails before any work, not at the generation stage
+                resolve_model(self.prompt_tokenizer, convert=False)
+            except HarnessError as exc:
+                raise ValueError(f"option 'prompt_tokenizer' is 'auto', 'none' or a model: {exc}") from None
         self._checked: set[str] = set()
         self.usage = Usage()
         self._run_model: str | None = None  # the run's model this engine generates for (build_engine_for)
