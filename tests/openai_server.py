@@ -96,7 +96,7 @@ class FakeOpenAIServer:
         asked = body.get("model", "m")
         if self.models is not None and asked not in self.models:
             if self.unknown_model == "404":
-                return _error(404, f"The model `{body.get('model')}` does not exist.", "model_not_found")
+                return _error(404, f"The model `{asked}` does not exist.", "model_not_found")
             body = {**body, "model": sorted(self.models)[0]}  # another model answers; the reply still names the one asked for
         chat = request.path.endswith("/chat/completions")
         seen = self._seen(body, chat)
