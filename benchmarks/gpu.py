@@ -219,7 +219,7 @@ def reference_pass(model: str, rows: list[dict], micro: int) -> dict:
     trainer.reference_logprobs(scorer, pairs, micro)
     if device == "cuda":
         torch.cuda.synchronize()
-    return {"what": f"reference pass, SRPO's six sequences, micro-batch {micro}", "pairs_per_s": len(pairs) / (time.perf_counter() - start)}
+    return {"part": "reference", "what": f"reference pass, SRPO's six sequences, micro-batch {micro}", "pairs_per_s": len(pairs) / (time.perf_counter() - start)}
 
 
 def local_judging(model: str, rows: list[dict]) -> dict:
@@ -238,7 +238,7 @@ def local_judging(model: str, rows: list[dict]) -> dict:
         judge_pairs(judge, items[first : first + judge.chunk_size])
         forwards += judge.stats["forward_passes"]
     seconds = time.perf_counter() - start  # the verdicts are on the host by now: no sync needed
-    return {"what": f"local-lm judge, {len(items)} XSum pairs, both orders, {forwards} forwards", "pairs_per_s": len(items) / seconds}
+    return {"part": "judge", "what": f"local-lm judge, {len(items)} XSum pairs, both orders, {forwards} forwards", "pairs_per_s": len(items) / seconds}
 
 
 def lora_adapter(model: str, folder: Path, seed: int) -> str:
@@ -276,7 +276,8 @@ def generation(model: str, prompts: int, new_tokens: int, cache: str, adapters: 
     engine.close()
     through = ", through a LoRA adapter after another" if adapters else ""
     drawn = f"sampled (temperature {temperature:g}, top-p {params.top_p:g})" if temperature else "greedy"
-    return {"what": f"generation, transformers engine, {cache} cache{through}, {prompts} XSum prompts, {drawn}, {new_tokens} new tokens",
+    return {"part": "generation", "cache": cache, "prompts": prompts, "new_tokens": new_tokens, "temperature": temperature, "through_adapter": bool(adapters),
+            "what": f"generation, transformers engine, {cache} cache{through}, {prompts} XSum prompts, {drawn}, {new_tokens} new tokens",
             "tokens_per_s": sum(o.completion_tokens for o in outputs) / timings[-1], "seconds": timings[-1], "first_call_s": timings[0],
             **({"switch_call_s": timings[1]} if adapters else {})}  # fmt: skip
 
@@ -286,7 +287,7 @@ class Report:
     cut off by its time limit still leaves every number it reached."""
 
     def __init__(self, device: str, shape: str, pairs: int, out: str | None):
-        self.results = {"device": device, "shape": shape, "steps": [], "other": []}
+        self.results = {"device": device, "shape": shape, "pairs": pairs, "steps": [], "other": []}
         self.out = out
         print(f"device: {device}; model: random-weight {shape}; {pairs} XSum pairs per step; LoRA r16/alpha 32 all-linear", flush=True)
 

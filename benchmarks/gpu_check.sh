@@ -9,7 +9,8 @@
 # benchmarks/memory_peak.py, what the harness's and TRL's checkpointed peaks hold; tests: the trainer's, the TRL parity
 # and the device tests, whose trainers then run on CUDA, for a second call). The default limits make `all` fit
 # one 600 s device call; gpu.py prints and saves each number as it gets it, so a cut-off run keeps
-# what it measured. Raise BENCH_LIMIT to see whether gpu.py finishes in the issue's 8 minutes.
+# what it measured, and targets.md sets issue 11's targets beside it (benchmarks/gpu_targets.py).
+# Raise BENCH_LIMIT to see whether gpu.py finishes in the issue's 8 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-out}
@@ -37,6 +38,7 @@ if wants bench; then
   start=$SECONDS
   timeout "$BENCH_LIMIT" python3 benchmarks/gpu.py --shape "$SHAPE" --tokenizer gpu/tokenizer --out "$OUT/gpu.json" $BENCH_ARGS > "$OUT/gpu.log" 2>&1
   echo "gpu.py exit $? after $((SECONDS - start)) s" >> "$OUT/gpu.log"
+  python3 benchmarks/gpu_targets.py "$OUT/gpu.json" > "$OUT/targets.md" 2>&1  # issue 11's verdicts, from as far as gpu.py got
 fi
 if wants pipeline; then
   python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from gpu import build_model; from pathlib import Path; build_model('$SHAPE', 'gpu/tokenizer', Path('/tmp/gpu-model'))" > "$OUT/build.log" 2>&1

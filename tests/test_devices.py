@@ -45,7 +45,7 @@ def test_the_meta_device_does_catch_a_tensor_left_on_the_cpu(tiny):
         trainer.method.loss(policy, left_on_cpu)  # what the first GPU run hit
 
 
-def test_the_gpu_benchmark_runs_end_to_end_on_a_tiny_shape(tmp_path):
+def test_the_gpu_benchmark_runs_end_to_end_on_a_tiny_shape(tmp_path, monkeypatch):
     """benchmarks/gpu.py is run on lent GPUs; here, on a CPU and a tiny random model, it must run
     through and print its table (TRL, a benchmark-only extra, is skipped)."""
     import json
@@ -74,6 +74,13 @@ def test_the_gpu_benchmark_runs_end_to_end_on_a_tiny_shape(tmp_path):
         ["dynamic cache", "through a LoRA adapter after another", "2 XSum prompts"], ["static cache", "through a LoRA adapter after another", "2 XSum prompts"],
         ["paged cache", "through a LoRA adapter after another", "2 XSum prompts"]]  # fmt: skip
     assert all(o["tokens_per_s"] > 0 for o in generation) and all(o["switch_call_s"] > 0 for o in generation[6:])
+    monkeypatch.syspath_prepend(str(script.parent))
+    from gpu_targets import verdicts
+
+    measured = {target: verdict for target, _, verdict in verdicts(data)}  # the rows gpu.py wrote are the rows the targets read
+    assert measured["SRPO step time at most 1.6x harness DPO's, micro-batch 2, checkpointing off"] in ("met", "not met")
+    assert measured["reference pass at least 50x faster than 3 s a pair (16.7 pairs/s)"] in ("met", "not met")
+    assert measured["SRPO fits micro-batch 2 where TRL's DPO fits batch 2 (checkpointing on)"] == "not measured"  # TRL skipped
 
 
 def test_the_step_profiler_runs_end_to_end_on_a_tiny_shape():
@@ -117,3 +124,43 @@ def test_missing_requirements_follows_what_installed_distributions_need(tmp_path
                                                          "absent-with-extra-abc; extra == \"gpu\" (needed by demo-dist): not installed"]  # fmt: skip
     assert problems([Requirement("numpy<1")], "me") == [f"numpy<1 (needed by me): {__import__('numpy').__version__} installed"]
     assert problems(project_requirements(extras=())) == []  # this test's environment has every runtime dependency
+
+
+def _step(trainer, micro, checkpointing, seconds, peak, note=None):
+    return {"trainer": trainer, "micro_batch_size": micro, "gradient_checkpointing": checkpointing, "s_per_step": seconds, "peak_gb": peak,
+            **({"note": note} if note else {})}  # fmt: skip
+
+
+def test_the_gpu_targets_are_read_from_the_benchmark_rows_they_name(monkeypatch):
+    """benchmarks/gpu_targets.py turns gpu.py's JSON into issue 11's verdicts; here on the H100's rows
+    of 2026-11-27 (README), whose verdicts are worked out by hand, then with SRPO out of memory."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from gpu_targets import verdicts
+
+    generation = {"part": "generation", "prompts": 32, "new_tokens": 48, "temperature": 0.0, "through_adapter": False}
+    h100 = {"device": "NVIDIA H100 80GB HBM3", "shape": "llama-1b", "pairs": 8,
+            "steps": [_step("harness DPO", 8, False, 0.121, 9.5), _step("TRL DPOTrainer", 8, True, 0.259, 4.0), _step("harness DPO", 8, True, 0.224, 5.5),
+                      _step("harness SRPO", 8, False, 0.251, 29.9), _step("harness DPO", 1, False, 1.100, 3.0), _step("TRL DPOTrainer", 8, False, 0.190, 15.7),
+                      _step("harness SRPO", 8, True, 0.347, 7.3)],
+            "other": [{"part": "reference", "pairs_per_s": 113.0}, {**generation, "cache": "dynamic", "tokens_per_s": 1127.0},
+                      {**generation, "cache": "static", "tokens_per_s": 4025.0}, {**generation, "cache": "static", "prompts": 512, "tokens_per_s": 9000.0}]}  # fmt: skip
+    got = [verdict for _, _, verdict in verdicts(h100)]
+    assert got[:8] == [
+        "met",  # DPO 0.224 / TRL 0.259 = 0.86x, checkpointing on: at most 1x, not the 0.8x goal
+        "not met",  # 5.5 GB against TRL's 4.0
+        "met",  # SRPO 0.347 / DPO 0.224 = 1.55x
+        "met, and the goal",  # 0.121 / 0.190 = 0.64x, checkpointing off
+        "met",  # 9.5 GB against 15.7
+        "not met",  # SRPO 0.251 / DPO 0.121 = 2.07x
+        "met",  # SRPO ran at micro-batch 8
+        "met",  # 113 pairs/s against 50 / 3 s
+    ]  # fmt: skip
+    assert got[8:] == ["not met", "not measured", "met", "not measured", "not measured", "not measured"]  # dynamic 1,127; static 4,025 (not the 512-prompt row); no adapter or paged rows
+    assert "0.86x" in verdicts(h100)[0][1] and "5.5 GB" in verdicts(h100)[1][1]
+
+    h100["steps"][-1] = _step("harness SRPO", 8, True, None, 79.1, "out of memory")
+    oom = verdicts(h100)
+    assert [v for t, _, v in oom if "SRPO" in t and "checkpointing on" in t] == ["not met", "not met"]  # its ratio to DPO, and whether it fits
+    assert "out of memory" in oom[6][1]
