@@ -41,13 +41,18 @@ import gpu  # noqa: E402  (the data, the LoRA and both trainers as gpu.py builds
 def cpo_trainer(model: str, rows: list[dict], out: str, lora_dropout: float, **cpo):
     """TRL's CPOTrainer (``trl.experimental``) on ``gpu.trl_pairs``, all of them one optimizer step;
     ``cpo``: more ``CPOConfig`` options (loss_type "simpo" with ``cpo_alpha`` 0 is SimPO). It puts
-    the tokenizer's BOS before every prompt, which DPOTrainer and the harness do not (a raw prompt
-    is the task's template): it gets a tokenizer without one, so that both score the same tokens."""
+    the tokenizer's ``bos_token`` before every prompt, where DPOTrainer and the harness put the
+    special tokens the tokenizer itself puts before a text: the same for Llama's, but SmolLM2's
+    names a BOS it never puts there. Such a tokenizer reaches it without one, so that both trainers
+    score the same tokens."""
     from transformers import AutoModelForCausalLM
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
+    from harness.prompting import leading_tokens
+
     tokenizer, data = gpu.trl_pairs(model, rows)
-    tokenizer.bos_token = None
+    if not leading_tokens(tokenizer, templated=False):
+        tokenizer.bos_token = None
     args = CPOConfig(output_dir=out, per_device_train_batch_size=len(rows), report_to="none", save_strategy="no", max_length=1024,
                      use_cpu=not torch.cuda.is_available(), **cpo)  # fmt: skip
     policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)

@@ -17,6 +17,18 @@ SENTINEL = "\u2063HARNESS-IN-CONTEXT\u2063"  # invisible separators: never in re
 FORMATS = ("auto", "raw", "chat")
 
 
+def leading_tokens(tokenizer, templated: bool) -> list[int]:
+    """The token ids before a prompt's text: for a raw prompt, the special tokens the tokenizer puts
+    before any text of its own accord (Llama's and Gemma's BOS; SmolLM2's and Qwen's put none), as
+    TRL's DPOTrainer, vLLM and llama.cpp's server tokenize a raw prompt; for a chat-templated one
+    none, the template having written them (a second BOS would follow the first)."""
+    if templated:
+        return []
+    plain, marked = tokenizer("a", add_special_tokens=False)["input_ids"], tokenizer("a")["input_ids"]
+    starts = (i for i in range(len(marked) - len(plain) + 1) if marked[i : i + len(plain)] == plain)
+    return marked[: next(starts, 0)]  # an end-of-text token some tokenizers add after a text never ends a prompt
+
+
 @dataclass
 class PromptFormatter:
     task: TextTask

@@ -68,6 +68,10 @@ class TextTask(Task):
     max_source_tokens: int = 1024  # the source document is cut to this many tokens (harness/truncation.py)
 
     kind = "text"
+    # 1: a prompt reaches the model with its tokenizer's special tokens once (harness.prompting.leading_tokens):
+    # a raw prompt gains Llama's BOS in training and generation; a chat prompt templated for a server's
+    # completions API no longer carries a second one
+    code_version: ClassVar[int] = 1
     family: ClassVar[str]  # judge prompt family: "summary" or "chat"
     chat: ClassVar[bool] = False  # True: prompts are a user turn, wrapped by the model's chat template
     source_field: ClassVar[str]  # the one field the token budget may cut

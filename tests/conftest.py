@@ -29,3 +29,11 @@ def tiny(tmp_path_factory):
     from tiny import build_tiny
 
     return str(build_tiny(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+@pytest.fixture(scope="module")
+def tiny_bos(tmp_path_factory):
+    """The tiny Llama with a tokenizer that puts a BOS before every text, as Llama's does: its folder."""
+    from tiny import build_tiny
+
+    return str(build_tiny(tmp_path_factory.mktemp("tiny-bos") / "model", bos=True))

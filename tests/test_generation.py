@@ -318,6 +318,29 @@ def test_the_openai_engine_builds_the_local_engines_prompts_with_the_run_models_
     assert completions_api.prompt(ex) == f"<|user|>{local.prompt(ex)}<|assistant|>"
 
 
+def test_a_server_reads_a_prompts_bos_once_whether_the_harness_templated_it_or_not(tiny_bos, tmp_path):
+    """vLLM and llama.cpp's server put the BOS of the model's tokenizer (Llama's, here) before a
+    completions prompt's text. A raw prompt goes as it is, so the served model reads what the
+    trainer scored; a chat prompt the harness put in a template that writes its own BOS (Llama 3's)
+    goes without it, which the server then adds: one BOS, not two."""
+    from transformers import AutoTokenizer
+
+    from harness.engine import build_engine_for
+
+    chat_model = tmp_path / "chat"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bos)
+    tokenizer.chat_template = "{{ bos_token }}{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}<|assistant|>"
+    tokenizer.save_pretrained(chat_model)
+    task, params = build_task("xsum"), SamplingParams(max_new_tokens=4)
+    with FakeOpenAIServer(lambda prompt: "Fine.", models={"base"}) as server:
+        engine = build_engine_for("openai", {"model": "base", "base_url": server.base_url, "api": "completions"}, str(chat_model))
+        raw, chat = engine.prompt_formatter(task).prompt(ARTICLES[0]), engine.prompt_formatter(task, "chat").prompt(ARTICLES[0])
+        assert chat.startswith("<s><|user|>") and not raw.startswith("<s>")
+        engine.generate([raw], params)
+        engine.generate([chat], params, chat=True)
+    assert [b["prompt"] for b in server.bodies] == [raw, chat.removeprefix("<s>")]
+
+
 def test_adapters_served_behind_an_openai_compatible_server_generate_the_transformers_engines_texts(tiny, tmp_path):
     """The scale-out path: methods trained here, their adapters served beside the base model under
     names (as ``vllm serve BASE --enable-lora --lora-modules NAME=ADAPTER`` serves them; here a
@@ -418,8 +441,9 @@ def test_the_vllm_engine_asks_a_completion_ended_at_its_opening_newline_again(mo
     """The same rule on vLLM's offline engine, through a stand-in for the vLLM calls it makes
     (vLLM cannot be installed here), which matches stop strings as vLLM does: from the first
     character, the stop string left out, finish_reason "stop"; the token count is the words'.
-    Prompts arrive as token ids without the BOS that vLLM's tokenizer (Llama's, here) would add
-    to a text prompt, as the trainer and the transformers engine tokenize them."""
+    Prompts arrive as token ids, tokenized as the trainer and the transformers engine tokenize
+    them: a raw prompt after the one BOS its tokenizer (Llama's, here) puts before a text, a
+    chat-templated one as its template wrote it, with no second BOS."""
     import types
 
     from openai_server import cut_at_stop_strings
@@ -437,11 +461,11 @@ def test_the_vllm_engine_asks_a_completion_ended_at_its_opening_newline_again(mo
             return tokenizer
 
         def generate(self, prompts, sampling, lora_request=None, use_tqdm=True):
-            texts = ["".join(map(chr, p["prompt_token_ids"])) for p in prompts]  # a BOS would show as "\x01"
+            texts = ["".join(map(chr, p["prompt_token_ids"])).replace(chr(BOS), "<s>") for p in prompts]
             self.asked += [(t, tuple(s.stop or ())) for t, s in zip(texts, sampling)]
             outs = []
             for p, s in zip(texts, sampling):
-                text = cut_at_stop_strings(OPENING_NEWLINE[p], s.stop)
+                text = cut_at_stop_strings(OPENING_NEWLINE[p.removeprefix("<s>")], s.stop)
                 done = types.SimpleNamespace(text=text, token_ids=text.split(), finish_reason="stop")
                 outs.append(types.SimpleNamespace(prompt_token_ids=[0], outputs=[done]))
             return outs
@@ -454,7 +478,30 @@ def test_the_vllm_engine_asks_a_completion_ended_at_its_opening_newline_again(mo
     engine._llm = llm = LLM()
     out = engine.generate(list(OPENING_NEWLINE), SamplingParams(max_new_tokens=20), stop=("\n",))
     assert [g.text for g in out] == ["The bridge opens next year.", "The striker signs.", ""]
-    assert sorted(llm.asked) == [("p0", ()), ("p0", ("\n",)), ("p1", ("\n",)), ("p2", ()), ("p2", ("\n",))]
+    assert sorted(llm.asked) == [("<s>p0", ()), ("<s>p0", ("\n",)), ("<s>p1", ("\n",)), ("<s>p2", ()), ("<s>p2", ("\n",))]
+    llm.asked.clear()
+    engine.generate(["p1"], SamplingParams(max_new_tokens=20), stop=("\n",), chat=True)  # a chat task's prompt, in its template already
+    assert llm.asked == [("p1", ("\n",))]
+
+
+def test_the_transformers_engine_generates_from_the_prompt_tokens_the_trainer_scored(tiny_bos, monkeypatch):
+    """A raw prompt reaches the model after the BOS its tokenizer (Llama's, here) puts before a
+    text, the tokens the trainer scored (and vLLM and llama.cpp's server read); a prompt already in
+    a chat template, which writes its own, gets no second one."""
+    from harness.policies.lm import PairEncoder
+
+    engine = build_engine("transformers", {"model": tiny_bos})
+    formatter = engine.prompt_formatter(build_task("xsum"))
+    rows = [{**a, "chosen": "Yes.", "rejected": "No."} for a in ARTICLES[:3]]
+    trained = [PairEncoder(formatter, ("chosen",)).encode(r).prompt for r in rows]
+    tokenizer = engine.tokenizer()
+    seen, pad = [], tokenizer.pad
+    monkeypatch.setattr(tokenizer, "pad", lambda batch, **kw: (seen.extend(batch["input_ids"]), pad(batch, **kw))[1])
+    engine.generate([formatter.prompt(r) for r in rows], SamplingParams(max_new_tokens=2))
+    assert sorted(seen) == sorted(trained) and all(t[0] == tokenizer.bos_token_id for t in trained)
+    seen.clear()
+    engine.generate(["<s>User: summarise this.\nAssistant:"], SamplingParams(max_new_tokens=2), chat=True)
+    assert seen[0][0] == tokenizer.bos_token_id and seen[0].count(tokenizer.bos_token_id) == 1
 
 
 def _cmd(tiny, pairs, out):

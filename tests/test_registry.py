@@ -282,10 +282,12 @@ def test_a_plugins_code_version_is_in_every_key_of_its_results(monkeypatch):
         "engine": (build_engine("transformers", {}), lambda p: stable_hash(p.describe_config())),
         "judge": (build_judge("local-lm"), lambda p: judge_fingerprint(p, "summary", True, 0)),
     }
+    assert jsonable(build_task("xsum"))["__code_version__"] == 1  # raised: raw prompts start with their tokenizer's BOS, which training once left out
     for kind, (plugin, key) in plugins.items():
-        assert type(plugin).code_version == 0, kind
-        assert "__code_version__" not in str(jsonable(plugin)) + str(getattr(plugin, "describe_config", dict)()), kind
+        version = type(plugin).code_version
+        if version == 0:
+            assert "__code_version__" not in str(jsonable(plugin)) + str(getattr(plugin, "describe_config", dict)()), kind
         before = key(plugin)
-        monkeypatch.setattr(type(plugin), "code_version", 1)
+        monkeypatch.setattr(type(plugin), "code_version", version + 1)
         assert key(plugin) != before, kind
     assert build_engine("openai", {"model": "m"}).describe_config()["__code_version__"] == 1  # rows a server emptied at a stop string are asked again

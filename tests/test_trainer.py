@@ -417,6 +417,41 @@ def test_a_revision_prompt_that_opens_with_the_previous_completion_scores_as_the
                 assert scored.sums[key][i].item() == pytest.approx(_full_forward_logprob(model, sum(ctx, []), comp).item(), abs=1e-4)
 
 
+@pytest.mark.parametrize("task", [None, _PreviousFirst()], ids=["xsum", "a revision template that opens with the previous completion"])
+@pytest.mark.parametrize("sharing, pad_prefixes", [("packed", True), ("cache", False)])
+def test_every_context_of_a_raw_prompt_starts_with_the_bos_its_tokenizer_puts_before_a_text(tiny_bos, task, sharing, pad_prefixes):
+    """Llama's and Gemma's tokenizers put a BOS before any text, and TRL's DPOTrainer, vLLM and
+    llama.cpp's server keep it before a raw prompt: each of SRPO's six contexts starts with exactly
+    one, and shared prefixes score as the full forward does (with nothing before the previous
+    completion, the BOS alone is the revision contexts' shared prefix)."""
+    trainer = _trainer("srpo", tiny_bos, "/tmp/unused", task=task)
+    tokenizer = load_tokenizer(tiny_bos)
+    model = load_causal_lm(tiny_bos).eval()
+    pairs = trainer._encode(ROWS[:2], tokenizer)
+    keys = trainer.method.needs
+    contexts = [sum(pair.sequence(key)[0], []) for pair in pairs for key in keys]
+    assert all(c[0] == tokenizer.bos_token_id and c.count(tokenizer.bos_token_id) == 1 for c in contexts)
+    with torch.no_grad():
+        scored = SequenceScorer(model, tokenizer.pad_token_id, sharing, pad_prefixes)(pairs=pairs, keys=keys)
+        for i, pair in enumerate(pairs):
+            for key in keys:
+                ctx, comp = pair.sequence(key)
+                assert scored.sums[key][i].item() == pytest.approx(_full_forward_logprob(model, sum(ctx, []), comp).item(), abs=1e-4)
+
+
+def test_a_prompts_lead_is_what_its_tokenizer_puts_before_a_text_and_never_after(tiny, tiny_bos):
+    from tokenizers.processors import TemplateProcessing
+
+    from harness.prompting import leading_tokens
+
+    plain, llama = load_tokenizer(tiny), load_tokenizer(tiny_bos)
+    bos, eos = llama.bos_token_id, llama.eos_token_id
+    assert leading_tokens(plain, templated=False) == []  # SmolLM2's and Qwen's put nothing
+    assert leading_tokens(llama, templated=False) == [bos] and leading_tokens(llama, templated=True) == []  # a chat template writes its own
+    llama.backend_tokenizer.post_processor = TemplateProcessing(single="<s> $A <|endoftext|>", special_tokens=[("<s>", bos), ("<|endoftext|>", eos)])
+    assert llama("a")["input_ids"][-1] == eos and leading_tokens(llama, templated=False) == [bos]  # an EOS after a text never enters a prompt
+
+
 @pytest.mark.parametrize("sharing, pad_prefixes, decoder_calls", [("packed", True, lambda prefixes: 1), ("packed", False, lambda prefixes: prefixes),
                                                                   ("cache", True, lambda prefixes: 2), ("cache", False, lambda prefixes: 2 * prefixes),
                                                                   ("none", None, lambda prefixes: 1)],

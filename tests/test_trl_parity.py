@@ -33,3 +33,16 @@ def test_the_harness_trains_as_trl_does(tiny, tmp_path, monkeypatch, method, way
     assert len(ours) == len(theirs) == 4 and ours[-1] < ours[0]  # the weights moved
     assert ours == pytest.approx(theirs, rel=1e-4, abs=1e-6)  # SimPO's beta of 50 scales the log-probs' float rounding fifty-fold
     assert result["weight_diff"] < 1e-3  # of the norm of a layer's trained update B A, after four steps
+
+
+def test_a_raw_prompt_starts_with_the_bos_its_tokenizer_adds_as_in_trl(tiny_bos, tmp_path, monkeypatch):
+    """Llama's and Gemma's tokenizers put a BOS before every text, and TRL's DPOTrainer tokenizes a
+    raw prompt with it (as vLLM and llama.cpp servers do): the harness scores the same tokens."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from trl_parity import compare
+
+    _, pairs = xsum_files(tmp_path / "data", n=4)
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    result = compare(tiny_bos, rows, "dpo", steps=2, lr=5e-3, folder=tmp_path, **WAYS["packed prefixes, one pair a forward"])
+    assert result["reference_diff"] < 1e-4
+    assert result["harness_losses"] == pytest.approx(result["trl_losses"], rel=1e-4, abs=1e-6)

@@ -14,22 +14,27 @@ CORPUS = [
 ]
 
 
-def build_tiny(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
-    """Save a tiny Llama-architecture model and a byte-level BPE tokenizer to ``folder``."""
+def build_tiny(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 32, bos: bool = False) -> Path:
+    """Save a tiny Llama-architecture model and a byte-level BPE tokenizer to ``folder``; with
+    ``bos``, a tokenizer that puts "<s>" before every text of its own accord, as Llama's and
+    Gemma's do (SmolLM2's and Qwen's put nothing)."""
     import torch
     from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import TemplateProcessing
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     folder = Path(folder)
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CORPUS * 4, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>", "<pad>"])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<pad>")
+    bpe.train_from_iterator(CORPUS * 4, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>", "<pad>", *(["<s>"] if bos else [])])
+    if bos:
+        bpe.post_processor = TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bpe.token_to_id("<s>"))])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<pad>", bos_token="<s>" if bos else None)
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=True,
     )  # fmt: skip
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder

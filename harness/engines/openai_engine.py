@@ -16,7 +16,8 @@ would see in-process (with words standing in for tokens, 8 of the offline preset
 prompts were cut later, up to 126 tokens longer). Completion-style tasks (XSum, TL;DR: a prompt
 that ends in "TL;DR:") go through the completions API, so the server adds no chat template or
 system prompt; chat tasks through the chat API (``api: auto``), the server putting the user turn in
-the served model's chat template as the harness would. Each prompt carries its own sampling seed.
+the served model's chat template as the harness would (``api: completions`` sends them in the
+template, put there by the harness, less the BOS the server adds itself). Each prompt carries its own sampling seed.
 A completion the server ended at a stop string before any text (a model opening its answer on a
 new line) is asked again without stop strings and cut here, as the local engines cut it.
 """
@@ -32,6 +33,7 @@ from harness.engine import Engine, Generation, SamplingParams, cut_server_comple
 from harness.errors import HarnessError
 from harness.models import load_tokenizer, resolve_model
 from harness.openai_client import OPENAI_URL, AdaptiveLimit, Usage, in_flight, make_client, send, served_models
+from harness.prompting import leading_tokens
 
 
 @register("openai")
@@ -112,8 +114,18 @@ class OpenAIEngine(Engine):
                                "a server that answers unknown names with its base model would label base-model text as the method's")  # fmt: skip
         self._checked.add(name)
 
+    def _without_servers_lead(self, prompts: list[str]) -> list[str]:
+        """Chat prompts templated here for the completions API, less the special tokens that the
+        server's tokenizer puts before any text (vLLM and llama.cpp's add Llama 3's BOS to a
+        completions prompt): the template wrote them, and the model reads them once, as in-process."""
+        tokenizer = self.tokenizer()
+        lead = tokenizer.decode(leading_tokens(tokenizer, templated=False)) if tokenizer is not None else ""
+        return [p.removeprefix(lead) for p in prompts] if lead else prompts
+
     def generate(self, prompts, params: SamplingParams, adapter=None, stop=(), seeds=None, chat: bool = False) -> list[Generation]:
         endpoint = self.api if self.api != "auto" else ("chat" if chat else "completions")
+        if chat and endpoint == "completions":
+            prompts = self._without_servers_lead(prompts)
         return asyncio.run(self._generate_all(prompts, params, self._served_model(adapter), stop, prompt_seeds(params, len(prompts), seeds), endpoint))
 
     async def _generate_all(self, prompts, params, model, stop, seeds, endpoint):

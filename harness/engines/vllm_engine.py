@@ -19,6 +19,7 @@ from harness.config import PositiveInt
 from harness.engine import Engine, Generation, SamplingParams, cut_server_completion, prompt_seeds, register, stopped_before_text
 from harness.errors import HarnessError
 from harness.models import resolve_model
+from harness.prompting import leading_tokens
 
 
 @register("vllm")
@@ -27,7 +28,7 @@ class VLLMEngine(Engine):
     """vLLM on GPUs: paged attention, continuous batching, LoRA requests, tensor parallel."""
 
     not_in_generations: ClassVar[frozenset[str]] = frozenset({"gpu_memory_utilization"})  # how much KV cache it holds, not what it decodes
-    code_version: ClassVar[int] = 2  # 1: a row the server ended at a stop string before any text is asked again (stopped_before_text); 2: prompts as token ids without added special tokens
+    code_version: ClassVar[int] = 2  # 1: a row the server ended at a stop string before any text is asked again (stopped_before_text); 2: prompts as token ids, tokenized as the trainer tokenizes them
 
     model: str = "smollm2-135m"  # base model: hub id, local folder or smollm2-135m
     tensor_parallel_size: PositiveInt = 1  # GPUs per model
@@ -74,7 +75,8 @@ class VLLMEngine(Engine):
 
         seeds = prompt_seeds(params, len(prompts), seeds)  # one per prompt: a text does not depend on its batch
         tokenizer = llm.get_tokenizer()
-        tokens = [{"prompt_token_ids": tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts]  # vLLM's TokensPrompt
+        lead = leading_tokens(tokenizer, templated=chat)  # as the trainer scored them
+        tokens = [{"prompt_token_ids": lead + tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts]  # vLLM's TokensPrompt
         outputs = llm.generate(tokens, [sampling(s, stop) for s in seeds], lora_request=request, use_tqdm=False)
         again = [i for i, out in enumerate(outputs) if stopped_before_text(out.outputs[0].text, out.outputs[0].finish_reason, stop)]
         if again:  # they opened on a stop string: asked again without stop strings, cut here

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from harness.method import LogProbs, parse_key
-from harness.prompting import PromptFormatter, fill_in_context
+from harness.prompting import PromptFormatter, fill_in_context, leading_tokens
 
 
 @dataclass
@@ -54,17 +54,18 @@ class PairEncoder:
     def encode(self, row: dict, index: int = 0) -> EncodedPair:
         tok = self.formatter.tokenizer
         ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        lead = leading_tokens(tok, self.formatter.templated)  # a context's first segment starts as generation's prompt does
         parsed = [parse_key(k) for k in self.keys]
         completion = {}
         for side in sorted({side for side, _ in parsed}):
             tokens = ids(self.formatter.completion(row[side])) + [tok.eos_token_id]
             completion[side] = tokens[: self.max_completion_tokens]
-        prompt = ids(self.formatter.prompt(row)) if any(ctx is None for _, ctx in parsed) else []
+        prompt = lead + ids(self.formatter.prompt(row)) if any(ctx is None for _, ctx in parsed) else []
         revision_prefix, in_context = [], {}
         in_context_sides = sorted({ctx for _, ctx in parsed if ctx is not None})
         if in_context_sides:
             before, after = self.formatter.revision_parts(row)
-            revision_prefix = ids(before)
+            revision_prefix = lead + ids(before)  # only the lead where the revision template opens with the previous completion
             in_context = {side: ids(fill_in_context(after, row[side])) for side in in_context_sides}
         return EncodedPair(prompt, revision_prefix, in_context, completion, index)
 
