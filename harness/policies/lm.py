@@ -16,6 +16,7 @@ a time (``token_logprobs``). Every pair of a micro-batch is scored in the same f
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -51,10 +52,15 @@ class PairEncoder:
     keys: tuple[str, ...]  # the sequence keys a method needs: only their parts are tokenized
     max_completion_tokens: int = 256  # training only: longer completions are cut (EOS then dropped)
 
+    @functools.cached_property
+    def lead(self) -> list[int]:
+        """What a context's first segment starts with, as generation's prompt does (Llama's BOS)."""
+        return leading_tokens(self.formatter.tokenizer, self.formatter.templated)
+
     def encode(self, row: dict, index: int = 0) -> EncodedPair:
         tok = self.formatter.tokenizer
         ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-        lead = leading_tokens(tok, self.formatter.templated)  # a context's first segment starts as generation's prompt does
+        lead = self.lead
         parsed = [parse_key(k) for k in self.keys]
         completion = {}
         for side in sorted({side for side, _ in parsed}):
