@@ -390,6 +390,16 @@ def test_a_batched_micro_batch_scores_each_pair_as_it_scores_alone(tiny, sharing
                 assert together.counts[key][i].item() == len(comp)
 
 
+def _assert_scored_as_full_forwards(model, tokenizer, pairs, keys, sharing, pad_prefixes) -> None:
+    """Every sequence of ``pairs``, scored with ``sharing``, as the plain full forward scores it alone."""
+    with torch.no_grad():
+        scored = SequenceScorer(model, tokenizer.pad_token_id, sharing, pad_prefixes)(pairs=pairs, keys=keys)
+        for i, pair in enumerate(pairs):
+            for key in keys:
+                ctx, comp = pair.sequence(key)
+                assert scored.sums[key][i].item() == pytest.approx(_full_forward_logprob(model, sum(ctx, []), comp).item(), abs=1e-4)
+
+
 class _PreviousFirst(XSum):
     """A task whose revision prompt opens with the previous completion: nothing comes before it to share."""
 
@@ -409,12 +419,7 @@ def test_a_revision_prompt_that_opens_with_the_previous_completion_scores_as_the
     pairs = trainer._encode(ROWS[:2], tokenizer)
     assert all(not p.revision_prefix for p in pairs)  # the case under test: an empty shared part
     keys = trainer.method.needs
-    with torch.no_grad():
-        scored = SequenceScorer(model, tokenizer.pad_token_id, sharing, pad_prefixes)(pairs=pairs, keys=keys)
-        for i, pair in enumerate(pairs):
-            for key in keys:
-                ctx, comp = pair.sequence(key)
-                assert scored.sums[key][i].item() == pytest.approx(_full_forward_logprob(model, sum(ctx, []), comp).item(), abs=1e-4)
+    _assert_scored_as_full_forwards(model, tokenizer, pairs, keys, sharing, pad_prefixes)
 
 
 @pytest.mark.parametrize("task", [None, _PreviousFirst()], ids=["xsum", "a revision template that opens with the previous completion"])
@@ -431,12 +436,7 @@ def test_every_context_of_a_raw_prompt_starts_with_the_bos_its_tokenizer_puts_be
     keys = trainer.method.needs
     contexts = [sum(pair.sequence(key)[0], []) for pair in pairs for key in keys]
     assert all(c[0] == tokenizer.bos_token_id and c.count(tokenizer.bos_token_id) == 1 for c in contexts)
-    with torch.no_grad():
-        scored = SequenceScorer(model, tokenizer.pad_token_id, sharing, pad_prefixes)(pairs=pairs, keys=keys)
-        for i, pair in enumerate(pairs):
-            for key in keys:
-                ctx, comp = pair.sequence(key)
-                assert scored.sums[key][i].item() == pytest.approx(_full_forward_logprob(model, sum(ctx, []), comp).item(), abs=1e-4)
+    _assert_scored_as_full_forwards(model, tokenizer, pairs, keys, sharing, pad_prefixes)
 
 
 def test_a_prompts_lead_is_what_its_tokenizer_puts_before_a_text_and_never_after(tiny, tiny_bos):
