@@ -60,18 +60,17 @@ class PairEncoder:
     def encode(self, row: dict, index: int = 0) -> EncodedPair:
         tok = self.formatter.tokenizer
         ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-        lead = self.lead
         parsed = [parse_key(k) for k in self.keys]
         completion = {}
         for side in sorted({side for side, _ in parsed}):
             tokens = ids(self.formatter.completion(row[side])) + [tok.eos_token_id]
             completion[side] = tokens[: self.max_completion_tokens]
-        prompt = lead + ids(self.formatter.prompt(row)) if any(ctx is None for _, ctx in parsed) else []
+        prompt = self.lead + ids(self.formatter.prompt(row)) if any(ctx is None for _, ctx in parsed) else []
         revision_prefix, in_context = [], {}
         in_context_sides = sorted({ctx for _, ctx in parsed if ctx is not None})
         if in_context_sides:
             before, after = self.formatter.revision_parts(row)
-            revision_prefix = lead + ids(before)  # only the lead where the revision template opens with the previous completion
+            revision_prefix = self.lead + ids(before)  # only the lead where the revision template opens with the previous completion
             in_context = {side: ids(fill_in_context(after, row[side])) for side in in_context_sides}
         return EncodedPair(prompt, revision_prefix, in_context, completion, index)
 
