@@ -37,3 +37,11 @@ def tiny_bos(tmp_path_factory):
     from tiny import build_tiny
 
     return str(build_tiny(tmp_path_factory.mktemp("tiny-bos") / "model", bos=True))
+
+
+@pytest.fixture(scope="module")
+def tiny_spm(tmp_path_factory):
+    """The tiny Llama with a SentencePiece-style tokenizer and a BOS, as Llama 2's: its folder."""
+    from tiny import build_tiny
+
+    return str(build_tiny(tmp_path_factory.mktemp("tiny-spm") / "model", bos=True, spm=True))

@@ -493,7 +493,7 @@ def test_the_transformers_engine_generates_from_the_prompt_tokens_the_trainer_sc
     engine = build_engine("transformers", {"model": tiny_bos})
     formatter = engine.prompt_formatter(build_task("xsum"))
     rows = [{**a, "chosen": "Yes.", "rejected": "No."} for a in ARTICLES[:3]]
-    trained = [PairEncoder(formatter, ("chosen",)).encode(r).prompt for r in rows]
+    trained = [pair.sequence("chosen")[0][0] for pair in PairEncoder(formatter, ("chosen",)).encode(rows)]
     tokenizer = engine.tokenizer()
     seen, pad = [], tokenizer.pad
     monkeypatch.setattr(tokenizer, "pad", lambda batch, **kw: (seen.extend(batch["input_ids"]), pad(batch, **kw))[1])

@@ -122,7 +122,8 @@ def test_trainer_srpo_loss_equals_eq17_from_six_logprobs_computed_one_by_one(tin
         formatter = PromptFormatter(build_task("xsum"), tokenizer)
         for i, (row, pair) in enumerate(zip(ROWS, pairs)):
             # the token ids are the texts the task's templates produce
-            assert tokenizer.decode(pair.prompt + pair.completion["chosen"]) == formatter.prompt(row) + " " + row["chosen"] + tokenizer.eos_token
+            ctx, comp = pair.sequence("chosen")
+            assert tokenizer.decode(sum(ctx, []) + comp) == formatter.prompt(row) + " " + row["chosen"] + tokenizer.eos_token
             ctx, comp = pair.sequence("chosen|rejected")
             assert tokenizer.decode(sum(ctx, []) + comp) == formatter.revision_prompt(row, row["rejected"]) + " " + row["chosen"] + tokenizer.eos_token
             h = {}
@@ -375,7 +376,7 @@ def test_a_batched_micro_batch_scores_each_pair_as_it_scores_alone(tiny, sharing
     tokenizer = load_tokenizer(tiny)
     model = load_causal_lm(tiny).eval()
     pairs = trainer._encode(ROWS, tokenizer)
-    assert len({len(p.prompt) for p in pairs}) > 1  # the articles differ in length: padding is exercised
+    assert len({len(p.sequence("chosen")[0][0]) for p in pairs}) > 1  # the articles differ in length: padding is exercised
     scorer = SequenceScorer(model, tokenizer.pad_token_id, sharing, pad_prefixes)
     keys = trainer.method.needs
     with torch.no_grad():
@@ -417,8 +418,8 @@ def test_a_revision_prompt_that_opens_with_the_previous_completion_scores_as_the
     tokenizer = load_tokenizer(tiny)
     model = load_causal_lm(tiny).eval()
     pairs = trainer._encode(ROWS[:2], tokenizer)
-    assert all(not p.revision_prefix for p in pairs)  # the case under test: an empty shared part
     keys = trainer.method.needs
+    assert all(len(p.sequence(k)[0]) == 1 for p in pairs for k in keys if "|" in k)  # the case under test: no shared part before the revision
     _assert_scored_as_full_forwards(model, tokenizer, pairs, keys, sharing, pad_prefixes)
 
 
@@ -437,6 +438,41 @@ def test_every_context_of_a_raw_prompt_starts_with_the_bos_its_tokenizer_puts_be
     contexts = [sum(pair.sequence(key)[0], []) for pair in pairs for key in keys]
     assert all(c[0] == tokenizer.bos_token_id and c.count(tokenizer.bos_token_id) == 1 for c in contexts)
     _assert_scored_as_full_forwards(model, tokenizer, pairs, keys, sharing, pad_prefixes)
+
+
+class _NewlineBeforePrevious(XSum):
+    """A task whose revision prompt puts the previous completion on a line of its own."""
+
+    @property
+    def revision_template(self) -> str:  # type: ignore[override]
+        return "Below is a news ARTICLE and an EXAMPLE SUMMARY.\nARTICLE: ${article}\nEXAMPLE SUMMARY:\n${previous}\nTL;DR:"
+
+
+@pytest.mark.parametrize("task", [None, _NewlineBeforePrevious()], ids=["xsum", "the previous completion on a line of its own"])
+def test_every_sequence_is_the_one_text_generation_reads_however_its_tokenizer_starts_a_text(tiny_spm, task):
+    """Tokenized apart, a revision prompt's in-context part would open as a text opens: a
+    SentencePiece-style tokenizer (Llama 2's) puts "▁" before its first word, or before the newline
+    it starts with, which the same characters inside the prompt do not have. Each context is the
+    tokens the generation engine reads (BOS, the prompt as one text), each completion what follows
+    it in one text, and the prompt and the revision prefix are still shared by the sequences that
+    start with them."""
+    from harness.prompting import leading_tokens
+
+    trainer = _trainer("srpo", tiny_spm, "/tmp/unused", task=task)
+    tokenizer = load_tokenizer(tiny_spm)
+    formatter = PromptFormatter(trainer.inputs.task, tokenizer)
+    lead, ids = leading_tokens(tokenizer, templated=False), lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+    pairs = trainer._encode(ROWS[:3], tokenizer)
+    keys = trainer.method.needs
+    for row, pair in zip(ROWS, pairs):
+        for key in keys:
+            side, in_context = (key.split("|") + [None])[:2]
+            context = formatter.prompt(row) if in_context is None else formatter.revision_prompt(row, row[in_context])
+            segments, completion = pair.sequence(key)
+            assert sum(segments, []) == lead + ids(context)  # as the transformers engine feeds it
+            assert sum(segments, []) + completion[:-1] == lead + ids(context + formatter.completion(row[side]))
+        assert len({tuple(pair.sequence(k)[0][0]) for k in keys}) == 2  # the prompt and the revision prefix
+    _assert_scored_as_full_forwards(load_causal_lm(tiny_spm).eval(), tokenizer, pairs, keys, "packed", True)
 
 
 def test_a_prompts_lead_is_what_its_tokenizer_puts_before_a_text_and_never_after(tiny, tiny_bos):

@@ -14,18 +14,28 @@ CORPUS = [
 ]
 
 
-def build_tiny(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 32, bos: bool = False) -> Path:
-    """Save a tiny Llama-architecture model and a byte-level BPE tokenizer to ``folder``; with
-    ``bos``, a tokenizer that puts "<s>" before every text of its own accord, as Llama's and
-    Gemma's do (SmolLM2's and Qwen's put nothing)."""
+def build_tiny(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 32, bos: bool = False, spm: bool = False) -> Path:
+    """Save a tiny Llama-architecture model and a BPE tokenizer to ``folder``: byte-level as GPT-2's
+    and SmolLM2's, or with ``spm`` SentencePiece-style as Llama 2's ("▁" stands for a space and is
+    put before a text's first word); with ``bos``, one that puts "<s>" before every text of its own
+    accord, as Llama's and Gemma's do (SmolLM2's and Qwen's put nothing)."""
+    import string
+
     import torch
-    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers import ByteLevelBPETokenizer, Tokenizer, decoders, models, pre_tokenizers, trainers
     from tokenizers.processors import TemplateProcessing
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     folder = Path(folder)
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CORPUS * 4, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>", "<pad>", *(["<s>"] if bos else [])])
+    special = ["<|endoftext|>", "<pad>", *(["<s>"] if bos else [])]
+    if spm:
+        bpe = Tokenizer(models.BPE())
+        bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+        bpe.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+        bpe.train_from_iterator(CORPUS * 4, trainers.BpeTrainer(vocab_size=400, min_frequency=1, special_tokens=special, initial_alphabet=[*string.printable, "▁"]))
+    else:
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(CORPUS * 4, vocab_size=400, min_frequency=1, special_tokens=special)
     if bos:
         bpe.post_processor = TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bpe.token_to_id("<s>"))])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<pad>", bos_token="<s>" if bos else None)

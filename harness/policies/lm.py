@@ -16,7 +16,9 @@ a time (``token_logprobs``). Every pair of a micro-batch is scored in the same f
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -28,19 +30,13 @@ from harness.prompting import PromptFormatter, fill_in_context, leading_tokens
 
 @dataclass
 class EncodedPair:
-    prompt: list[int]  # 0-revision context
-    revision_prefix: list[int]  # revision prompt up to the in-context completion
-    in_context: dict[str, list[int]]  # side -> the in-context completion and the rest of the revision prompt
-    completion: dict[str, list[int]]  # side -> completion tokens, EOS included
+    sequences: dict[str, tuple[list[list[int]], list[int]]]  # key -> (context segments, completion tokens, EOS included)
     index: int = 0  # position in the dataset (keys the cached reference log-probs)
 
     def sequence(self, key: str) -> tuple[list[list[int]], list[int]]:
-        """(context segments, completion tokens) of a sequence key such as "chosen|rejected"."""
-        side, in_context = parse_key(key)
-        if in_context is None:
-            return [self.prompt], self.completion[side]
-        # a revision template that opens with the previous completion has no prefix: one segment then
-        return [seg for seg in (self.revision_prefix, self.in_context[in_context]) if seg], self.completion[side]
+        """(context segments, completion tokens) of a sequence key such as "chosen|rejected": the
+        0-revision prompt, or the revision prompt up to the in-context completion and the rest."""
+        return self.sequences[key]
 
     def n_tokens(self, keys) -> int:
         return sum(sum(map(len, ctx)) + len(c) for ctx, c in map(self.sequence, keys))
@@ -48,6 +44,14 @@ class EncodedPair:
 
 @dataclass
 class PairEncoder:
+    """Each sequence a method needs as the tokens the model reads when it generates: the context and
+    the completion tokenized as one text (as TRL's DPOTrainer tokenizes prompt and completion), then
+    cut where the context's parts end. Tokenized apart, a part would start as a text starts, which a
+    tokenizer may write differently than the same characters inside a text: Llama 2's puts "▁" before
+    a part that opens on a new line, and Llama 3's writes ":" and the newline after it as one token.
+    A token that spans a cut goes to the later part, so that sequences sharing a first part share
+    only tokens wholly within it (``SequenceScorer`` shares first segments equal in their tokens)."""
+
     formatter: PromptFormatter
     keys: tuple[str, ...]  # the sequence keys a method needs: only their parts are tokenized
     max_completion_tokens: int = 256  # training only: longer completions are cut (EOS then dropped)
@@ -57,22 +61,37 @@ class PairEncoder:
         """What a context's first segment starts with, as generation's prompt does (Llama's BOS)."""
         return leading_tokens(self.formatter.tokenizer, self.formatter.templated)
 
-    def encode(self, row: dict, index: int = 0) -> EncodedPair:
+    def _texts(self, row: dict) -> dict[str, tuple[list[str], str]]:
+        """key -> (the context's parts, the completion) as text."""
+        prompt = self.formatter.prompt(row) if any(parse_key(k)[1] is None for k in self.keys) else None
+        revision = self.formatter.revision_parts(row) if any(parse_key(k)[1] for k in self.keys) else None
+        texts = {}
+        for key in self.keys:
+            side, in_context = parse_key(key)
+            parts = [prompt] if in_context is None else [revision[0], fill_in_context(revision[1], row[in_context])]
+            texts[key] = parts, self.formatter.completion(row[side])
+        return texts
+
+    def encode(self, rows: list[dict], first_index: int = 0) -> list[EncodedPair]:
+        """``rows`` as pairs, indexed from ``first_index``, each pair's sequences tokenized in one
+        call with the other pairs' (a fast tokenizer spreads the texts over the CPU's cores)."""
         tok = self.formatter.tokenizer
-        ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-        parsed = [parse_key(k) for k in self.keys]
-        completion = {}
-        for side in sorted({side for side, _ in parsed}):
-            tokens = ids(self.formatter.completion(row[side])) + [tok.eos_token_id]
-            completion[side] = tokens[: self.max_completion_tokens]
-        prompt = self.lead + ids(self.formatter.prompt(row)) if any(ctx is None for _, ctx in parsed) else []
-        revision_prefix, in_context = [], {}
-        in_context_sides = sorted({ctx for _, ctx in parsed if ctx is not None})
-        if in_context_sides:
-            before, after = self.formatter.revision_parts(row)
-            revision_prefix = self.lead + ids(before)  # only the lead where the revision template opens with the previous completion
-            in_context = {side: ids(fill_in_context(after, row[side])) for side in in_context_sides}
-        return EncodedPair(prompt, revision_prefix, in_context, completion, index)
+        texts = [self._texts(row) for row in rows]
+        flat = ["".join(parts) + completion for row in texts for parts, completion in row.values()]
+        batch = tok(flat, add_special_tokens=False, return_offsets_mapping=True)
+        encoded = iter(zip(batch["input_ids"], batch["offset_mapping"]))
+        return [EncodedPair({key: self._split(parts, *next(encoded)) for key, (parts, _) in row.items()}, first_index + i) for i, row in enumerate(texts)]
+
+    def _split(self, parts: list[str], ids: list[int], offsets: list[tuple[int, int]]) -> tuple[list[list[int]], list[int]]:
+        """(context segments, completion tokens) of one sequence's tokens ``ids``: cut where each of
+        the context's ``parts`` ends, a token that spans a cut going to the later part."""
+        token_ends = [end for _, end in offsets]  # in characters, never decreasing
+        cuts = [0, *(bisect.bisect_right(token_ends, at) for at in itertools.accumulate(map(len, parts)))]  # tokens wholly before each part's end
+        segments = [ids[a:b] for a, b in itertools.pairwise(cuts)]
+        segments[0] = self.lead + segments[0]
+        completion = (ids[cuts[-1] :] + [self.formatter.tokenizer.eos_token_id])[: self.max_completion_tokens]
+        # a revision template that opens with the previous completion has nothing before it: one segment then
+        return [seg for seg in segments if seg], completion
 
 
 LOGITS_AT_ONCE = 1 << 25  # logits (positions x vocabulary) one LM-head call makes: 128 MiB in float32

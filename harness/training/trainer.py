@@ -121,7 +121,8 @@ class Trainer:
     def _encode(self, rows, tokenizer) -> list[EncodedPair]:
         formatter = PromptFormatter(self.task, tokenizer, self.config.prompt_format)
         encoder = PairEncoder(formatter, self.method.needs, self.config.max_completion_tokens)
-        return [encoder.encode(row, i) for i, row in enumerate(rows)]
+        chunk = 256  # pairs a tokenizer call: the cores busy, the texts in memory few
+        return [pair for first in range(0, len(rows), chunk) for pair in encoder.encode(rows[first : first + chunk], first)]
 
     def _schedule(self, n_pairs: int, world: int, micro_size: int) -> list[list[list[int]]]:
         """Per optimizer step, the micro-batches (lists of pair indices) in order, all epochs."""
