@@ -2,8 +2,9 @@
 
 LoRA adapters go through vLLM's ``LoRARequest``, one id per adapter folder; tensor parallelism
 through ``tensor_parallel_size``. Prompts go to vLLM as token ids, tokenized as the trainer and the
-transformers engine tokenize them: given text, vLLM would add the tokenizer's special tokens
-(Llama's BOS before a raw prompt, a second one before a chat template's own). Status: written
+transformers engine tokenize them (``harness.prompting.leading_tokens``: the BOS before a raw
+prompt, none before a chat template's own): given text, vLLM would put a second BOS before a chat
+template's. Status: written
 against vLLM's documented offline API (``LLM.generate`` with ``SamplingParams``, token prompts and
 ``lora_request``) and not yet run on a GPU in this project's CI; see the README.
 """
