@@ -17,6 +17,17 @@ SENTINEL = "\u2063HARNESS-IN-CONTEXT\u2063"  # invisible separators: never in re
 FORMATS = ("auto", "raw", "chat")
 
 
+CHAT_DATE = "26 Jul 2024"  # the day given to chat templates that print one (Llama 3.2's "Today Date"): their own fallback
+
+
+def in_chat_template(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    """``messages`` in ``tokenizer``'s chat template, as text. A template that prints today's date
+    (Llama 3.2's and 3.3's, through ``date_string``) prints ``CHAT_DATE``: rendered on another day
+    (a resumed run, a method added later, the judge), the same prompt would otherwise differ, and
+    training, generation and stored results would no longer meet."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, date_string=CHAT_DATE)
+
+
 def leading_tokens(tokenizer, templated: bool) -> list[int]:
     """The token ids before a prompt's text: for a raw prompt, the special tokens the tokenizer puts
     before any text of its own accord (Llama's and Gemma's BOS; SmolLM2's and Qwen's put none), as
@@ -48,7 +59,7 @@ class PromptFormatter:
     def _wrap(self, text: str) -> str:
         if not self.templated:
             return text
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+        return in_chat_template(self.tokenizer, [{"role": "user", "content": text}])
 
     def prompt(self, example: dict) -> str:
         """The 0-revision prompt, as the model sees it."""

@@ -71,7 +71,8 @@ class TextTask(Task):
     # 1: a prompt reaches the model with its tokenizer's special tokens once (harness.prompting.leading_tokens):
     # a raw prompt gains Llama's BOS in training and generation; a chat prompt templated for a server's
     # completions API no longer carries a second one. Training scores each sequence as the tokens of one
-    # text, the tokens generation reads (harness.policies.lm.PairEncoder), not parts tokenized apart
+    # text, the tokens generation reads (harness.policies.lm.PairEncoder), not parts tokenized apart; a chat
+    # template that prints today's date prints harness.prompting.CHAT_DATE
     code_version: ClassVar[int] = 1
     family: ClassVar[str]  # judge prompt family: "summary" or "chat"
     chat: ClassVar[bool] = False  # True: prompts are a user turn, wrapped by the model's chat template

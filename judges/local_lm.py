@@ -10,6 +10,7 @@ method is better. Use the openai judge for results.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -17,6 +18,7 @@ from harness.config import NonNegativeInt
 from harness.judge import Comparison, Verdict, register, render_prompt
 from harness.judges.local import LocalModelJudge
 from harness.models import inference_placement, load_causal_lm, load_tokenizer, resolve_model
+from harness.prompting import in_chat_template
 from harness.truncation import SourceBudget
 
 
@@ -25,6 +27,7 @@ from harness.truncation import SourceBudget
 class LocalLMJudge(LocalModelJudge):
     """Offline proxy judge: a local LM's next-token probability of "A" vs "B", no API needed."""
 
+    code_version: ClassVar[int] = 1  # 1: a chat template that prints today's date prints harness.prompting.CHAT_DATE
     model: str = "smollm2-135m"  # any causal LM with a chat template; smollm2-135m works offline
     max_source_tokens: NonNegativeInt = 256  # the source is cut to this many tokens (the candidates never are): CPU time
 
@@ -49,7 +52,7 @@ class LocalLMJudge(LocalModelJudge):
         budget = SourceBudget(self.max_source_tokens, self._tokenizer)
         shown = Comparison(c.family, c.instruction, budget.cut(c.source), c.a, c.b)
         messages = [{"role": "user", "content": render_prompt(shown)}]
-        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + "Preferred:"
+        return in_chat_template(self._tokenizer, messages) + "Preferred:"
 
     @torch.no_grad()
     def judge(self, comparisons: list[Comparison]) -> list[Verdict]:

@@ -4,6 +4,7 @@ source; P(A > B) = sigmoid(r_A - r_B) (the Bradley-Terry reading of reward diffe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -11,6 +12,7 @@ from harness.config import PositiveInt
 from harness.judge import Comparison, Verdict, register
 from harness.judges.local import LocalModelJudge
 from harness.models import inference_placement, resolve_model
+from harness.prompting import in_chat_template
 
 
 @register("reward-model")
@@ -18,6 +20,7 @@ from harness.models import inference_placement, resolve_model
 class RewardModelJudge(LocalModelJudge):
     """A sequence-classification reward model: P(A > B) = sigmoid(r_A - r_B)."""
 
+    code_version: ClassVar[int] = 1  # 1: a chat template that prints today's date prints harness.prompting.CHAT_DATE
     model: str = ""  # a reward model with one output logit, e.g. a hub id or a local folder
     max_length: PositiveInt = 2048  # tokens per scored text (the head of the source is kept)
 
@@ -43,7 +46,7 @@ class RewardModelJudge(LocalModelJudge):
         request = f"{c.instruction}\n\n{c.source}" if c.family == "summary" else c.source
         if getattr(self._tokenizer, "chat_template", None):
             messages = [{"role": "user", "content": request}, {"role": "assistant", "content": candidate}]
-            return self._tokenizer.apply_chat_template(messages, tokenize=False)
+            return in_chat_template(self._tokenizer, messages, add_generation_prompt=False)
         return f"{request}\n\n{candidate}"
 
     @torch.no_grad()

@@ -272,3 +272,33 @@ def test_skew_resamples_to_the_target_behaviour():
         skew(pairs, "chosen_policy", {"dpo": 1.0}, n=10, seed=0)
     with pytest.raises(HarnessError, match="not a field of the pairs"):
         skew(pairs, "policy", {"x": 1.0}, n=10, seed=0)
+
+
+DATED_TEMPLATE = ('{%- if not date_string is defined %}{%- if strftime_now is defined %}{%- set date_string = strftime_now("%d %b %Y") %}'
+                  '{%- else %}{%- set date_string = "26 Jul 2024" %}{%- endif %}{%- endif %}'
+                  "<|system|>Today Date: {{ date_string }}\n{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                  "{% if add_generation_prompt %}<|assistant|>{% endif %}")  # Llama 3.2's date logic  # fmt: skip
+
+
+def test_a_chat_template_that_prints_todays_date_prints_the_same_day_every_day(tiny):
+    """Llama 3.2's chat template prints "Today Date" from the clock unless given a date: a prompt
+    rendered another day (a resumed run, a method added later, the judge) would differ from the one
+    trained on and stored. The policy's prompts and the local judges' get a fixed day."""
+    from datetime import datetime
+
+    from transformers import AutoTokenizer
+
+    from harness.judge import Comparison, build_judge
+    from harness.prompting import CHAT_DATE, PromptFormatter
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    tokenizer.chat_template = DATED_TEMPLATE
+    today = f"Today Date: {datetime.now():%d %b %Y}"
+    assert today in tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)  # the template alone reads the clock
+    prompt = PromptFormatter(build_task("ultrafeedback"), tokenizer).prompt({"id": "1", "prompt": "Name a fruit."})
+    judge = build_judge("local-lm", {"model": tiny})
+    judge._load()
+    judge._tokenizer.chat_template = DATED_TEMPLATE
+    judged = judge._prompt(Comparison("chat", "Respond.", "Name a fruit.", "Pear.", "Fig."))
+    for text in (prompt, judged):
+        assert f"Today Date: {CHAT_DATE}" in text and today not in text
