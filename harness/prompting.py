@@ -1,8 +1,10 @@
 """Turning a task's prompts into the exact text a model sees, for training and generation alike.
 
 The task renders its template (and cuts the source to the token budget); this module wraps it in
-the model's chat template for chat tasks (or when asked) and splits revision prompts around the
-in-context completion, so the trainer can share the long part before it between sequences.
+the model's chat template for chat tasks (or when asked, on a fixed day: ``in_chat_template``),
+splits revision prompts around the in-context completion, so the trainer can share the long part
+before it between sequences, and says which special tokens come before a prompt's text
+(``leading_tokens``), for the trainer and every engine alike.
 """
 
 from __future__ import annotations
