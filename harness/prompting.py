@@ -42,6 +42,13 @@ def leading_tokens(tokenizer, templated: bool) -> list[int]:
     return marked[: next(starts, 0)]  # an end-of-text token some tokenizers add after a text never ends a prompt
 
 
+def prompt_token_ids(tokenizer, prompts: list[str], templated: bool) -> list[list[int]]:
+    """Finished prompts as the token ids a local engine feeds the model: ``leading_tokens``, then
+    the text, as the trainer scores a context (``harness.policies.lm.PairEncoder``)."""
+    lead = leading_tokens(tokenizer, templated)
+    return [lead + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+
 @dataclass
 class PromptFormatter:
     task: TextTask

@@ -18,8 +18,9 @@ that ends in "TL;DR:") go through the completions API, so the server adds no cha
 system prompt; chat tasks through the chat API (``api: auto``), the server putting the user turn in
 the served model's chat template as the harness would (``api: completions`` sends them in the
 template, put there by the harness, less the BOS the server adds itself). Each prompt carries its
-own sampling seed. A completion the server ended at a stop string before any text (a model opening its answer on a
-new line) is asked again without stop strings and cut here, as the local engines cut it.
+own sampling seed. A completion the server ended at a stop string before any text (a model opening
+its answer on a new line) is asked again without stop strings and cut here, as the local engines
+cut it.
 """
 
 from __future__ import annotations

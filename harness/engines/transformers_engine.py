@@ -32,7 +32,7 @@ from harness.config import PositiveInt
 from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
 from harness.errors import HarnessError
 from harness.models import adapted_layers, inference_placement, load_causal_lm, load_tokenizer, resolve_model
-from harness.prompting import leading_tokens
+from harness.prompting import prompt_token_ids
 
 
 @register("transformers")
@@ -140,8 +140,7 @@ class TransformersEngine(Engine):
     def generate(self, prompts, params: SamplingParams, adapter=None, stop=(), seeds=None, chat=False) -> list[Generation]:
         self.check_sampling(params)
         tokenizer = self.tokenizer()
-        lead = leading_tokens(tokenizer, templated=chat)  # as the trainer scored them
-        encoded = [lead + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        encoded = prompt_token_ids(tokenizer, prompts, templated=chat)
         with self._use_adapter(adapter):
             if self.cache == "paged":
                 completions = self._continuous(encoded, params, stop)

@@ -2,11 +2,11 @@
 
 LoRA adapters go through vLLM's ``LoRARequest``, one id per adapter folder; tensor parallelism
 through ``tensor_parallel_size``. Prompts go to vLLM as token ids, tokenized as the trainer and the
-transformers engine tokenize them (``harness.prompting.leading_tokens``: the BOS before a raw
+transformers engine tokenize them (``harness.prompting.prompt_token_ids``: the BOS before a raw
 prompt, none before a chat template's own): given text, vLLM would put a second BOS before a chat
-template's. Status: written
-against vLLM's documented offline API (``LLM.generate`` with ``SamplingParams``, token prompts and
-``lora_request``) and not yet run on a GPU in this project's CI; see the README.
+template's. Status: written against vLLM's documented offline API (``LLM.generate`` with
+``SamplingParams``, token prompts and ``lora_request``) and not yet run on a GPU in this project's
+CI; see the README.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from harness.config import PositiveInt
 from harness.engine import Engine, Generation, SamplingParams, cut_server_completion, prompt_seeds, register, stopped_before_text
 from harness.errors import HarnessError
 from harness.models import resolve_model
-from harness.prompting import leading_tokens
+from harness.prompting import prompt_token_ids
 
 
 @register("vllm")
@@ -75,9 +75,7 @@ class VLLMEngine(Engine):
             return VLLMSampling(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens, seed=seed, stop=list(stops) or None)
 
         seeds = prompt_seeds(params, len(prompts), seeds)  # one per prompt: a text does not depend on its batch
-        tokenizer = llm.get_tokenizer()
-        lead = leading_tokens(tokenizer, templated=chat)  # as the trainer scored them
-        tokens = [{"prompt_token_ids": lead + tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts]  # vLLM's TokensPrompt
+        tokens = [{"prompt_token_ids": ids} for ids in prompt_token_ids(llm.get_tokenizer(), prompts, templated=chat)]  # vLLM's TokensPrompt
         outputs = llm.generate(tokens, [sampling(s, stop) for s in seeds], lora_request=request, use_tqdm=False)
         again = [i for i, out in enumerate(outputs) if stopped_before_text(out.outputs[0].text, out.outputs[0].finish_reason, stop)]
         if again:  # they opened on a stop string: asked again without stop strings, cut here
