@@ -28,7 +28,7 @@ TOKENS_PER_S = 1500  # transformers engine, 32 XSum prompts, greedy, 48 new toke
 GENERATION = {"prompts": 32, "new_tokens": 48, "temperature": 0.0}  # the generation target's setting
 TARGET_SHAPE = "llama-1b"
 
-MEASURES = {"s_per_step": ("{:.3f} s/step", "step time"), "peak_gb": ("{:.1f} GB", "peak memory")}
+SHOWN = {"s_per_step": "{:.3f} s/step", "peak_gb": "{:.1f} GB"}  # how each training measure prints
 
 
 def _step(results: dict, trainer: str, micro: int, checkpointing: bool) -> dict | None:
@@ -41,7 +41,7 @@ def _shown(row: dict | None, key: str) -> str:
         return "not run"
     if row.get(key) is None:
         return row.get("note") or ("no GPU" if key == "peak_gb" else "not measured")
-    return MEASURES[key][0].format(row[key])
+    return SHOWN[key].format(row[key])
 
 
 def _ratio(target: str, name: tuple[str, str], rows: tuple[dict | None, dict | None], key: str, limit: float, goal: float | None = None) -> tuple[str, str, str]:
