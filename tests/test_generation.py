@@ -674,6 +674,55 @@ def test_continuous_batching_stops_decoding_a_row_at_its_stop_string(tiny):
     assert sum(read) <= sum(g.prompt_tokens + g.completion_tokens for g in stopped) + slack < everything
 
 
+@pytest.mark.parametrize("cache", ["dynamic", "paged"])
+def test_a_completion_ends_at_any_end_token_the_model_lists(tiny, adapters, tmp_path, cache):
+    """A model's generation config may list end tokens beside the tokenizer's EOS (Llama 3.1
+    Instruct's ``<|eom_id|>``, Qwen's ``<|endoftext|>``), and vLLM and servers stop at them: the
+    engine ends a row there too, keeping the text before it, counting the tokens up to it and
+    saying "stop", while the rows of its batch that go on are as they were."""
+    import shutil
+
+    from harness.prompting import prompt_token_ids
+
+    prompts = [ex["article"] for ex in ARTICLES[:3]]
+    params = SamplingParams(max_new_tokens=12)
+    unlisted = build_engine("transformers", {"model": tiny, "cache": cache, "dtype": "float32"})
+    tokenizer = unlisted.tokenizer()
+    with unlisted._use_adapter(adapters[1]):  # the tiny base repeats one token greedily; through this adapter its rows vary
+        rows = unlisted._padded(prompt_token_ids(tokenizer, prompts, templated=False), params, (), [0] * len(prompts))
+    end = next(t for k, t in enumerate(rows[0]) if k >= 2 and t not in rows[0][:k])  # a token row 0 first writes after some text
+
+    listed = tmp_path / "listed"
+    shutil.copytree(tiny, listed)
+    config = json.loads((listed / "generation_config.json").read_text())
+    (listed / "generation_config.json").write_text(json.dumps({**config, "eos_token_id": [tokenizer.eos_token_id, end]}))
+    engine = build_engine("transformers", {"model": str(listed), "cache": cache, "dtype": "float32"})
+
+    def ended(row):  # what the engine should make of an unlisted row once `end` ends completions too
+        cut = next((i for i, t in enumerate(row) if t in (end, tokenizer.eos_token_id)), None)
+        if cut is None:
+            return tokenizer.decode(row, skip_special_tokens=True).strip(), len(row), "length"
+        return tokenizer.decode(row[:cut], skip_special_tokens=True).strip(), cut + 1, "stop"
+
+    got = [(g.text, g.completion_tokens, g.finish_reason) for g in engine.generate(prompts, params, adapter=adapters[1])]
+    assert got == [ended(row) for row in rows]
+    assert got[0][2] == "stop" and got[0][0]  # row 0 ended at `end`, after some text,
+    assert unlisted.generate(prompts, params, adapter=adapters[1])[0].completion_tokens > got[0][1]  # where it went on unlisted
+
+
+@pytest.mark.parametrize(("listed", "ends"), [(None, [0]), (0, [0]), (7, [0, 7]), ([7, 0, 5], [0, 7, 5])])
+def test_the_tokenizers_eos_ends_a_completion_whatever_the_model_lists(listed, ends):
+    """The trainer puts the tokenizer's EOS after every completion: generation ends there even where
+    the model's generation config lists another token alone, and at each listed token once."""
+    from types import SimpleNamespace
+
+    from transformers import GenerationConfig
+
+    from harness.engines.transformers_engine import end_token_ids
+
+    assert end_token_ids(SimpleNamespace(eos_token_id=0), GenerationConfig(eos_token_id=listed)) == ends
+
+
 def test_continuous_batching_refuses_to_sample(tiny):
     """Its sampler draws from one generator for every row, so a text would depend on its batch."""
     from harness.errors import HarnessError

@@ -41,6 +41,7 @@ class TransformersEngine(Engine):
     """Local generation with transformers: batched, left-padded, KV-cached; LoRA adapters by peft."""
 
     sampler: ClassVar[str] = "inverse-cdf over per-row PCG64 uniforms"  # SeededRowSampler
+    code_version: ClassVar[int] = 1  # 1: a completion ends at any end token the model lists too (end_token_ids), its token count and finish reason with it
     not_in_generations: ClassVar[frozenset[str]] = frozenset({"batch_size", "max_batch_tokens", "device"})  # how prompts are grouped and where they run; the precision the device leads to is in the key
 
     model: str = "smollm2-135m"  # base model: hub id, local folder or smollm2-135m
@@ -66,6 +67,7 @@ class TransformersEngine(Engine):
             self._tokenizer = load_tokenizer(path)
             self._tokenizer.padding_side = "left"  # generation continues from the right end of every row
             self._model = load_causal_lm(path, dtype).to(device).eval().requires_grad_(False)  # as after any adapter: a compiled step guards on it
+            self._end_tokens = end_token_ids(self._tokenizer, self._model.generation_config)
         return self._model
 
     def settled_options(self) -> dict:
@@ -146,14 +148,13 @@ class TransformersEngine(Engine):
                 completions = self._continuous(encoded, params, stop)
             else:
                 completions = self._padded(encoded, params, stop, prompt_seeds(params, len(prompts), seeds))
-        eos = tokenizer.eos_token_id
+        ends = set(self._end_tokens)
         out = []
         for prompt, row in zip(encoded, completions):
-            n = row.index(eos) + 1 if eos in row else len(row)
-            text, hit = cut_at_stop(tokenizer.decode(row[:n], skip_special_tokens=True), stop)
-            if hit:  # the tokens of the text kept, not those decoded past it (or padding after it)
-                n = _tokens_to_stop(tokenizer, row[:n], stop)
-            out.append(Generation(text.strip(), len(prompt), n, "stop" if hit or eos in row[:n] else "length"))
+            text_end = next((i for i, t in enumerate(row) if t in ends), len(row))  # padding follows a row's end token
+            text, hit = cut_at_stop(tokenizer.decode(row[:text_end], skip_special_tokens=True), stop)
+            n = _tokens_to_stop(tokenizer, row[:text_end], stop) if hit else min(text_end + 1, len(row))  # the tokens of the text kept, and its end token
+            out.append(Generation(text.strip(), len(prompt), n, "stop" if hit or text_end < len(row) else "length"))
         return out
 
     def _padded(self, encoded: list[list[int]], params: SamplingParams, stop: tuple[str, ...], seeds: list[int]) -> list[list[int]]:
@@ -169,7 +170,7 @@ class TransformersEngine(Engine):
             try:
                 generated = model.generate(
                     **enc, max_new_tokens=params.max_new_tokens, do_sample=False, logits_processor=sampler,
-                    pad_token_id=tokenizer.pad_token_id, stopping_criteria=stopping,
+                    eos_token_id=self._end_tokens, pad_token_id=tokenizer.pad_token_id, stopping_criteria=stopping,
                     cache_implementation="static" if self.cache == "static" else None,  # None: transformers' default
                 )  # fmt: skip
             except torch.cuda.OutOfMemoryError:  # the settings against the card: say which to lower
@@ -191,7 +192,7 @@ class TransformersEngine(Engine):
         from transformers.generation.continuous_batching.utils import WorkloadHints
 
         tokenizer, model = self._tokenizer, self._model
-        config = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        config = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=False, eos_token_id=self._end_tokens, pad_token_id=tokenizer.pad_token_id)
         page = ContinuousBatchingConfig.page_size  # tokens a block of KV cache holds, every layer
         need = sum(-(-(len(p) + params.max_new_tokens) // page) for p in encoded)  # blocks holding every prompt at once
         budget = kv_cache_budget(model)  # None on a CPU, where transformers would size the cache from the host's memory
@@ -240,6 +241,16 @@ class TransformersEngine(Engine):
     def close(self) -> None:
         self._model = None
         self._adapters, self._merged, self._merged_into, self._base_weights = {}, None, [], {}
+
+
+def end_token_ids(tokenizer, generation_config) -> list[int]:
+    """The tokens at which a completion ends: the tokenizer's EOS, which the trainer puts after
+    every completion, then those the model's generation config lists (Llama 3.1 Instruct's
+    ``<|eom_id|>`` and ``<|end_of_text|>``, Qwen's ``<|endoftext|>``), where vLLM and
+    OpenAI-compatible servers stop too: each engine ends a model's text at the same token."""
+    listed = generation_config.eos_token_id
+    listed = [] if listed is None else [listed] if isinstance(listed, int) else list(listed)
+    return [t for t in dict.fromkeys([tokenizer.eos_token_id, *listed]) if t is not None]
 
 
 KV_CACHE_SHARE = 0.5  # of the accelerator memory free after loading: the rest is the prompts' forward (its activations) and the allocator's slack
