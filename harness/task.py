@@ -97,7 +97,7 @@ class TextTask(Task):
     def load(self, split: str, limit: int | None = None) -> Loaded:
         spec = self.splits().get(split)
         if spec is None:
-            raise HarnessError(f"task {self.registered_name!r} has no {split!r} split (splits: {', '.join(self.splits())})")
+            raise NoSourceError(f"task {self.registered_name!r} has no {split!r} split (it has {', '.join(self.splits())})")
         notes: list[str] = []
         if split in self.data_files and self.source in ("auto", "local"):
             loaded = read_local(self.data_files[split], list(spec.fields), self._field_map(split), limit, spec.local_convert)

@@ -186,3 +186,23 @@ def test_tabular_training_runs_on_one_thread(monkeypatch):
     before = torch.get_num_threads()
     tabular.train_tabular(method, np.array([2, 2, 0]), np.array([0, 1, 1]), 3, steps=3, lr=0.1, seed=0)
     assert seen == [1, 1, 1] and torch.get_num_threads() == before
+
+
+def test_a_task_with_prompts_alone_trains_on_pairs_built_from_its_held_out_prompts(tiny, tmp_path):
+    """Arena-Hard has a test split only: --build-pairs (the offline default) trains on gold-vs-policy
+    pairs from the prompts after the evaluated ones, the baseline's answers chosen; without it the
+    run stops before any work, saying what would train it."""
+    folder = tmp_path / "ah"
+    (folder / "model_answer").mkdir(parents=True)
+    ids = [f"q{i}" for i in range(6)]
+    (folder / "question.jsonl").write_text("".join(json.dumps({"uid": q, "prompt": f"Explain bridge number {i}."}) + "\n" for i, q in enumerate(ids)))
+    (folder / "model_answer" / "gpt-4-0314.jsonl").write_text("".join(json.dumps({"uid": q, "answer": f"Bridge {q} is long."}) + "\n" for q in ids))
+    args = ["--task", "arena-hard", "--task-arg", f"data_dir={folder}", "--method", "dpo", "--model", tiny, "--limit", "3",
+            "--max-new-tokens", "5", "--train-arg", "batch_size=2", "--train-arg", "prompt_format=raw"]  # fmt: skip
+    refused = run_cli("train", *args, "--build-pairs", "0", "--output-dir", str(tmp_path / "none"))
+    assert refused.returncode == 2 and "has no 'preference' split" in refused.stderr and "--build-pairs N" in refused.stderr
+    built = run_cli("train", *args, "--build-pairs", "3", "--output-dir", str(tmp_path / "run"))
+    assert built.returncode == 0, built.stderr[-2000:]
+    pairs = [json.loads(line) for line in (tmp_path / "run" / "data" / "pairs.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in pairs] == ids[3:] and [p["chosen"] for p in pairs] == [f"Bridge {q} is long." for q in ids[3:]]
+    assert (tmp_path / "run" / "train" / "dpo" / "adapter" / "adapter_model.safetensors").exists()

@@ -107,13 +107,15 @@ def build_gold_pairs(resolved: ResolvedRun, store: RunStore, console: Console, b
 
 
 def preference_rows(resolved: ResolvedRun, store: RunStore, console: Console, base: ModelRef) -> list[dict]:
-    """The training task's preference split; only when it has no source at all (not when a
-    given file is bad) and ``build_pairs`` is set, pairs the harness builds."""
+    """The training task's preference split; only when it has no source at all or no such split
+    (Arena-Hard's prompts alone; not when a given file is bad) and ``build_pairs`` is set, pairs the
+    harness builds."""
     try:
         return load_split(store, resolved.train_task, "preference", resolved.train_limit, console).rows
     except NoSourceError as exc:
         if not resolved.build_pairs:
-            raise
+            raise NoSourceError(f"{exc}; or train on another task's pairs (--train-task) or on pairs the harness builds from "
+                                "held-out test examples (--build-pairs N)") from None  # fmt: skip
         console.print(f"no preference data to load ({str(exc).split(':')[0]}); the harness builds pairs instead")
     return build_gold_pairs(resolved, store, console, base)
 
