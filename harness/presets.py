@@ -40,7 +40,6 @@ SUMMARY_PAPER = {
         "dpo": {"lr": 1e-6, "schedule": "constant"}, "rpo": {"lr": 1e-6, "schedule": "constant"},
     },  # fmt: skip
     "method_args": {"srpo": {"beta": 0.01}, "ipo": {"beta": 0.01}, "dpo": {"beta": 0.1}, "rpo": {"beta": 0.1}},
-    "limit": 1024,
     "revisions": 5,
     "sampling": {"max_new_tokens": 128},
     "judge": "alpaca-eval",  # the paper's: AlpacaFarm's GPT-4 annotator, from AlpacaEval's own config files
@@ -76,11 +75,29 @@ def preset_layer(name: str | None, task_name: str | None, task_kind: str | None)
             layer = copy.deepcopy(SUMMARY_PAPER)
             if task_name == "xsum":
                 layer["task_args"] = {"variant": "xlsum"}  # the paper's "XSum" is XL-Sum English, with titles
-            return layer
+            return {**layer, "limit": _paper_items(task_name)}
         if task_name in ("arena-hard", "ultrafeedback"):
             layer = copy.deepcopy(CHAT_PAPER)
-            if task_name != "arena-hard":
+            if task_name == "ultrafeedback":  # the paper trains on it and evaluates nothing on it
                 layer.pop("task_args")
-            return layer
+                return layer
+            return {**layer, "limit": _paper_items(task_name)}
         raise HarnessError(f"preset 'paper' knows tasks xsum, tldr, arena-hard and ultrafeedback, not {task_name!r}")
     raise HarnessError(f"unknown preset {name!r} (presets: {', '.join(PRESETS)})")
+
+
+def _paper_items(task_name: str) -> int:
+    """How many test items the paper evaluates on ``task_name``: the task says (``paper_items``)."""
+    from harness.registry import tasks
+
+    return tasks.get(task_name).paper_items
+
+
+def paper_judge_flags(task_name: str) -> str | None:
+    """The command-line flags that set the paper's judge for ``task_name``; None for a task the
+    ``paper`` preset does not know."""
+    try:
+        layer = preset_layer("paper", task_name, "text")
+    except HarnessError:
+        return None
+    return " ".join([f"--judge {layer['judge']}", *(f"--judge-arg {key}={value}" for key, value in layer.get("judge_args", {}).items())])

@@ -242,7 +242,8 @@ def resolve(raw: dict) -> ResolvedRun:
         unknown = [b for b in config.behaviors if b not in task.behaviors]
         if unknown:
             raise HarnessError(f"unknown behaviour {unknown[0]!r} (this task's behaviours: {', '.join(task.behaviors)}; add one with --task-arg behaviors=...)")
-    bootstrap = build_options(BootstrapConfig, {"seed": config.seed, **config.bootstrap}, "bootstrap")
+    protocol = {"paper_n_items": task.paper_items} if task.kind == TEXT else {}  # the paper's item count for this task
+    bootstrap = build_options(BootstrapConfig, {"seed": config.seed, **protocol, **config.bootstrap}, "bootstrap")
     snapshot = {**dumped, "resolved_method_args": {n: dataclasses.asdict(m) for n, m in methods.items()},
                 "resolved_task_args": dataclasses.asdict(task), "resolved_train": {n: dataclasses.asdict(t) for n, t in train_by_method.items()}}  # fmt: skip
     return ResolvedRun(

@@ -82,6 +82,7 @@ class TextTask(Task):
     reference_label: ClassVar[str]  # what the references are, for the screen
     stop: ClassVar[tuple[str, ...]] = ()  # generation stops at the first of these (after leading whitespace)
     instruction: ClassVar[str]  # what the candidates are asked to do, as the judge is told
+    paper_items: ClassVar[int] = 1024  # the paper's protocol evaluates the first this many test items (Sec. 6); its mean and std resample them
 
     def __post_init__(self):
         if self.source not in SOURCES:

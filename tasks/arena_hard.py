@@ -67,6 +67,7 @@ class ArenaHard(TextTask):
     source_field = "prompt"
     template = CHAT_TEMPLATE
     revision_template = CHAT_REVISION_TEMPLATE
+    paper_items = 500  # Appendix D: every prompt
 
     @property
     def reference_label(self) -> str:  # type: ignore[override]

@@ -32,6 +32,27 @@ def test_paper_preset_for_arena_hard_uses_appendix_d():
     assert run.methods["srpo"].beta == 1.3 and run.methods["simpo"].beta == 50.0
     assert run.methods["srpo"].average_log_prob and run.methods["simpo"].average_log_prob
     assert run.train.min_lr_ratio == 0.1 and run.train.lr == 1.25e-6 and run.task.reference_model == "Llama-3.1-8B-Instruct"
+    assert run.limit == 500 and run.bootstrap.paper_n_items == 500  # Appendix D evaluates all 500 prompts, not the summaries' 1,024
+
+
+def test_the_papers_item_count_is_the_tasks_whatever_the_preset():
+    """The paper's mean and std resample the items the paper evaluated on the task: a run of all
+    500 Arena-Hard prompts is the paper's protocol, not a run short of 1,024."""
+    assert _resolve(None, "arena-hard").bootstrap.paper_n_items == 500
+    assert _resolve(None, "xsum").bootstrap.paper_n_items == 1024
+    assert _resolve(None, "arena-hard", bootstrap={"paper_n_items": 64}).bootstrap.paper_n_items == 64  # what was said is kept
+
+
+@pytest.mark.parametrize("task", ["xsum", "arena-hard"])
+def test_a_proxy_judged_run_names_the_papers_judge_for_its_task(task):
+    import re
+
+    from harness.stages.text import proxy_note
+
+    flags = re.search(r"judge pass (--judge .*?) \(", proxy_note(task)).group(1).split()
+    paper = _resolve("paper", task)
+    assert flags[0] == "--judge" and flags[1] == paper.judge_name
+    assert dict(arg.split("=", 1) for arg in flags[3::2]) == paper.judge_options and set(flags[2::2]) == {"--judge-arg"}
 
 
 def test_flags_override_the_preset():

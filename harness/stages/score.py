@@ -159,7 +159,7 @@ def summarise(task: str, meta: dict, judges: list[JudgedBy], generations: list[d
         "interval": config.describe(),
         "win_rate_interval": config.describe("win rates"),
         "paired_interval": config.describe("paired differences"),
-        "paper_protocol": f"mean and std of {config.paper_resamples} resamples of {config.paper_sample_size} out of the first "
+        "paper_protocol": f"mean and std of {config.paper_resamples} resamples of {min(config.paper_sample_size, config.paper_n_items)} out of the first "
                           f"{config.paper_n_items} items (the paper's Sec. 6 and Appendix C.3)",
         "length_control": "logistic regression of the verdict on tanh(length difference in words / its std), read at zero "
                           "difference (AlpacaEval 2's length control), fitted with Firth's bias reduction scaled by the verdicts' "

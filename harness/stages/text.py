@@ -9,6 +9,7 @@ from harness.distributed import is_main_process
 from harness.engine import build_engine_for
 from harness.errors import HarnessError
 from harness.models import model_ref
+from harness.presets import paper_judge_flags
 from harness.runconfig import ResolvedRun
 from harness.stages.generate import GENERATIONS, Candidate, OneModelAtATime, generate_revisions
 from harness.stages.train import load_split, policy_base
@@ -96,7 +97,7 @@ def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, ex
     meta = {
         "judge": primary["config"],
         "judge_is_proxy": proxy,
-        "judge_note": PROXY_NOTE if proxy else "",
+        "judge_note": proxy_note(resolved.task.registered_name) if proxy else "",
         "model": resolved.model,
         "dataset": getattr(resolved.task, "dataset_label", resolved.task.registered_name),
         "training_data": (manifest.get("inputs", {}).get("data/preference") or {}).get("origin", ""),
@@ -115,11 +116,13 @@ def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, ex
     return summary
 
 
-PROXY_NOTE = (
-    "The judge is an offline proxy (a small local model), not the paper's GPT-4 judge: these numbers show that "
-    "the pipeline runs, not which method is better. For the paper's judge pass --judge alpaca-eval --judge-arg model=gpt-4-0613 "
-    "(AlpacaFarm's annotator; OPENAI_API_KEY in the environment); any OpenAI-compatible server with --judge-arg base_url=http://HOST:PORT/v1."
-)
+def proxy_note(task_name: str) -> str:
+    """What a run judged by a proxy says of its numbers, and how to get the paper's judge for its task."""
+    flags = paper_judge_flags(task_name)
+    advice = f"For the paper's judge pass {flags}" if flags else "For an API judge pass --judge openai --judge-arg model=MODEL"
+    return ("The judge is an offline proxy (a small local model), not the paper's GPT-4 judge: these numbers show that the pipeline "
+            f"runs, not which method is better. {advice} (OPENAI_API_KEY in the environment); any OpenAI-compatible server with "
+            "--judge-arg base_url=http://HOST:PORT/v1.")  # fmt: skip
 
 
 def run_text(resolved: ResolvedRun, console: Console) -> RunStore:
