@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import stable_hash
-from harness.datasources import package_file
+from harness.datasources import hub_reachable, package_file
 from harness.errors import HarnessError
 
 SMOLLM2 = "smollm2-135m"
@@ -53,7 +53,21 @@ def resolve_model(name: str, convert: bool = True) -> str:
         return name
     if name.startswith(("/", ".", "~")) or os.path.exists(name) or not HUB_ID.fullmatch(name):
         raise HarnessError(f"model {name!r} is not a model folder, a hub id (owner/name) or a known alias ({', '.join(ALIASES)})")
+    _check_reachable(name)
     return name
+
+
+def _check_reachable(hub_id: str) -> None:
+    """A hub model is in the local Hugging Face cache or the hub answers: offline, transformers
+    would retry for half a minute and end in a traceback, after the run had begun its work."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if any(isinstance(try_to_load_from_cache(hub_id, f), str) for f in ("config.json", "tokenizer_config.json")):
+        return
+    reachable, why = hub_reachable()
+    if not reachable:
+        raise HarnessError(f"model {hub_id!r} is not in the Hugging Face cache and the hub cannot be reached ({why}): download it where "
+                           f"there is a network (`hf download {hub_id}`) and bring the cache (HF_HOME), or pass a local folder")  # fmt: skip
 
 
 def _converted_smollm2() -> Path:
@@ -119,7 +133,10 @@ def inference_placement(device: str = "auto", dtype: str = "auto") -> tuple[str,
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise HarnessError(f"cannot load the tokenizer of {path!r}: {str(exc).splitlines()[0]}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # padding positions are never scored
     return tokenizer
