@@ -77,11 +77,10 @@ def preset_layer(name: str | None, task_name: str | None, task_kind: str | None)
                 layer["task_args"] = {"variant": "xlsum"}  # the paper's "XSum" is XL-Sum English, with titles
             return {**layer, "limit": _paper_items(task_name)}
         if task_name in ("arena-hard", "ultrafeedback"):
-            layer = copy.deepcopy(CHAT_PAPER)
-            if task_name == "ultrafeedback":  # the paper trains on it and evaluates nothing on it
+            layer = copy.deepcopy(CHAT_PAPER)  # no limit: Arena-Hard's paper_items are all its prompts
+            if task_name != "arena-hard":
                 layer.pop("task_args")
-                return layer
-            return {**layer, "limit": _paper_items(task_name)}
+            return layer
         raise HarnessError(f"preset 'paper' knows tasks xsum, tldr, arena-hard and ultrafeedback, not {task_name!r}")
     raise HarnessError(f"unknown preset {name!r} (presets: {', '.join(PRESETS)})")
 

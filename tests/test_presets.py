@@ -35,7 +35,7 @@ def test_paper_preset_for_arena_hard_uses_appendix_d():
     assert run.methods["srpo"].beta == 1.3 and run.methods["simpo"].beta == 50.0
     assert run.methods["srpo"].average_log_prob and run.methods["simpo"].average_log_prob
     assert run.train.min_lr_ratio == 0.1 and run.train.lr == 1.25e-6 and run.task.reference_model == "Llama-3.1-8B-Instruct"
-    assert run.limit == 500 and run.bootstrap.paper_n_items == 500  # Appendix D evaluates all 500 prompts, not the summaries' 1,024
+    assert run.limit is None and run.bootstrap.paper_n_items == 500  # Appendix D evaluates all 500 prompts, not the summaries' 1,024
 
 
 def test_the_papers_item_count_is_the_tasks_whatever_the_preset():
