@@ -28,7 +28,10 @@ Gradient checkpointing (less memory, a second forward in backward) is TRL's DPOC
 and the harness's on a GPU (``gradient_checkpointing: auto``). Every row says whether it is on:
 each trainer runs with it and without (``--skip checkpointing`` drops the rows beyond the first
 ones), so that speed and memory can be compared like for like: harness DPO with checkpointing right
-after TRL (the issue's memory target), TRL without it and SRPO with it last.
+after TRL (the issue's memory target), TRL without it and SRPO with it last. Among the other ways to
+share prefixes (``--skip cache`` drops them), harness DPO sharing nothing, checkpointed, scores
+every sequence under the plain causal mask as TRL does: set against the packed rows, it shows what
+the shared-prefix mask costs attention, whose recomputation checkpointing adds.
 """
 
 from __future__ import annotations
@@ -354,6 +357,9 @@ def main() -> None:
         if "cache" not in skip:  # the other way to share prefixes (copies of the KV cache, two forwards): is it faster here?
             for method in ("dpo", "srpo"):
                 report.step(harness_step(model, method, rows, args.pairs, args.steps, "cache"))
+            # No sharing, checkpointed: every sequence in full under the plain causal mask, as TRL scores them. Against the
+            # packed row, what the shared-prefix mask costs attention (and its recomputation) on this card
+            report.step(harness_step(model, "dpo", rows, args.pairs, args.steps, "none", checkpointing=True))
         if "checkpointing" not in skip:  # each trainer both ways: like-for-like speed and memory
             if "trl" not in skip:
                 report.step(trl_step(model, rows, args.steps, checkpointing=False))

@@ -64,7 +64,7 @@ def test_the_gpu_benchmark_runs_end_to_end_on_a_tiny_shape(tmp_path, monkeypatch
     data = json.loads(out.read_text())
     assert [(s["trainer"], s["micro_batch_size"], s["gradient_checkpointing"]) for s in data["steps"]] == [
         ("harness DPO", 2, False), ("harness DPO", 2, True), ("harness SRPO", 1, False), ("harness SRPO", 2, False), ("harness DPO", 1, False),
-        ("harness DPO (cache)", 2, False), ("harness SRPO (cache)", 2, False), ("harness SRPO", 2, True)]  # fmt: skip
+        ("harness DPO (cache)", 2, False), ("harness SRPO (cache)", 2, False), ("harness DPO (none)", 2, True), ("harness SRPO", 2, True)]  # fmt: skip
     assert all(s["s_per_step"] > 0 for s in data["steps"])
     reference, judge, *generation = data["other"]
     assert reference["pairs_per_s"] > 0 and judge["pairs_per_s"] > 0 and judge["what"].startswith("local-lm judge, 3 XSum pairs, both orders")
