@@ -116,18 +116,20 @@ def cmd_train(args, console: Console) -> int:
 
 
 def cmd_generate(args, console: Console) -> int:
-    from harness.stages.text import generate_stage, open_store
+    from harness.stages.text import check_access, generate_stage, open_store
 
     resolved = resolve_args(args)
+    check_access(resolved, judge=False)
     generate_stage(resolved, open_store(resolved, console), console)
     return 0
 
 
 def cmd_judge(args, console: Console) -> int:
-    from harness.stages.text import judge_and_score, open_store
+    from harness.stages.text import check_access, judge_and_score, open_store
 
     if args.run_dir is None:
         resolved = resolve_args(args)
+        check_access(resolved, engine=False)
         judge_and_score(resolved, open_store(resolved, console), console)
         return 0
     from harness.runconfig import resolve

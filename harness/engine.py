@@ -64,6 +64,10 @@ class Engine(Plugin):
         """Raise ``HarnessError`` if this engine, as configured, cannot decode with ``params``:
         called when a run is resolved, before any work, and by ``generate``."""
 
+    def check_access(self) -> None:
+        """Raise ``HarnessError`` if what this engine needs from outside the process is missing (an
+        API key): called before a run's work, so that hours of training do not end at the engine."""
+
     def settled_options(self) -> dict:
         """Options whose "auto" this machine settles and the texts depend on (the precision on a
         GPU or a CPU), as settled here."""

@@ -85,6 +85,10 @@ class Judge(Plugin):
         """True for weak offline judges whose numbers must be labelled as a proxy."""
         return False
 
+    def check_access(self) -> None:
+        """Raise ``HarnessError`` if what this judge needs from outside the process is missing (an
+        API key): called before a run's work, so that hours of training do not end at the judge."""
+
 
 @dataclass
 class PairVerdict:

@@ -25,7 +25,7 @@ from harness.config import NonNegativeInt, Positive, PositiveInt
 from harness.judge import Comparison, Judge, Verdict
 from harness.judges.cache import VerdictCache
 from harness.models import cache_dir
-from harness.openai_client import AdaptiveLimit, Usage, in_flight, make_client, send
+from harness.openai_client import AdaptiveLimit, Usage, api_key, in_flight, make_client, send
 from harness.truncation import SourceBudget
 
 # USD per million tokens (input, output), for the cost line; unknown models cost what you set.
@@ -57,6 +57,9 @@ class APIJudge(Judge):
     @property
     def in_flight(self) -> int:
         return in_flight(self.concurrency, self.base_url, for_openai=64)
+
+    def check_access(self) -> None:
+        api_key(self.api_key_env, self.base_url)  # raises when the key it needs is not in the environment
 
     @property
     def chunk_size(self) -> int:

@@ -202,3 +202,16 @@ def test_a_hub_model_out_of_reach_stops_the_run_before_any_work(tmp_path, capsys
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert "model 'nobody/no-such-model' is not in the Hugging Face cache and the hub cannot be reached (HF_HUB_OFFLINE is set)" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command, component", [("run", ["--judge", "openai"]), ("run", ["--engine", "openai"]), ("generate", ["--engine", "openai"]),
+                                                ("judge", ["--judge", "alpaca-eval"]), ("run", ["--judge", "openai", "--judge-arg", "base_url=http://127.0.0.1:9/v1", "--judge-arg", "api_key_env=MY_KEY"])])  # fmt: skip
+def test_a_missing_api_key_stops_the_run_before_any_work(tmp_path, capsys, monkeypatch, command, component):
+    """OpenAI's API (or a server whose key variable the user named) without its key in the
+    environment: found before training and generating, not when the judge is reached hours later."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("MY_KEY", raising=False)
+    code = main([command, "--task", "xsum", "--method", "srpo", *component, "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: no API key") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

@@ -33,7 +33,7 @@ from harness.config import NonNegativeInt, Positive, PositiveInt
 from harness.engine import Engine, Generation, SamplingParams, cut_server_completion, prompt_seeds, register, stopped_before_text
 from harness.errors import HarnessError
 from harness.models import load_tokenizer, resolve_model
-from harness.openai_client import OPENAI_URL, AdaptiveLimit, Usage, in_flight, make_client, send, served_models
+from harness.openai_client import OPENAI_URL, AdaptiveLimit, Usage, api_key, in_flight, make_client, send, served_models
 from harness.prompting import leading_tokens
 
 
@@ -87,6 +87,9 @@ class OpenAIEngine(Engine):
     @property
     def in_flight(self) -> int:
         return in_flight(self.concurrency, self.base_url, for_openai=16)
+
+    def check_access(self) -> None:
+        api_key(self.api_key_env, self.base_url)  # raises when the key it needs is not in the environment
 
     @property
     def chunk_size(self) -> int:

@@ -125,9 +125,21 @@ def proxy_note(task_name: str) -> str:
             "--judge-arg base_url=http://HOST:PORT/v1.")  # fmt: skip
 
 
+def check_access(resolved: ResolvedRun, engine: bool = True, judge: bool = True) -> None:
+    """The run's engine and judge have what they need from outside (an API key), checked before
+    the run folder is made: a key missing at the judging stage would end the run there."""
+    from harness.judge import build_judge
+
+    if engine:
+        build_engine_for(resolved.engine_name, resolved.engine_options, resolved.model).check_access()
+    if judge:
+        build_judge(resolved.judge_name, resolved.judge_options).check_access()
+
+
 def run_text(resolved: ResolvedRun, console: Console) -> RunStore:
     from harness.stages.train import train_all
 
+    check_access(resolved)
     store = open_store(resolved, console)
     console.rule("train")
     train_all(resolved, store, console)
