@@ -204,6 +204,14 @@ def test_a_hub_model_out_of_reach_stops_the_run_before_any_work(tmp_path, capsys
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_the_vllm_engine_without_vllm_stops_the_run_before_any_work(tmp_path, capsys):
+    code = main(["run", "--task", "xsum", "--method", "srpo", "--engine", "vllm", "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == "error: engine 'vllm' needs vLLM: pip install 'preference-harness[vllm]' (GPU machines only)\n"
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("command, component", [("run", ["--judge", "openai"]), ("run", ["--engine", "openai"]), ("generate", ["--engine", "openai"]),
                                                 ("judge", ["--judge", "alpaca-eval"]), ("run", ["--judge", "openai", "--judge-arg", "base_url=http://127.0.0.1:9/v1", "--judge-arg", "api_key_env=MY_KEY"])])  # fmt: skip
 def test_a_missing_api_key_stops_the_run_before_any_work(tmp_path, capsys, monkeypatch, command, component):

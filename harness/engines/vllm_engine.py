@@ -11,6 +11,8 @@ CI; see the README.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
@@ -21,6 +23,8 @@ from harness.engine import Engine, Generation, SamplingParams, cut_server_comple
 from harness.errors import HarnessError
 from harness.models import resolve_model
 from harness.prompting import prompt_token_ids
+
+NEEDS_VLLM = "engine 'vllm' needs vLLM: pip install 'preference-harness[vllm]' (GPU machines only)"
 
 
 @register("vllm")
@@ -41,12 +45,16 @@ class VLLMEngine(Engine):
         self._llm = None
         self._lora_ids: dict[str, int] = {}
 
+    def check_access(self) -> None:
+        if "vllm" not in sys.modules and importlib.util.find_spec("vllm") is None:  # found, not imported: its import is heavy
+            raise HarnessError(NEEDS_VLLM)
+
     def _load(self):
         if self._llm is None:
             try:
                 from vllm import LLM
             except ImportError:
-                raise HarnessError("engine 'vllm' needs vLLM: pip install 'preference-harness[vllm]' (GPU machines only)") from None
+                raise HarnessError(NEEDS_VLLM) from None
             self._llm = LLM(
                 model=resolve_model(self.model), enable_lora=True, max_lora_rank=self.max_lora_rank,
                 tensor_parallel_size=self.tensor_parallel_size, gpu_memory_utilization=self.gpu_memory_utilization,
