@@ -21,9 +21,9 @@ from harness.stages.score import comparison_label, interval_text
 
 UNTITLED_TOP = 30  # px above a figure with no title: plotly's default 100 left a gap under each section's text
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-COLUMNS = ["method", "model", "training data", "judge", "revision", "win rate", "CI", "length-controlled", "LC CI", "words",
+COLUMNS = ["task", "method", "model", "training data", "judge", "revision", "win rate", "CI", "length-controlled", "LC CI", "words",
            "opponent words", "paper mean", "paper std", "n", "W/T/L", "failed", "run"]  # fmt: skip
-PAIRED_COLUMNS = ["comparison", "revision", "difference", "CI", "n", "better/same/worse", "head to head", "head-to-head CI", "run"]
+PAIRED_COLUMNS = ["task", "comparison", "revision", "difference", "CI", "n", "better/same/worse", "head to head", "head-to-head CI", "run"]
 
 
 def _label(run: dict, method: str, many_runs: bool) -> str:
@@ -166,7 +166,7 @@ def table_rows(runs: list[dict]) -> list[list]:
             opponent = "" if r["opponent"] == "reference" else f" vs {r['opponent']}"
             paper = r.get("paper") or {}
             paper_mean = _cell(paper.get("mean")) + ("" if paper.get("complete", True) else " *")
-            out.append([r["method"] + opponent, meta.get("model", ""), meta.get("training_data", ""), judge_label, r["revision"],
+            out.append([run["summary"]["task"], r["method"] + opponent, meta.get("model", ""), meta.get("training_data", ""), judge_label, r["revision"],
                         _cell(r["win_rate"]), interval_text(r.get("ci")), _cell(r.get("length_controlled")), interval_text(r.get("length_controlled_ci")),
                         _cell(r.get("mean_length"), ".1f"), _cell(r.get("opponent_mean_length"), ".1f"), paper_mean, _cell(paper.get("std")),
                         r["n"], f"{r['wins']}/{r['ties']}/{r['losses']}", r["failed"], run["name"]])  # fmt: skip
@@ -178,7 +178,7 @@ def paired_table_rows(runs: list[dict]) -> list[list]:
     for run in runs:
         for p in run["summary"].get("paired") or []:
             head = p.get("head_to_head") or {}
-            out.append([comparison_label(p, revision=False), p["revision"], f"{p['difference']:+.3f}", interval_text(p["ci"]), p["n"],
+            out.append([run["summary"]["task"], comparison_label(p, revision=False), p["revision"], f"{p['difference']:+.3f}", interval_text(p["ci"]), p["n"],
                         f"{p['a_better']}/{p['same']}/{p['b_better']}", _cell(head.get("win_rate")), interval_text(head.get("ci")), run["name"]])  # fmt: skip
     return out
 
@@ -270,13 +270,17 @@ def render(runs: list[dict]) -> str:
     if judges is not None:
         sections.append(judges)
     rows = table_rows(runs)
-    notes = [r["summary"]["meta"].get("scoring", {}).get("paper_note") for r in runs]
+    notes = {r["name"]: r["summary"]["meta"].get("scoring", {}).get("paper_note") for r in runs}
     text = "Length-controlled: the win rate at zero length difference (AlpacaEval 2's length control); words: mean completion length."
-    if any(notes):
-        text += " * " + next(n for n in notes if n) + "."
+    short = {name: note for name, note in notes.items() if note}
+    if short:  # each run says what it lacks: their item counts differ
+        text += " * " + ("; ".join(f"{name}: {note}" for name, note in short.items()) if many else next(iter(short.values()))) + "."
     sections.append(Section(title="All results", text=text, tables=[Table(COLUMNS, rows, caption="Click a column header to sort", exports=True, id="results")]))
-    proxies = [r["summary"]["meta"].get("judge_note") for r in runs if r["summary"]["meta"].get("judge_is_proxy")]
-    note = proxies[0] if proxies else ""
+    proxies = {r["summary"]["task"]: r["summary"]["meta"].get("judge_note") for r in runs if r["summary"]["meta"].get("judge_is_proxy")}
+    if len(set(proxies.values())) > 1:  # a task's note names the paper's judge for that task
+        note = " ".join(f"{task}: {said}" for task, said in proxies.items())
+    else:
+        note = next(iter(proxies.values()), "")
     metadata = {r["name"]: {k: v for k, v in r["summary"]["meta"].items() if k not in ("example_ids",)} for r in runs}
     extra = {
         "browser": script_json([browser_data(r) for r in runs]),

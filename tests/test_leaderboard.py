@@ -16,7 +16,7 @@ HOSTILE = "<!-- <script>alert(1)</script><img src=x onerror=alert(2)>"
 METHODS = ["srpo", "dpo", "ipo", "simpo", "rpo"]
 
 
-def _fake_run(folder: Path, n_examples: int, revisions: int, methods=METHODS) -> Path:
+def _fake_run(folder: Path, n_examples: int, revisions: int, methods=METHODS, task: str = "xsum", note: str = "offline proxy judge") -> Path:
     """A run folder as the pipeline writes it (examples, generations, verdicts), scored by the real scoring."""
     folder.mkdir(parents=True)
     ids = [f"ex{i}" for i in range(n_examples)]
@@ -36,15 +36,31 @@ def _fake_run(folder: Path, n_examples: int, revisions: int, methods=METHODS) ->
                                       "error": "", "orders": [], "judge": "fp", "texts": stable_hash([text, dpo_text])})  # fmt: skip
     for name, rows in (("examples.jsonl", examples), ("generations.jsonl", generations), ("judgments.jsonl", judgments)):
         (folder / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
-    meta = {"judge": {"judge": "local-lm", "model": "smollm2-135m"}, "judge_is_proxy": True, "judge_note": "offline proxy judge",
+    meta = {"judge": {"judge": "local-lm", "model": "smollm2-135m"}, "judge_is_proxy": True, "judge_note": note,
             "model": "smollm2-135m", "training_data": "built pairs", "example_ids": ids, "inputs": {"judge": {"fingerprint": "fp"}},
             "revisions": revisions - 1}  # fmt: skip
     judge = {"judge": "local-lm", "model": "smollm2-135m"}
-    summary = summarise("xsum", meta, [JudgedBy("fp", judge, judgments, True)], generations, examples, BootstrapConfig(resamples=1000))
+    summary = summarise(task, meta, [JudgedBy("fp", judge, judgments, True)], generations, examples, BootstrapConfig(resamples=1000))
     (folder / "summary.json").write_text(json.dumps(summary))
     (folder / "manifest.json").write_text(json.dumps({"inputs": {"judge": {"fingerprint": "fp", "config": judge}, "judges": {"fp": {"config": judge}}}}))
     return folder
 
+
+
+def test_a_page_of_two_tasks_says_each_rows_task_and_each_tasks_proxy_note(tmp_path):
+    """Runs of two tasks on one page: every row names its task, and each task's proxy note (which
+    names the paper's judge for that task) is shown, not the first run's for all."""
+    from html import unescape
+
+    from harness.leaderboards.render import load_runs, write_pages
+
+    xsum = _fake_run(tmp_path / "xsum", n_examples=2, revisions=2, methods=["srpo", "dpo"], note="proxy; the paper's judge: alpaca-eval")
+    chat = _fake_run(tmp_path / "chat", n_examples=2, revisions=2, methods=["srpo", "dpo"], task="arena-hard", note="proxy; the paper's judge: gpt-4o")
+    html = unescape(write_pages(tmp_path / "page.html", load_runs([str(xsum), str(chat)])).read_text())
+    assert "xsum: proxy; the paper's judge: alpaca-eval arena-hard: proxy; the paper's judge: gpt-4o" in html
+    rows = (tmp_path / "page.csv").read_text().splitlines()[1:]
+    assert {row.split(",")[0] for row in rows} == {"xsum", "arena-hard"}
+    assert all(row.split(",")[0] == ("xsum" if row.endswith(",xsum") else "arena-hard") for row in rows)  # the run column is the folder's name
 
 
 def test_each_section_names_its_own_interval(tmp_path):
@@ -113,7 +129,7 @@ def test_page_works_offline_and_shows_hostile_text_as_text(browser, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     first = summary["paired"][0]
     cells = page.locator("table#paired tbody tr").first.locator("td").all_inner_texts()
-    assert cells[2] == f"{first['difference']:+.3f}" and cells[3] == f"[{first['ci'][0]:.3f}, {first['ci'][1]:.3f}]"
+    assert cells[0] == "xsum" and cells[3] == f"{first['difference']:+.3f}" and cells[4] == f"[{first['ci'][0]:.3f}, {first['ci'][1]:.3f}]"
     assert page.locator("table#paired tbody tr").count() == len(summary["paired"]) > 0
 
 
@@ -122,16 +138,16 @@ def test_table_sorts_and_exports(browser, tmp_path):
     out = tmp_path / "board.html"
     assert run_cli("leaderboard", str(run), "--out", str(out)).returncode == 0
     csv = out.with_suffix(".csv").read_text().splitlines()
-    assert csv[0].startswith("method,model,training data,judge,revision,win rate,CI,length-controlled") and len(csv) == 1 + len(METHODS) * 2 + 2
+    assert csv[0].startswith("task,method,model,training data,judge,revision,win rate,CI,length-controlled") and len(csv) == 1 + len(METHODS) * 2 + 2
     md = out.with_suffix(".md").read_text()
-    assert md.startswith("| method | model |") and "srpo vs dpo" in md
+    assert md.startswith("| task | method | model |") and "| xsum | srpo vs dpo |" in md
     page, problems, _, _ = _open(browser, out)
     header = page.locator("table#results th", has_text="win rate").first
     header.click()
-    column = [float(t) for t in page.locator("table#results tbody tr td:nth-child(6)").all_inner_texts()]
+    column = [float(t) for t in page.locator("table#results tbody tr td:nth-child(7)").all_inner_texts()]
     assert column == sorted(column)
     header.click()
-    column = [float(t) for t in page.locator("table#results tbody tr td:nth-child(6)").all_inner_texts()]
+    column = [float(t) for t in page.locator("table#results tbody tr td:nth-child(7)").all_inner_texts()]
     assert column == sorted(column, reverse=True) and problems == []
     with page.expect_download() as download:
         page.click("#export-csv")
