@@ -270,11 +270,11 @@ def render(runs: list[dict]) -> str:
     if judges is not None:
         sections.append(judges)
     rows = table_rows(runs)
-    notes = {r["name"]: r["summary"]["meta"].get("scoring", {}).get("paper_note") for r in runs}
     text = "Length-controlled: the win rate at zero length difference (AlpacaEval 2's length control); words: mean completion length."
-    short = {name: note for name, note in notes.items() if note}
+    short = [(r["name"], r["summary"]["meta"].get("scoring", {}).get("paper_note")) for r in runs]
+    short = [(name, note) for name, note in short if note]
     if short:  # each run says what it lacks: their item counts differ
-        text += " * " + ("; ".join(f"{name}: {note}" for name, note in short.items()) if many else next(iter(short.values()))) + "."
+        text += " * " + ("; ".join(f"{name}: {note}" for name, note in short) if many else short[0][1]) + "."
     sections.append(Section(title="All results", text=text, tables=[Table(COLUMNS, rows, caption="Click a column header to sort", exports=True, id="results")]))
     proxies = {r["summary"]["task"]: r["summary"]["meta"].get("judge_note") for r in runs if r["summary"]["meta"].get("judge_is_proxy")}
     if len(set(proxies.values())) > 1:  # a task's note names the paper's judge for that task

@@ -49,7 +49,8 @@ def _fake_run(folder: Path, n_examples: int, revisions: int, methods=METHODS, ta
 
 def test_a_page_of_two_tasks_says_each_rows_task_and_each_tasks_proxy_note(tmp_path):
     """Runs of two tasks on one page: every row names its task, and each task's proxy note (which
-    names the paper's judge for that task) is shown, not the first run's for all."""
+    names the paper's judge for that task) and each run's paper-protocol footnote are shown, not
+    the first run's for all."""
     from html import unescape
 
     from harness.leaderboards.render import load_runs, write_pages
@@ -58,6 +59,7 @@ def test_a_page_of_two_tasks_says_each_rows_task_and_each_tasks_proxy_note(tmp_p
     chat = _fake_run(tmp_path / "chat", n_examples=2, revisions=2, methods=["srpo", "dpo"], task="arena-hard", note="proxy; the paper's judge: gpt-4o")
     html = unescape(write_pages(tmp_path / "page.html", load_runs([str(xsum), str(chat)])).read_text())
     assert "xsum: proxy; the paper's judge: alpaca-eval arena-hard: proxy; the paper's judge: gpt-4o" in html
+    assert "* xsum: this run has 2 examples, fewer than the 1024 " in html and "; chat: this run has 2 examples" in html  # each run's footnote, by its folder
     rows = (tmp_path / "page.csv").read_text().splitlines()[1:]
     assert {row.split(",")[0] for row in rows} == {"xsum", "arena-hard"}
     assert all(row.split(",")[0] == ("xsum" if row.endswith(",xsum") else "arena-hard") for row in rows)  # the run column is the folder's name
