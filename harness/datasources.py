@@ -177,30 +177,37 @@ def check_field_map(field_map: dict, fields: Iterable[Field], columns: Iterable[
 
 def read_local(
     path: str | Path, fields: list[Field], field_map: dict | None = None, limit: int | None = None,
-    convert: Callable[[dict], dict] | None = None,
+    convert: Callable[[dict], dict | None] | None = None,
 ) -> Loaded:
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"data file {str(path)!r} does not exist")
     fmt = LOCAL_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise HarnessError(f"data file {str(path)!r}: unknown format {path.suffix!r} (use .jsonl, .parquet or .csv)")
-    rows = []
+        raise HarnessError(f"data file {str(path)!r}: unknown format {path.suffix!r} (use .jsonl, .json, .parquet or .csv)")
+    rows, skipped, first = [], 0, True
     for where, raw in _records(path, fmt):
-        if not rows:
+        if first:
             check_field_map(field_map or {}, fields, raw.keys() if isinstance(raw, dict) else [], str(path))
+            first = False
         renamed = _rename(raw, field_map or {}, where)
         if convert is not None and isinstance(renamed, dict):
             renamed = convert(renamed)
+            if renamed is None:  # the task's converter leaves this record out (a conversation that opens with no question)
+                skipped += 1
+                continue
         rows.append(validate_row(renamed, fields, where))
         if limit is not None and len(rows) >= limit:
             break
     if not rows:
-        raise HarnessError(f"data file {str(path)!r} holds no rows")
-    return Loaded(rows, "local", str(path))
+        raise HarnessError(f"data file {str(path)!r} holds no rows" + (f" the task can read ({skipped} left out by its converter)" if skipped else ""))
+    return Loaded(rows, "local", str(path), [f"{skipped} record(s) left out by the task's converter"] if skipped else [])
 
 
 def _records(path: Path, fmt: str):
+    if fmt == "jsonl" and _opens_with(path, b"["):  # a .json file holding one array of records (ShareGPT's), not a record a line
+        yield from _array_records(path)
+        return
     if fmt == "jsonl":
         with path.open("rb") as fh:
             for lineno, line in enumerate(fh, start=1):
@@ -236,6 +243,23 @@ def _records(path: Path, fmt: str):
         yield f"{path}, {label} {i + offset}", raw
 
 
+def _opens_with(path: Path, start: bytes) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")  # a UTF-8 byte-order mark and whitespace
+    return head.startswith(start)
+
+
+def _array_records(path: Path):
+    try:
+        records = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"{path}: invalid UTF-8 at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    for i, record in enumerate(records, start=1):
+        yield f"{path}, record {i}", record
+
+
 @lru_cache(maxsize=1)
 def hub_reachable() -> tuple[bool, str]:
     """A quick look before ``load_dataset``, whose own retries take ~25 s to fail offline."""
@@ -257,9 +281,10 @@ class HubSource:
     split: str
     config: str | None = None
     convert: Callable[[dict], dict | None] | None = None  # None: columns already canonical; returns None to drop a row
+    data_files: str | None = None  # one file of the dataset's repository, for a repository whose files differ in their columns
 
     def describe(self) -> str:
-        return f"{self.dataset}{'/' + self.config if self.config else ''}[{self.split}]"
+        return f"{self.dataset}{'/' + self.config if self.config else ''}{':' + self.data_files if self.data_files else ''}[{self.split}]"
 
 
 def load_hub(source: HubSource, fields: list[Field], limit: int | None = None) -> Loaded:
@@ -267,7 +292,7 @@ def load_hub(source: HubSource, fields: list[Field], limit: int | None = None) -
 
     split = source.split if limit is None else f"{source.split}[:{limit}]"
     try:
-        data = load_dataset(source.dataset, source.config, split=split)
+        data = load_dataset(source.dataset, source.config, data_files=source.data_files, split=split)
     except Exception as exc:
         raise HarnessError(f"cannot load {source.describe()} from the hub: {str(exc).splitlines()[0][:200]}") from None
     notes: list[str] = []

@@ -57,7 +57,7 @@ class Split:
     fields: tuple[Field, ...]  # canonical fields every row must have
     hub: HubSource | None = None
     offline: tuple[Offline, ...] = ()
-    local_convert: Callable[[dict], dict] | None = None  # reads a dataset's own format from a local file
+    local_convert: Callable[[dict], dict | None] | None = None  # reads a dataset's own format from a local file; None leaves a record out
 
 
 @dataclass

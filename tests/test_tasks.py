@@ -302,3 +302,36 @@ def test_a_chat_template_that_prints_todays_date_prints_the_same_day_every_day(t
     judged = judge._prompt(Comparison("chat", "Respond.", "Name a fruit.", "Pear.", "Fig."))
     for text in (prompt, judged):
         assert f"Today Date: {CHAT_DATE}" in text and today not in text
+
+
+SHAREGPT = [
+    {"id": "a_0", "conversations": [{"from": "human", "value": "What is a bridge?"}, {"from": "gpt", "value": "A structure over a gap."},
+                                    {"from": "human", "value": "And a tunnel?"}, {"from": "gpt", "value": "A passage under one."}]},
+    {"id": "b_0", "conversations": [{"from": "gpt", "value": "Hello! How can I help?"}, {"from": "human", "value": "Hi."}]},  # opens with the model
+    {"id": "c_0", "conversations": [{"from": "human", "value": "Name a river."}]},  # no answer
+    {"id": "d_0", "conversations": [{"from": "human", "value": "  "}, {"from": "gpt", "value": "Nothing was asked."}]},
+    {"id": "e_0", "conversations": [{"from": "human", "value": "Name a river."}, {"from": "gpt", "value": "The Thames."}]},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", ["array", "lines"])
+def test_sharegpt_sft_rows_are_each_conversations_first_exchange(tmp_path, layout):
+    """ShareGPT ships one JSON array of conversations (a JSONL copy reads the same): the SFT split
+    is each conversation's opening question and the answer to it; one that opens otherwise is left
+    out, and the load says how many were."""
+    path = tmp_path / "sharegpt.json"
+    if layout == "array":
+        path.write_text(json.dumps(SHAREGPT, indent=1), encoding="utf-8")
+    else:
+        _jsonl(path, SHAREGPT)
+    loaded = build_task("sharegpt", {"data_files": {"sft": str(path)}}).load("sft")
+    assert [(r["id"], r["prompt"], r["reference"]) for r in loaded.rows] == [("a_0", "What is a bridge?", "A structure over a gap."), ("e_0", "Name a river.", "The Thames.")]
+    assert loaded.notes == ["3 record(s) left out by the task's converter"]
+    assert build_task("sharegpt").splits().keys() == {"sft"}  # SFT data only: nothing to evaluate or pair
+
+
+def test_a_json_array_file_that_is_not_json_says_where(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('[{"id": "a", "conversations": []},\n{"id": ', encoding="utf-8")
+    with pytest.raises(HarnessError, match=r"broken.json: not valid JSON \(Expecting value at line 2, column 8\)"):
+        build_task("sharegpt", {"data_files": {"sft": str(path)}}).load("sft")
