@@ -7,12 +7,11 @@
   TL;DR/XSum: LLaMA-7B, SFT on TL;DR, preference training on TL;DR comparisons, XL-Sum with
   titles for "XSum", revisions 0..5, AlpacaFarm's annotator (``alpaca_farm_greedy_gpt4``, read from
   the alpaca-eval package) with gpt-4-0613 as judge. The paper's uncertainty (20 resamples of
-  512 of the first 1,024) is always reported beside the headline interval (harness/scoring.py). Arena-Hard: LLaMA-3.1-8B base trained
-  on UltraFeedback with average log-likelihood, gpt-4o as judge (with the harness's own chat prompt,
-  not Arena-Hard's judge prompt) against Llama-3.1-8B-Instruct's
-  answers (supply them: model_answer/Llama-3.1-8B-Instruct.jsonl in data_dir, or reference_file).
-  Not reproduced: the Arena-Hard SFT on ShareGPT (no ShareGPT task yet), so that preset starts
-  preference training from the base model.
+  512 of the first 1,024) is always reported beside the headline interval (harness/scoring.py).
+  Arena-Hard: LLaMA-3.1-8B base, SFT on ShareGPT's first exchanges (``tasks/sharegpt.py``), then
+  trained on UltraFeedback with average log-likelihood, gpt-4o as judge (with the harness's own
+  chat prompt, not Arena-Hard's judge prompt) against Llama-3.1-8B-Instruct's answers over all 500
+  prompts (supply them: model_answer/Llama-3.1-8B-Instruct.jsonl in data_dir, or reference_file).
 """
 
 from __future__ import annotations
@@ -48,6 +47,8 @@ SUMMARY_PAPER = {
 
 CHAT_PAPER = {
     "model": "meta-llama/Llama-3.1-8B",
+    "sft_task": "sharegpt",
+    "sft": {"lr": 2.5e-5, "min_lr_ratio": 0.5, "schedule": "cosine", "warmup_steps": 10, "batch_size": 64, "epochs": 1, "lora": False},
     "train_task": "ultrafeedback",
     "train": {"lr": 1.25e-6, "min_lr_ratio": 0.1, "schedule": "cosine", "warmup_steps": 128, "batch_size": 32, "epochs": 1},
     "method_args": {"average_log_prob": True, "srpo": {"beta": 1.3}, "ipo": {"beta": 1.0}, "dpo": {"beta": 10.0}, "rpo": {"beta": 10.0}, "simpo": {"beta": 50.0}},

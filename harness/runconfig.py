@@ -55,10 +55,12 @@ class RunConfig(BaseModel):
     limit: PositiveInt | None = option(None, "evaluate the first N test examples", "--limit", (TEXT,))
     build_pairs: NonNegativeInt = option(0, "when the training task has no preference split: build N gold-vs-policy pairs from held-out test examples", "--build-pairs", (TEXT,))
     train_limit: PositiveInt | None = option(None, "train on at most N rows of the sft and preference splits", "--train-limit", (TEXT,))
-    sft: bool | dict = option(False, "true, or trainer options, to run an SFT stage on the training task's sft split first", "--sft", (TEXT,), action="store_true", flag_help="run an SFT stage on the training task's sft split first (SFT options: the config key sft)")
+    sft: bool | dict = option(False, "true, or trainer options, to run an SFT stage first, on the sft split of the SFT task (sft_task) or else the training task", "--sft", (TEXT,), action="store_true", flag_help="run an SFT stage first, on the sft split of --sft-task or else the training task (SFT options: the config key sft)")
     task_args: dict = option({}, "task options (harness list tasks)", "--task-arg", assign=True)
     train_task: str | None = option(None, "task whose sft and preference splits train the model (default: the evaluated task)", "--train-task", (TEXT,))
     train_task_args: dict = option({}, "options of the training task", "--train-task-arg", (TEXT,), assign=True)
+    sft_task: str | None = option(None, "task whose sft split the SFT stage trains on, which naming it turns on (default: the training task; the paper's Arena-Hard protocol: sharegpt)", "--sft-task", (TEXT,))
+    sft_task_args: dict | None = option(None, "options of the SFT task", "--sft-task-arg", (TEXT,), assign=True)  # None, not {}: a run's folder is named by the options given
     method_args: dict = option({}, "method options: KEY for every method that has it, METHOD.KEY for one", "--method-arg", assign=True, metavar="[METHOD.]KEY=VALUE")
     train: dict = option({}, "trainer options (harness/training/config.py); METHOD.KEY for one method", "--train-arg", (TEXT,), assign=True, metavar="[METHOD.]KEY=VALUE")
     engine: str = option("transformers", "generation engine: transformers, vllm or openai (harness list engines)", "--engine", (TEXT,))
@@ -121,6 +123,7 @@ class ResolvedRun:
     train: TrainConfig  # the options shared by every method
     train_by_method: dict[str, TrainConfig]  # each method's options, with its overrides applied
     train_task: Task  # where training data comes from (the paper: TL;DR, evaluated on XSum)
+    sft_task: Task  # where the SFT stage's data comes from (the paper's Arena-Hard protocol: ShareGPT); the training task unless named
     build_pairs: int
     sft: TrainConfig | None  # None: no SFT stage
     limit: int | None  # test examples
@@ -221,11 +224,15 @@ def resolve(raw: dict) -> ResolvedRun:
         output_dir = Path("runs") / f"{config.task}-{stable_hash({k: v for k, v in dumped.items() if k != 'output_dir'})[:10]}"
     train, train_by_method = _trainer_options(config.train, methods)
     train_task = build_task(config.train_task, config.train_task_args) if config.train_task else task
-    if config.sft is False:
+    sft_task = build_task(config.sft_task, config.sft_task_args or {}) if config.sft_task else train_task
+    if config.sft is False and not config.sft_task:
         sft = None
     else:
         own = config.sft if isinstance(config.sft, dict) else {}
         sft = build_options(TrainConfig, {**SFT_DEFAULTS, "bf16": train.bf16, **own}, "sft").settled()  # the run's precision unless set
+    if sft and "sft" not in sft_task.splits():
+        raise HarnessError(f"task {sft_task.registered_name!r} has no sft split to run the SFT stage on (it has {', '.join(sft_task.splits())}): "
+                           "name a task that has one with --sft-task (e.g. sharegpt, ultrafeedback, tldr)")  # fmt: skip
     trainings = {**({"sft": sft} if sft else {}), **train_by_method}
     if len({t.bf16 for t in trainings.values()}) > 1:  # accelerate keeps one mixed precision per process
         each = ", ".join(f"{name}: {t.bf16}" for name, t in trainings.items())
@@ -248,7 +255,7 @@ def resolve(raw: dict) -> ResolvedRun:
                 "resolved_task_args": dataclasses.asdict(task), "resolved_train": {n: dataclasses.asdict(t) for n, t in train_by_method.items()}}  # fmt: skip
     return ResolvedRun(
         config=snapshot, task=task, methods=methods, output_dir=output_dir, seed=config.seed, train=train,
-        train_by_method=train_by_method, train_task=train_task, build_pairs=config.build_pairs, sft=sft, limit=config.limit,
+        train_by_method=train_by_method, train_task=train_task, sft_task=sft_task, build_pairs=config.build_pairs, sft=sft, limit=config.limit,
         train_limit=config.train_limit, model=config.model, engine_name=config.engine, engine_options={**config.engine_args, **engine.settled_options()},
         revisions=config.revisions, sampling=sampling, judge_name=judge_name, judge_options=dict(config.judge_args),
         head_to_head=len(methods) > 1 if config.head_to_head is None else config.head_to_head, both_orders=config.both_orders,

@@ -54,6 +54,8 @@ CASES = [
     ("unknown schedule", [*XSUM, "--train-arg", "schedule=linear"], {}, "train option 'schedule': input should be 'constant' or 'cosine'"),
     ("precision per method", ["run", "--task", "xsum", "--method", "srpo,dpo", "--train-arg", "dpo.bf16=yes"], {},
      "train option 'bf16' must be the same for every training of a run (srpo: False, dpo: True)"),
+    ("SFT on a task without SFT data", [*XSUM, "--sft-task", "arena-hard"], {}, "task 'arena-hard' has no sft split to run the SFT stage on (it has test)"),
+    ("SFT task misspelt", [*XSUM, "--sft-task", "sharegtp"], {}, "unknown task 'sharegtp'"),
     ("per-method trainer typo", [*XSUM, "--train-arg", "srpo.lrr=1"], {}, "train (srpo) has no option 'lrr'; did you mean 'lr'?"),
     ("unknown engine", [*XSUM, "--engine", "nope"], {}, "unknown engine 'nope'"),
     ("engine dtype", [*XSUM, "--engine-arg", "dtype=foo"], {}, "engine 'transformers' option 'dtype': input should be 'auto', 'float32', 'bfloat16' or 'float16'"),

@@ -26,7 +26,7 @@ def test_paper_preset_for_xsum_is_the_papers_protocol():
     srpo, dpo = run.train_by_method["srpo"], run.train_by_method["dpo"]
     assert (srpo.lr, srpo.epochs, srpo.batch_size, srpo.warmup_steps, srpo.lora_r, srpo.lora_alpha) == (2e-6, 5, 128, 150, 16, 32)
     assert (dpo.lr, dpo.schedule) == (1e-6, "constant")
-    assert run.sft is not None and run.sft.lr == 2e-5 and run.sft.epochs == 2
+    assert run.sft is not None and run.sft.lr == 2e-5 and run.sft.epochs == 2 and run.sft_task is run.train_task  # SFT on TL;DR
 
 
 def test_paper_preset_for_arena_hard_uses_appendix_d():
@@ -36,6 +36,9 @@ def test_paper_preset_for_arena_hard_uses_appendix_d():
     assert run.methods["srpo"].average_log_prob and run.methods["simpo"].average_log_prob
     assert run.train.min_lr_ratio == 0.1 and run.train.lr == 1.25e-6 and run.task.reference_model == "Llama-3.1-8B-Instruct"
     assert run.limit is None and run.bootstrap.paper_n_items == 500  # Appendix D evaluates all 500 prompts, not the summaries' 1,024
+    sft = run.sft  # Appendix D: SFT on ShareGPT, one epoch, cosine 2.5e-5 -> 1.25e-5, 10 warm-up steps, batch 64
+    assert run.sft_task.registered_name == "sharegpt" and run.train_task.registered_name == "ultrafeedback"
+    assert (sft.lr, sft.min_lr_ratio, sft.schedule, sft.warmup_steps, sft.batch_size, sft.epochs, sft.lora) == (2.5e-5, 0.5, "cosine", 10, 64, 1, False)
 
 
 def test_the_papers_item_count_is_the_tasks_whatever_the_preset():

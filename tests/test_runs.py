@@ -206,3 +206,21 @@ def test_a_task_with_prompts_alone_trains_on_pairs_built_from_its_held_out_promp
     pairs = [json.loads(line) for line in (tmp_path / "run" / "data" / "pairs.jsonl").read_text().splitlines()]
     assert [p["id"] for p in pairs] == ids[3:] and [p["chosen"] for p in pairs] == [f"Bridge {q} is long." for q in ids[3:]]
     assert (tmp_path / "run" / "train" / "dpo" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_the_sft_stage_reads_its_own_task_and_the_methods_start_from_its_model(tiny, tmp_path):
+    """--sft-task: the SFT stage trains on another task's sft split (the paper's Arena-Hard protocol:
+    ShareGPT, before UltraFeedback), in that task's prompt format; every method starts from it."""
+    test, pairs = xsum_files(tmp_path)
+    conversations = [{"id": f"c{i}", "conversations": [{"from": "human", "value": f"Describe bridge {i}."}, {"from": "gpt", "value": f"Bridge {i} spans the river."}]}
+                     for i in range(4)]  # fmt: skip
+    sharegpt = tmp_path / "sharegpt.json"
+    sharegpt.write_text(json.dumps(conversations))
+    config = tmp_path / "c.yaml"
+    config.write_text("sft: {epochs: 1, batch_size: 2, prompt_format: raw}\n")  # the tiny tokenizer has no chat template
+    out = tmp_path / "run"
+    result = run_cli("train", *_args(tiny, test, pairs, out, "--config", str(config), "--sft-task", "sharegpt", "--sft-task-arg", f"data_files.sft={sharegpt}"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"]["data/sft"]["origin"] == str(sharegpt) and manifest["inputs"]["data/sft"]["rows"] == 4
+    assert json.loads((out / "train" / "dpo" / "result.json").read_text())["base_model"] == str(out / "train" / "sft" / "merged")

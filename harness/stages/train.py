@@ -132,9 +132,9 @@ def train_all(resolved: ResolvedRun, store: RunStore, console: Console) -> dict[
     if resolved.sft is not None:
         from harness.training.sft import SFT, sft_rows
 
-        examples = load_split(store, task, "sft", resolved.train_limit, console).rows
+        examples = load_split(store, resolved.sft_task, "sft", resolved.train_limit, console).rows
         sft_config = dataclasses.replace(resolved.sft, merge_adapter=True)
-        _trained(store, "sft", TrainInputs(SFT(), sft_config, task, base, Rows.of(sft_rows(examples)), resolved.seed))
+        _trained(store, "sft", TrainInputs(SFT(), sft_config, resolved.sft_task, base, Rows.of(sft_rows(examples)), resolved.seed))
         base = policy_base(resolved, store)
     rows = Rows.of(preference_rows(resolved, store, console, base))
     results = {}
