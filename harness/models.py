@@ -45,15 +45,18 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name
 
 
 def resolve_model(name: str, convert: bool = True) -> str:
-    """A local folder or hub id that ``from_pretrained`` accepts. ``convert=False`` only checks
-    the name (a resolved run checks it before any work; the offline model converts on first use)."""
+    """A local folder or hub id that ``from_pretrained`` accepts, about to load: a hub id must be in
+    the local Hugging Face cache or the hub must answer. ``convert=False`` only checks the name (a
+    resolved run checks it before any work, and a run trained elsewhere is judged and scored
+    where its model cannot load; the offline model converts on first use)."""
     if name == SMOLLM2:
         return str(_converted_smollm2()) if convert else name
     if os.path.isdir(name):
         return name
     if name.startswith(("/", ".", "~")) or os.path.exists(name) or not HUB_ID.fullmatch(name):
         raise HarnessError(f"model {name!r} is not a model folder, a hub id (owner/name) or a known alias ({', '.join(ALIASES)})")
-    _check_reachable(name)
+    if convert:
+        _check_reachable(name)
     return name
 
 

@@ -23,13 +23,6 @@ def cli():
     return run_cli
 
 
-@pytest.fixture
-def hub_answers(monkeypatch):
-    """Resolving a run that names a hub model, as on a machine that reaches the hub (resolving
-    downloads nothing; offline, it refuses a hub model missing from the cache)."""
-    monkeypatch.setattr("harness.models.hub_reachable", lambda: (True, ""))
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny Llama and its tokenizer (tests/tiny.py), built once per test module: its folder."""

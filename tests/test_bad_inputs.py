@@ -206,6 +206,15 @@ def test_a_hub_model_out_of_reach_stops_the_run_before_any_work(tmp_path, capsys
     assert not (tmp_path / "run").exists()
 
 
+def test_a_run_whose_hub_model_is_out_of_reach_still_resolves_to_be_judged_or_scored(monkeypatch):
+    """Resolving loads nothing: a run trained elsewhere on a hub model is judged again (`harness
+    judge RUN_DIR`) where that model cannot load, so only the commands that load it check the hub."""
+    from harness.runconfig import resolve
+
+    monkeypatch.setattr("harness.models.hub_reachable", lambda: (False, "no route"))
+    assert resolve({"task": "xsum", "methods": ["srpo"], "model": "nobody/no-such-model"}).model == "nobody/no-such-model"
+
+
 @pytest.mark.skipif(__import__("importlib.util").util.find_spec("vllm") is not None, reason="vLLM is installed here")
 def test_the_vllm_engine_without_vllm_stops_the_run_before_any_work(tmp_path, capsys):
     code = main(["run", "--task", "xsum", "--method", "srpo", "--engine", "vllm", "--output-dir", str(tmp_path / "run")])

@@ -8,9 +8,6 @@ from harness.config import deep_merge
 from harness.runconfig import resolve
 
 
-pytestmark = pytest.mark.usefixtures("hub_answers")  # the paper's models are hub ids
-
-
 def _resolve(preset, task, **cli):
     return resolve(deep_merge(preset_layer(preset, task, "text"), {"task": task, "methods": "srpo", **cli}))
 

@@ -99,7 +99,7 @@ def test_a_run_folder_moved_elsewhere_resumes_without_redoing_anything(tiny, tmp
     assert json.loads((moved / "summary.json").read_text())["results"] == summary["results"]
 
 
-def test_the_paper_preset_keeps_its_dpo_schedule_under_a_partial_override(tmp_path, hub_answers):
+def test_the_paper_preset_keeps_its_dpo_schedule_under_a_partial_override(tmp_path):
     from harness.cli import build_parser, resolve_args
 
     config = tmp_path / "c.yaml"

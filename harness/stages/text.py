@@ -8,7 +8,7 @@ from rich.console import Console
 from harness.distributed import is_main_process
 from harness.engine import build_engine_for
 from harness.errors import HarnessError
-from harness.models import model_ref
+from harness.models import model_ref, resolve_model
 from harness.presets import paper_judge_flags
 from harness.runconfig import ResolvedRun
 from harness.stages.generate import GENERATIONS, Candidate, OneModelAtATime, generate_revisions
@@ -126,11 +126,13 @@ def proxy_note(task_name: str) -> str:
 
 
 def check_access(resolved: ResolvedRun, engine: bool = True, judge: bool = True) -> None:
-    """The run's engine and judge have what they need from outside (an API key), checked before
-    the run folder is made: a key missing at the judging stage would end the run there."""
+    """The run's model (which training and generation load), engine and judge have what they need
+    from outside (the hub or its cache, an API key), checked before the run folder is made: a key
+    missing at the judging stage would end the run there."""
     from harness.judge import build_judge
 
     if engine:
+        resolve_model(resolved.model)  # the offline model converts here, once
         build_engine_for(resolved.engine_name, resolved.engine_options, resolved.model).check_access()
     if judge:
         build_judge(resolved.judge_name, resolved.judge_options).check_access()
