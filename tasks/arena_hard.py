@@ -19,8 +19,8 @@ from pathlib import Path
 
 from harness.datasources import Field, HubSource, Loaded, shared_data_dir
 from harness.errors import HarnessError
-from harness.task import Offline, Split, TextTask, register
-from harness.tasks.chat import CHAT_INSTRUCTION, CHAT_REVISION_TEMPLATE, CHAT_TEMPLATE
+from harness.task import Offline, Split, register
+from harness.tasks.chat import ChatTask
 
 
 def _question(row: dict) -> dict:
@@ -54,19 +54,13 @@ def _shared_questions() -> Path | None:
 
 @register("arena-hard")
 @dataclass
-class ArenaHard(TextTask):
+class ArenaHard(ChatTask):
     """Arena-Hard v0.1: 500 hard chat prompts judged against a baseline model's answers (Appendix D)."""
 
     data_dir: str = ""  # a folder with question.jsonl and model_answer/ (Arena-Hard's layout)
     reference_model: str = "gpt-4-0314"  # whose answers are the references: model_answer/<this>.jsonl
     reference_file: str = ""  # or any answers file (Arena-Hard formats, or {id, answer} per line)
 
-    family = "chat"
-    instruction = CHAT_INSTRUCTION
-    chat = True
-    source_field = "prompt"
-    template = CHAT_TEMPLATE
-    revision_template = CHAT_REVISION_TEMPLATE
     paper_items = 500  # Appendix D: every prompt
 
     @property

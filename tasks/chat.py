@@ -1,4 +1,5 @@
-"""Prompt templates shared by the chat tasks (Arena-Hard, UltraFeedback); this project's design.
+"""What the chat tasks (Arena-Hard, UltraFeedback, ShareGPT) share: a ``ChatTask`` base with their
+prompt templates, which are this project's design.
 
 The 0-revision prompt is the user's request itself, sent as one user turn through the model's chat
 template. The N-revision prompt mirrors the summary tasks' EXAMPLE SUMMARY: the request and the
@@ -7,6 +8,12 @@ criteria the chat judge uses (helpful, correct, complete), asks for the answer a
 revision can be judged as an answer, and keeps the request first so the budget cut of a long
 request never reaches the example response.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.task import TextTask
 
 CHAT_TEMPLATE = "${prompt}"
 
@@ -19,3 +26,16 @@ ${prompt}
 
 EXAMPLE RESPONSE:
 ${previous}"""
+
+
+@dataclass
+class ChatTask(TextTask):
+    """Base of the chat tasks (not registered itself): the request as one user turn under the
+    model's chat template, these templates, and the chat judge prompt."""
+
+    family = "chat"
+    instruction = CHAT_INSTRUCTION
+    chat = True
+    source_field = "prompt"
+    template = CHAT_TEMPLATE
+    revision_template = CHAT_REVISION_TEMPLATE

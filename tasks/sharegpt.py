@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.datasources import Field, HubSource
-from harness.task import Split, TextTask, register
-from harness.tasks.chat import CHAT_INSTRUCTION, CHAT_REVISION_TEMPLATE, CHAT_TEMPLATE
+from harness.task import Split, register
+from harness.tasks.chat import ChatTask
 
 
 def _first_exchange(row: dict) -> dict | None:
@@ -39,16 +39,10 @@ def _first_exchange(row: dict) -> dict | None:
 
 @register("sharegpt")
 @dataclass
-class ShareGPT(TextTask):
+class ShareGPT(ChatTask):
     """ShareGPT conversations' first exchanges: the SFT data of the paper's Arena-Hard protocol (Appendix D)."""
 
-    family = "chat"
-    instruction = CHAT_INSTRUCTION
-    chat = True
-    source_field = "prompt"
     reference_label = "the ShareGPT answer"
-    template = CHAT_TEMPLATE
-    revision_template = CHAT_REVISION_TEMPLATE
 
     def splits(self) -> dict[str, Split]:
         fields = (Field("id", "id"), Field("prompt"), Field("reference"))

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.datasources import Field, HubSource
-from harness.task import Split, TextTask, register
-from harness.tasks.chat import CHAT_INSTRUCTION, CHAT_REVISION_TEMPLATE, CHAT_TEMPLATE
+from harness.task import Split, register
+from harness.tasks.chat import ChatTask
 
 
 def _last_assistant(messages) -> str | None:
@@ -38,16 +38,10 @@ def _gold(row: dict) -> dict:
 
 @register("ultrafeedback")
 @dataclass
-class UltraFeedback(TextTask):
+class UltraFeedback(ChatTask):
     """UltraFeedback binarized (Cui et al., 2023): chat preference pairs, the paper's Appendix D training data."""
 
-    family = "chat"
-    instruction = CHAT_INSTRUCTION
-    chat = True
-    source_field = "prompt"
     reference_label = "the UltraFeedback chosen answer"
-    template = CHAT_TEMPLATE
-    revision_template = CHAT_REVISION_TEMPLATE
 
     def splits(self) -> dict[str, Split]:
         hub = "HuggingFaceH4/ultrafeedback_binarized"
