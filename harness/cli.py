@@ -105,10 +105,11 @@ def _stage_parsers(sub) -> None:
 
 def cmd_train(args, console: Console) -> int:
     from harness.distributed import is_main_process
-    from harness.stages.text import open_store
+    from harness.stages.text import check_access, open_store
     from harness.stages.train import train_all
 
     resolved = resolve_args(args)
+    check_access(resolved, engine=False, judge=False)  # the engine only builds pairs, where a task has none
     if not is_main_process():  # under accelerate launch, one process speaks
         console = Console(quiet=True)
     train_all(resolved, open_store(resolved, console), console)
@@ -129,7 +130,7 @@ def cmd_judge(args, console: Console) -> int:
 
     if args.run_dir is None:
         resolved = resolve_args(args)
-        check_access(resolved, engine=False)
+        check_access(resolved, model=False, engine=False)
         judge_and_score(resolved, open_store(resolved, console), console)
         return 0
     from harness.runconfig import resolve

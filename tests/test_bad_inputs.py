@@ -195,11 +195,13 @@ def test_the_summary_of_a_run_holds_no_nan(tmp_path):
     assert json.loads(json.dumps({"ok": 1.0})) == {"ok": 1.0}
 
 
-def test_a_hub_model_out_of_reach_stops_the_run_before_any_work(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("command", ["run", "train", "generate"])
+def test_a_hub_model_out_of_reach_stops_the_run_before_any_work(tmp_path, capsys, monkeypatch, command):
     """Offline, a hub id that is not in the local cache would make transformers retry for half a
-    minute and end in a traceback once pairs were being built: the run is refused at once instead."""
+    minute and end in a traceback once pairs were being built: each command that loads the model
+    refuses the run at once instead."""
     monkeypatch.setattr("harness.models.hub_reachable", lambda: (False, "no route"))  # as on a machine without the hub, whatever this one reaches
-    code = main([*XSUM, "--model", "nobody/no-such-model", "--output-dir", str(tmp_path / "run")])
+    code = main([command, "--task", "xsum", "--method", "srpo", "--model", "nobody/no-such-model", "--output-dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert "model 'nobody/no-such-model' is not in the Hugging Face cache and the hub cannot be reached (no route)" in err

@@ -125,14 +125,16 @@ def proxy_note(task_name: str) -> str:
             "--judge-arg base_url=http://HOST:PORT/v1.")  # fmt: skip
 
 
-def check_access(resolved: ResolvedRun, engine: bool = True, judge: bool = True) -> None:
-    """The run's model (which training and generation load), engine and judge have what they need
-    from outside (the hub or its cache, an API key), checked before the run folder is made: a key
-    missing at the judging stage would end the run there."""
+def check_access(resolved: ResolvedRun, model: bool = True, engine: bool = True, judge: bool = True) -> None:
+    """What a command's stages need from outside is there (the hub or its cache, an API key, an
+    optional package): the run's model (training and generation load it), engine and judge,
+    checked before the run folder is made: a key missing at the judging stage would end the run
+    there."""
     from harness.judge import build_judge
 
-    if engine:
+    if model:
         resolve_model(resolved.model)  # the offline model converts here, once
+    if engine:
         build_engine_for(resolved.engine_name, resolved.engine_options, resolved.model).check_access()
     if judge:
         build_judge(resolved.judge_name, resolved.judge_options).check_access()
