@@ -87,8 +87,8 @@ class Judge(Plugin):
 
     def check_access(self) -> None:
         """Raise ``HarnessError`` if what this judge needs from outside the process is missing (an
-        API key, an optional package): called before a run's work, so that hours of training do not
-        end at the judge."""
+        API key, an optional package, a hub model): called before a run's work, so that hours of
+        training do not end at the judge."""
 
 
 @dataclass

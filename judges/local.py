@@ -15,7 +15,7 @@ from harness.batching import batch_limits, length_batches
 from harness.config import PositiveInt
 from harness.errors import HarnessError
 from harness.judge import Judge
-from harness.models import inference_placement
+from harness.models import inference_placement, resolve_model
 
 
 @dataclass
@@ -42,6 +42,9 @@ class LocalModelJudge(Judge):
         """Pairs per call of the judging stage: at least a batch's rows, so that a call's
         comparisons (two orders a pair) fill whole batches on any device."""
         return max(super().chunk_size, self._limits()[0])
+
+    def check_access(self) -> None:
+        resolve_model(self.model)  # a hub model out of reach ends the run before training, not at the judging stage
 
     def _limits(self) -> tuple[int, int]:
         return batch_limits(self.batch_size, self.max_batch_tokens, inference_placement(self.device)[0] == "cpu")

@@ -208,6 +208,20 @@ def test_a_hub_model_out_of_reach_stops_the_run_before_any_work(tmp_path, capsys
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("command", ["run", "judge"])
+@pytest.mark.parametrize("judge", ["local-lm", "reward-model"])
+def test_a_local_judges_hub_model_out_of_reach_stops_the_run_before_any_work(tmp_path, capsys, monkeypatch, command, judge):
+    """The judge's own model is loaded only at the judging stage, after training and generating:
+    offline, a hub id that is not in the local cache is refused before the run folder is made."""
+    monkeypatch.setattr("harness.models.hub_reachable", lambda: (False, "no route"))
+    code = main([command, "--task", "xsum", "--method", "srpo", "--judge", judge, "--judge-arg", "model=nobody/no-such-judge",
+                 "--output-dir", str(tmp_path / "run")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert "model 'nobody/no-such-judge' is not in the Hugging Face cache and the hub cannot be reached (no route)" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_whose_hub_model_is_out_of_reach_still_resolves_to_be_judged_or_scored(monkeypatch):
     """Resolving loads nothing: a run trained elsewhere on a hub model is judged again (`harness
     judge RUN_DIR`) where that model cannot load, so only the commands that load it check the hub."""
