@@ -190,8 +190,9 @@ def test_tabular_training_runs_on_one_thread(monkeypatch):
 
 def test_a_task_with_prompts_alone_trains_on_pairs_built_from_its_held_out_prompts(tiny, tmp_path):
     """Arena-Hard has a test split only: --build-pairs (the offline default) trains on gold-vs-policy
-    pairs from the prompts after the evaluated ones, the baseline's answers chosen; without it the
-    run stops before any work, saying what would train it."""
+    pairs from the prompts after the evaluated ones, the baseline's answers chosen (as many as are
+    left, and says so); without it, or with no prompt left, the run stops before any training, saying
+    what would train it."""
     folder = tmp_path / "ah"
     (folder / "model_answer").mkdir(parents=True)
     ids = [f"q{i}" for i in range(6)]
@@ -201,8 +202,11 @@ def test_a_task_with_prompts_alone_trains_on_pairs_built_from_its_held_out_promp
             "--max-new-tokens", "5", "--train-arg", "batch_size=2", "--train-arg", "prompt_format=raw"]  # fmt: skip
     refused = run_cli("train", *args, "--build-pairs", "0", "--output-dir", str(tmp_path / "none"))
     assert refused.returncode == 2 and "has no 'preference' split" in refused.stderr and "--build-pairs N" in refused.stderr
-    built = run_cli("train", *args, "--build-pairs", "3", "--output-dir", str(tmp_path / "run"))
+    none_left = run_cli("train", *args, "--limit", "6", "--build-pairs", "3", "--output-dir", str(tmp_path / "all"))  # the last --limit counts
+    assert none_left.returncode == 2 and "holds 6 examples and --limit 6 evaluates them all" in none_left.stderr
+    built = run_cli("train", *args, "--build-pairs", "4", "--output-dir", str(tmp_path / "run"))  # 3 prompts are left for 4 pairs
     assert built.returncode == 0, built.stderr[-2000:]
+    assert "building 3 gold-vs-policy pairs (4 asked; the test split ends at 6) from test examples 4..6 (not evaluated)" in built.stdout
     pairs = [json.loads(line) for line in (tmp_path / "run" / "data" / "pairs.jsonl").read_text().splitlines()]
     assert [p["id"] for p in pairs] == ids[3:] and [p["chosen"] for p in pairs] == [f"Bridge {q} is long." for q in ids[3:]]
     assert (tmp_path / "run" / "train" / "dpo" / "adapter" / "adapter_model.safetensors").exists()

@@ -84,13 +84,18 @@ def build_gold_pairs(resolved: ResolvedRun, store: RunStore, console: Console, b
     task, n, start = resolved.task, resolved.build_pairs, resolved.limit
     if start is None:
         raise HarnessError("build_pairs needs --limit: the pairs come from the test examples after the evaluated ones")
-    examples = task.load("test", start + n).rows[start:]
+    test = task.load("test", start + n).rows
+    examples = test[start:]
+    if not examples:
+        raise HarnessError(f"--build-pairs {n}: the test split of task {task.registered_name!r} holds {len(test)} examples and --limit "
+                           f"{start} evaluates them all, which leaves none to build pairs from: lower --limit")  # fmt: skip
     engine = build_engine_for(resolved.engine_name, resolved.engine_options, base.path)  # loads nothing until it generates
     inputs = PairsInputs(task, Rows.of(examples), base, engine.describe_config(), resolved.train.prompt_format,
                          SamplingParams(max_new_tokens=resolved.sampling.max_new_tokens, seed=resolved.seed))  # fmt: skip
     stage = store.stage("pairs", inputs)
     if not stage.done:
-        console.print(f"building {len(examples)} gold-vs-policy pairs from test examples {start + 1}..{start + len(examples)} (not evaluated)")
+        short = f" ({n} asked; the test split ends at {len(test)})" if len(examples) < n else ""
+        console.print(f"building {len(examples)} gold-vs-policy pairs{short} from test examples {start + 1}..{len(test)} (not evaluated)")
         formatter = engine.prompt_formatter(task, inputs.prompt_format)
         outputs = engine.generate([formatter.prompt(ex) for ex in examples], inputs.sampling, None, task.stop, chat=formatter.use_chat)
         engine.close()
