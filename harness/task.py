@@ -29,6 +29,7 @@ from harness.datasources import (
     read_local,
     unique_ids,
 )
+from harness.config import NonNegativeInt
 from harness.errors import HarnessError
 from harness.plugin import Plugin
 from harness.truncation import SourceBudget
@@ -65,7 +66,7 @@ class TextTask(Task):
     data_files: dict = field(default_factory=dict)  # split -> local JSONL/Parquet/CSV file (tried first)
     field_map: dict = field(default_factory=dict)  # canonical field -> column of data_files; or split -> {...}
     source: str = "auto"  # auto (local, hub, offline in that order), local, hub or offline
-    max_source_tokens: int = 1024  # the source document is cut to this many tokens (harness/truncation.py)
+    max_source_tokens: NonNegativeInt = 1024  # the source document is cut to this many tokens (harness/truncation.py); 0: never cut
 
     kind = "text"
     # 1: a prompt reaches the model with its tokenizer's special tokens once (harness.prompting.leading_tokens):

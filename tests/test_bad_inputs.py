@@ -61,6 +61,7 @@ CASES = [
     ("engine dtype", [*XSUM, "--engine-arg", "dtype=foo"], {}, "engine 'transformers' option 'dtype': input should be 'auto', 'float32', 'bfloat16' or 'float16'"),
     ("sampling through continuous batching", [*XSUM, "--engine-arg", "cache=paged", "--temperature", "0.7"], {},
      "engine option cache=paged decodes greedily only (continuous batching draws sampled tokens from one generator shared by every row"),
+    ("source cut negative", [*XSUM, "--task-arg", "max_source_tokens=-3"], {}, "task 'xsum' option 'max_source_tokens': input should be greater than or equal to 0 (got -3)"),
     ("engine batch of 0", [*XSUM, "--engine-arg", "batch_size=0"], {}, "engine 'transformers' option 'batch_size': input should be greater than or equal to 1"),
     ("prompt tokenizer missing", [*XSUM, "--engine", "openai", "--engine-arg", "prompt_tokenizer=/nonexistent/tok"], {},
      "engine 'openai': option 'prompt_tokenizer' is 'auto', 'none' or a model: model '/nonexistent/tok' is not a model folder, a hub id"),
