@@ -23,6 +23,10 @@ import json
 import os
 import random
 from dataclasses import dataclass, field
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator
 
 from harness.errors import HarnessError
 
@@ -34,6 +38,18 @@ OTHER_SERVER_IN_FLIGHT = 4  # a local server often answers one request at a time
 def is_openai(base_url: str) -> bool:
     """Whether ``base_url`` (empty: the client's default) is OpenAI's own API."""
     return not base_url or base_url.rstrip("/") == OPENAI_URL
+
+
+def _server_url(url: str) -> str:
+    """A ``base_url`` option as given, once it can be one: a server that cannot be reached at all
+    is otherwise found at the stage that first sends to it, after training."""
+    parts = urlsplit(url)
+    if url and (parts.scheme not in ("http", "https") or not parts.hostname):
+        raise ValueError(f"must be empty (OpenAI's API) or an http:// or https:// address such as http://127.0.0.1:8000/v1, got {url!r}")
+    return url
+
+
+BaseURL = Annotated[str, AfterValidator(_server_url)]  # the base_url option of a judge or engine behind an OpenAI-compatible API
 
 
 def in_flight(concurrency: int | str, base_url: str, for_openai: int) -> int:

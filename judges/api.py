@@ -25,7 +25,7 @@ from harness.config import NonNegativeInt, Positive, PositiveInt
 from harness.judge import Comparison, Judge, Verdict
 from harness.judges.cache import VerdictCache
 from harness.models import cache_dir
-from harness.openai_client import AdaptiveLimit, Usage, api_key, in_flight, make_client, send
+from harness.openai_client import AdaptiveLimit, BaseURL, Usage, api_key, in_flight, make_client, send
 from harness.truncation import SourceBudget
 
 # USD per million tokens (input, output), for the cost line; unknown models cost what you set.
@@ -43,7 +43,7 @@ class APIJudge(Judge):
         {"api_key_env", "concurrency", "max_retries", "timeout", "parse_retries", "cache_path", "price_input", "price_output"}
     )
 
-    base_url: str = ""  # empty: OpenAI; else e.g. http://127.0.0.1:8080/v1 (a vLLM or llama.cpp server)
+    base_url: BaseURL = ""  # empty: OpenAI; else e.g. http://127.0.0.1:8080/v1 (a vLLM or llama.cpp server)
     api_key_env: str = ""  # the variable holding the key; empty: OPENAI_API_KEY for OpenAI's API and no key for any other server
     concurrency: PositiveInt | Literal["auto"] = "auto"  # requests in flight; "auto": 64 for OpenAI's API, 4 for another server; halves after a timeout
     max_retries: NonNegativeInt = 5  # retries of a request after 429, 5xx, a timeout or a dropped connection

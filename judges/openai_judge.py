@@ -30,6 +30,8 @@ class OpenAIJudge(APIJudge):
     parser: str = "preferred_line"  # a name in judges/parsers.py
 
     def __post_init__(self):
+        if not self.model:
+            raise ValueError("needs the served model's name: --judge-arg model=NAME (as the server's /v1/models lists it)")
         if self.parser not in PARSERS:
             raise ValueError(f"unknown parser {self.parser!r} (parsers: {', '.join(PARSERS)})")
 

@@ -67,6 +67,13 @@ CASES = [
      "engine 'openai': option 'prompt_tokenizer' is 'auto', 'none' or a model: model '/nonexistent/tok' is not a model folder, a hub id"),
     ("unknown judge", [*XSUM, "--judge", "gpt5"], {}, "unknown judge 'gpt5'"),
     ("oracle judge on text", [*XSUM, "--judge", "oracle"], {}, "judge 'oracle' does not judge text; text tasks take:"),
+    ("judge model empty", [*XSUM, "--judge", "openai", "--judge-arg", "model="], {}, "judge 'openai': needs the served model's name: --judge-arg model=NAME"),
+    ("judge address not http", [*XSUM, "--judge", "openai", "--judge-arg", "base_url=ftp://127.0.0.1/v1"], {},
+     "judge 'openai' option 'base_url': must be empty (OpenAI's API) or an http:// or https:// address such as http://127.0.0.1:8000/v1, got 'ftp://127.0.0.1/v1'"),
+    ("engine address without host", [*XSUM, "--engine", "openai", "--engine-arg", "model=m", "--engine-arg", "base_url=localhost:8000/v1"], {},
+     "engine 'openai' option 'base_url': must be empty (OpenAI's API) or an http:// or https:// address"),
+    ("engine served model missing", [*XSUM, "--engine", "openai", "--engine-arg", "base_url=http://127.0.0.1:9/v1"], {},
+     "engine 'openai' needs the served base model's name: --engine-arg model=NAME"),
     ("judge retries negative", [*XSUM, "--judge", "openai", "--judge-arg", "max_retries=-1"], {}, "judge 'openai' option 'max_retries': input should be greater than or equal to 0"),
     ("judge concurrency negative", [*XSUM, "--judge", "openai", "--judge-arg", "concurrency=-1"], {}, "judge 'openai' option 'concurrency': input should be greater than or equal to 1 or 'auto' (got -1)"),
     ("judge on the bandit", [*BANDIT, "--judge", "openai"], {}, "option 'judge' (--judge) does not apply to task 'bandit', a synthetic task"),
@@ -240,7 +247,7 @@ def test_the_vllm_engine_without_vllm_stops_the_run_before_any_work(tmp_path, ca
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("command, component", [("run", ["--judge", "openai"]), ("run", ["--engine", "openai"]), ("generate", ["--engine", "openai"]),
+@pytest.mark.parametrize("command, component", [("run", ["--judge", "openai"]), ("run", ["--engine", "openai", "--engine-arg", "model=m"]), ("generate", ["--engine", "openai", "--engine-arg", "model=m"]),
                                                 ("judge", ["--judge", "alpaca-eval"]), ("run", ["--judge", "openai", "--judge-arg", "base_url=http://127.0.0.1:9/v1", "--judge-arg", "api_key_env=MY_KEY"])])  # fmt: skip
 def test_a_missing_api_key_stops_the_run_before_any_work(tmp_path, capsys, monkeypatch, command, component):
     """OpenAI's API (or a server whose key variable the user named) without its key in the

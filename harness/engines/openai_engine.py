@@ -33,7 +33,7 @@ from harness.config import NonNegativeInt, Positive, PositiveInt
 from harness.engine import Engine, Generation, SamplingParams, cut_server_completion, prompt_seeds, register, stopped_before_text
 from harness.errors import HarnessError
 from harness.models import load_tokenizer, resolve_model
-from harness.openai_client import OPENAI_URL, AdaptiveLimit, Usage, api_key, in_flight, make_client, send, served_models
+from harness.openai_client import OPENAI_URL, AdaptiveLimit, BaseURL, Usage, api_key, in_flight, make_client, send, served_models
 from harness.prompting import leading_tokens
 
 
@@ -47,7 +47,7 @@ class OpenAIEngine(Engine):
     code_version: ClassVar[int] = 1  # 1: a row the server ended at a stop string before any text is asked again (stopped_before_text)
 
     model: str = ""  # the served base model name (required: the name the server lists at /v1/models)
-    base_url: str = ""  # e.g. http://127.0.0.1:8000/v1 for a vLLM or llama.cpp server; empty: OpenAI
+    base_url: BaseURL = ""  # e.g. http://127.0.0.1:8000/v1 for a vLLM or llama.cpp server; empty: OpenAI
     api: Literal["auto", "chat", "completions"] = "auto"  # auto: completions for completion-style tasks, chat for chat tasks; completions: chat prompts too, in the chat template of prompt_tokenizer
     prompt_tokenizer: str = "auto"  # whose tokenizer builds the prompts (the source's token budget): "auto": the run's model's, whose adapters the server serves; "none": words stand in for tokens (a served model the run does not have); or a local folder or hub id
     api_key_env: str = ""  # the variable holding the key; empty: OPENAI_API_KEY for OpenAI's API and no key for any other server
@@ -89,6 +89,7 @@ class OpenAIEngine(Engine):
         return in_flight(self.concurrency, self.base_url, for_openai=16)
 
     def check_access(self) -> None:
+        self._served_model(None)  # raises when the base model's name is missing
         api_key(self.api_key_env, self.base_url)  # raises when the key it needs is not in the environment
 
     @property
