@@ -227,6 +227,8 @@ def cmd_data(args, console: Console) -> int:
     task = build_task(args.task, parse_assignments(args.task_arg, "--task-arg"))
     if not isinstance(task, TextTask):
         raise HarnessError(f"task {args.task!r} is synthetic: its data is sampled by `harness run`")
+    if args.split not in task.splits():
+        raise HarnessError(f"task {args.task!r} has no {args.split!r} split: pass --split {' or '.join(task.splits())}")
     loaded = task.load(args.split, args.limit)
     loaded.report(console, f"{args.task}/{args.split}")
     for row in loaded.rows[: args.show]:

@@ -112,6 +112,7 @@ CASES = [
     ("data lone surrogate", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": "a\\ud800b", "reference": "r"}\n'}, "field 'article' holds an invalid character ('\\ud800' at position 1)"),
     ("data duplicate ids", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": "a", "reference": "r"}\n{"id": 1, "article": "b", "reference": "s"}\n'}, "id '1' appears twice (rows 1 and 2)"),
     ("data unknown format", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.txt"], {"t.txt": "x"}, "unknown format '.txt'"),
+    ("data split the task lacks", ["data", "--task", "sharegpt"], {}, "task 'sharegpt' has no 'test' split: pass --split sft"),
     ("data unknown split", ["data", "--task", "xsum", "--task-arg", "data_files.nope={tmp}/t.jsonl"], {}, "data_files names unknown split(s) ['nope']"),
     ("data not UTF-8", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": b'{"id": 1, "article": "\xff", "reference": "r"}\n'}, "line 1: invalid UTF-8 at byte"),
     # run folders read by score and leaderboard
