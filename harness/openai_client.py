@@ -41,8 +41,8 @@ def is_openai(base_url: str) -> bool:
 
 
 def _server_url(url: str) -> str:
-    """A ``base_url`` option as given, once it can be one: a server that cannot be reached at all
-    is otherwise found at the stage that first sends to it, after training."""
+    """``url`` unchanged when it can be a server's address (empty: OpenAI's API); a malformed one
+    would otherwise be found by the stage that first sends to it, after training."""
     parts = urlsplit(url)
     if url and (parts.scheme not in ("http", "https") or not parts.hostname):
         raise ValueError(f"must be empty (OpenAI's API) or an http:// or https:// address such as http://127.0.0.1:8000/v1, got {url!r}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, ClassVar
 
 from harness import registry
+from harness.config import NonNegativeInt
 from harness.datasources import (
     Field,
     HubSource,
@@ -29,7 +30,6 @@ from harness.datasources import (
     read_local,
     unique_ids,
 )
-from harness.config import NonNegativeInt
 from harness.errors import HarnessError
 from harness.plugin import Plugin
 from harness.truncation import SourceBudget
