@@ -1,4 +1,4 @@
-"""The page of text runs: win rate against revisions (the paper's Fig. 3 and 5) with their
+"""The page of text runs: win rate by revision (the paper's Fig. 3 and 5) with their
 intervals, head-to-head matrices (Table 1), paired differences on the same examples (a table and
 a forest plot), a sortable table with CSV and Markdown export, an example browser and the runs'
 metadata. Every number comes from summary.json, which ``harness.stages.score`` computed.
@@ -254,7 +254,7 @@ def render(runs: list[dict]) -> str:
                 f"interval ({_interval(task_runs[0], 'win_rate')}).")  # fmt: skip
         if len(figures) > 1:
             text += " Heatmaps: head-to-head win rate of the row method against the column method at the same revision."
-        sections.append(Section(title=f"{task}: win rate against revisions", text=text, figures=figures))
+        sections.append(Section(title=f"{task}: win rate by revision", text=text, figures=figures))
     paired_rows = paired_table_rows(runs)
     if paired_rows:
         figures = [f for f in (paired_figure(r, many) for r in runs) if f is not None]
