@@ -134,13 +134,13 @@ def cmd_judge(args, console: Console) -> int:
         judge_and_score(resolved, open_store(resolved, console), console)
         return 0
     from harness.runconfig import resolve
-    from harness.runs import read_summary
+    from harness.runs import text_summary
     from harness.store import RunStore
 
     other = {k: v for k, v in cli_layer(args).items() if k not in ("judge", "judge_args")}
     if other or args.config:
         raise HarnessError(f"with a run folder, `harness judge` takes only --judge and --judge-arg (the run's own options come from its config.json); got {sorted(other) or ['--config']}")
-    read_summary(args.run_dir)  # a judged run, or one clear message
+    text_summary(args.run_dir)  # a judged text run, or one clear message
     store = RunStore(Path(args.run_dir))
     config = {k: v for k, v in (store.read_json("config.json") or {}).items() if not k.startswith("resolved_")}
     resolved = resolve({**config, "output_dir": str(store.root)})

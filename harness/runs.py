@@ -42,6 +42,22 @@ def read_summary(folder: str | Path) -> dict:
     return summary
 
 
+def is_synthetic(summary: dict) -> bool:
+    """Whether ``summary`` is a synthetic task's (the bandit's): a learned policy per row, win rates
+    computed exactly, and no generations or verdicts beside it."""
+    return any("policy" in row for row in summary["results"])
+
+
+def text_summary(folder: str | Path) -> dict:
+    """``read_summary`` of a text run, the kind whose generations and verdicts the commands after
+    a run read; a synthetic task's run says where its numbers are instead."""
+    summary = read_summary(folder)
+    if is_synthetic(summary):
+        raise HarnessError(f"{folder} is a run of the synthetic task {summary['task']!r}: its win rates are exact, with no verdicts "
+                           f"to judge or rescore; its tables are in its summary.json and on its page (harness leaderboard {folder})")  # fmt: skip
+    return summary
+
+
 @dataclass
 class Run:
     """A finished text run, as data. Every table is a pandas DataFrame:
@@ -99,7 +115,7 @@ def run_records(folder: str | Path) -> tuple[dict, list[dict], list[dict], list]
     from harness.stages.generate import GENERATIONS
 
     folder = Path(folder)
-    summary = read_summary(folder)
+    summary = text_summary(folder)
     meta = summary["meta"]
     by_id = {e["id"]: e for e in read_jsonl(folder / "examples.jsonl")}
     examples = [by_id[i] for i in meta.get("example_ids", []) if i in by_id]

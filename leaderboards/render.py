@@ -23,10 +23,12 @@ def render_runs(runs: list[tuple[dict, Path]]) -> str:
 
 def write_pages(out: Path, runs: list[tuple[dict, Path]]) -> Path:
     """The page of ``runs`` at ``out`` and, for text runs, its table as ``.csv`` and ``.md`` beside it."""
+    from harness.runs import is_synthetic
     from harness.store import atomic_write_text
 
-    summary, folder = runs[0]
-    if summary.get("results") and "policy" in summary["results"][0]:  # a bandit run has its own page
+    synthetic = next(((summary, folder) for summary, folder in runs if is_synthetic(summary)), None)
+    if synthetic is not None:  # a bandit run has its own page
+        summary, folder = synthetic
         if len(runs) > 1:
             raise HarnessError(f"{folder} is a bandit run; build its page alone (harness leaderboard {folder})")
         from harness.leaderboards import bandit

@@ -16,6 +16,8 @@ BANDIT = ["run", "--task", "bandit", "--method", "dpo", "--task-arg", "steps=2",
 XSUM = ["run", "--task", "xsum", "--method", "srpo"]
 
 # (name, argv with {tmp} for the test's folder, files to write first {relative path: text}, expected message)
+BANDIT_SUMMARY = '{"task": "bandit", "results": [{"method": "srpo", "behavior": "uniform", "policy": [0.3, 0.3, 0.4]}], "meta": {}}'
+
 CASES = [
     # flags
     ("seed negative", [*BANDIT, "--seed", "-1"], {}, "config option 'seed' (--seed): input should be greater than or equal to 0 (got '-1')"),
@@ -123,6 +125,10 @@ CASES = [
     ("summary without meta", ["leaderboard", "{tmp}/run"], {"run/summary.json": '{"task": "xsum", "results": []}'}, "is not a summary the harness wrote (it has no meta)"),
     ("summary without results", ["score", "{tmp}/run"], {"run/summary.json": '{"task": "xsum", "meta": {}}'}, "(its results are not a list of rows)"),
     ("summary without task", ["leaderboard", "{tmp}/run"], {"run/summary.json": '{"results": [], "meta": {}}'}, "(it has no task)"),
+    ("rescoring a bandit run", ["score", "{tmp}/run"], {"run/summary.json": BANDIT_SUMMARY}, "{tmp}/run is a run of the synthetic task 'bandit': its win rates are exact, with no verdicts to judge or rescore"),
+    ("judging a bandit run", ["judge", "{tmp}/run", "--judge", "openai"], {"run/summary.json": BANDIT_SUMMARY}, "{tmp}/run is a run of the synthetic task 'bandit'"),
+    ("a bandit run after a text run", ["leaderboard", "{tmp}/text", "{tmp}/run"], {"text/summary.json": '{"task": "xsum", "results": [], "meta": {}}', "run/summary.json": BANDIT_SUMMARY},
+     "{tmp}/run is a bandit run; build its page alone (harness leaderboard {tmp}/run)"),
     ("not a run folder", ["score", "{tmp}/nothing"], {}, "'{tmp}/nothing' is not a folder"),
     ("a run without verdicts", ["score", "{tmp}/run"], {"run/summary.json": '{"task": "xsum", "results": [], "meta": {}}'}, "holds no verdicts (judgments.jsonl)"),
     # output folders
