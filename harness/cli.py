@@ -140,6 +140,9 @@ def cmd_judge(args, console: Console) -> int:
     other = {k: v for k, v in cli_layer(args).items() if k not in ("judge", "judge_args")}
     if other or args.config:
         raise HarnessError(f"with a run folder, `harness judge` takes only --judge and --judge-arg (the run's own options come from its config.json); got {sorted(other) or ['--config']}")
+    if args.judge_args and not args.judge:
+        raise HarnessError("with a run folder, --judge-arg needs --judge NAME: the judge whose verdicts join the run's own, with those "
+                           "options (the run's own judge keeps the options in its config.json)")  # fmt: skip
     text_summary(args.run_dir)  # a judged text run, or one clear message
     store = RunStore(Path(args.run_dir))
     config = {k: v for k, v in (store.read_json("config.json") or {}).items() if not k.startswith("resolved_")}

@@ -129,6 +129,8 @@ CASES = [
     ("judging a bandit run", ["judge", "{tmp}/run", "--judge", "openai"], {"run/summary.json": BANDIT_SUMMARY}, "{tmp}/run is a run of the synthetic task 'bandit'"),
     ("a bandit run after a text run", ["leaderboard", "{tmp}/text", "{tmp}/run"], {"text/summary.json": '{"task": "xsum", "results": [], "meta": {}}', "run/summary.json": BANDIT_SUMMARY},
      "{tmp}/run is a bandit run; build its page alone (harness leaderboard {tmp}/run)"),
+    ("judge options without a judge", ["judge", "{tmp}/run", "--judge-arg", "max_source_tokens=64"], {"run/summary.json": '{"task": "xsum", "results": [], "meta": {}}'},
+     "with a run folder, --judge-arg needs --judge NAME"),
     ("not a run folder", ["score", "{tmp}/nothing"], {}, "'{tmp}/nothing' is not a folder"),
     ("a run without verdicts", ["score", "{tmp}/run"], {"run/summary.json": '{"task": "xsum", "results": [], "meta": {}}'}, "holds no verdicts (judgments.jsonl)"),
     # output folders
