@@ -223,6 +223,10 @@ def resolve(raw: dict) -> ResolvedRun:
     else:  # same config -> same folder, so a rerun resumes instead of starting over
         output_dir = Path("runs") / f"{config.task}-{stable_hash({k: v for k, v in dumped.items() if k != 'output_dir'})[:10]}"
     train, train_by_method = _trainer_options(config.train, methods)
+    for named, flag in (("train_task", "--train-task"), ("sft_task", "--sft-task")):  # options of a task the run does not name would be dropped
+        if getattr(config, f"{named}_args") and not getattr(config, named):
+            raise HarnessError(f"option '{named}_args' ({flag}-arg) sets options of {flag}, which is not given: the evaluated task's "
+                               "options are task_args (--task-arg), which also serve training and SFT when no other task is named")  # fmt: skip
     train_task = build_task(config.train_task, config.train_task_args) if config.train_task else task
     sft_task = build_task(config.sft_task, config.sft_task_args or {}) if config.sft_task else train_task
     if config.sft is False and not config.sft_task:
