@@ -66,8 +66,8 @@ class Engine(Plugin):
 
     def check_access(self) -> None:
         """Raise ``HarnessError`` if what this engine needs from outside the process is missing (an
-        API key, an optional package): called before a run's work, so that hours of training do not
-        end at the engine."""
+        API key, an optional package, the name of the model a server serves): called before a run's
+        work, so that hours of training do not end at the engine."""
 
     def settled_options(self) -> dict:
         """Options whose "auto" this machine settles and the texts depend on (the precision on a
