@@ -271,8 +271,7 @@ def render(runs: list[dict]) -> str:
         sections.append(judges)
     rows = table_rows(runs)
     text = "Length-controlled: the win rate at zero length difference (AlpacaEval 2's length control); words: mean completion length."
-    short = [(r["name"], r["summary"]["meta"].get("scoring", {}).get("paper_note")) for r in runs]
-    short = [(name, note) for name, note in short if note]
+    short = [(r["name"], note) for r in runs if (note := r["summary"]["meta"].get("scoring", {}).get("paper_note"))]
     if short:  # each run says what it lacks: their item counts differ
         text += " * " + ("; ".join(f"{name}: {note}" for name, note in short) if many else short[0][1]) + "."
     sections.append(Section(title="All results", text=text, tables=[Table(COLUMNS, rows, caption="Click a column header to sort", exports=True, id="results")]))
