@@ -250,7 +250,12 @@ def _leaderboard_parser(sub) -> None:
 def cmd_leaderboard(args, console: Console) -> int:
     from harness.leaderboards.render import load_runs, write_pages
 
-    runs = load_runs(args.run_dirs)
+    named = {}  # a folder named twice (a glob and a path, a trailing slash) would show every row twice
+    for folder in args.run_dirs:
+        named.setdefault(Path(folder).resolve(), folder)
+    if len(named) < len(args.run_dirs):
+        console.print(f"note: {len(args.run_dirs) - len(named)} run folder(s) named more than once; each is shown once")
+    runs = load_runs(list(named.values()))
     out = Path(args.out) if args.out else (runs[0][1] / "leaderboard.html" if len(runs) == 1 else Path("leaderboard.html"))
     console.print(f"leaderboard: {write_pages(out, runs)}")
     return 0

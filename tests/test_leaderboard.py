@@ -83,6 +83,19 @@ def test_each_section_names_its_own_interval(tmp_path):
     html = unescape(write_pages(tmp_path / "old.html", load_runs([str(run)])).read_text())
     assert html.count("interval (Wilson score intervals with the verdicts' dispersion, Bonett-Price for paired differences, 95% level)") == 2
 
+
+def test_a_run_folder_named_twice_is_shown_once(tmp_path):
+    """`harness leaderboard runs/a runs/a/ runs/*` (the same folder under two spellings) lists its
+    rows once, says so, and keeps the spelling given first as the run's name."""
+    run = _fake_run(tmp_path / "run", n_examples=2, revisions=2, methods=["srpo", "dpo"])
+    other = _fake_run(tmp_path / "other", n_examples=2, revisions=2, methods=["srpo"])
+    result = run_cli("leaderboard", str(run), str(other), f"{run}/", f"{tmp_path}/./run", "--out", str(tmp_path / "page.html"))
+    assert result.returncode == 0, result.stderr
+    assert "note: 2 run folder(s) named more than once; each is shown once" in result.stdout
+    rows = [row.split(",") for row in (tmp_path / "page.csv").read_text().splitlines()[1:]]
+    assert sorted(row[-1] for row in rows) == ["other"] * 2 + ["run"] * 6  # 2 revisions of srpo, dpo and srpo vs dpo; 2 of srpo
+
+
 @pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
