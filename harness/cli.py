@@ -109,7 +109,8 @@ def cmd_train(args, console: Console) -> int:
     from harness.stages.train import train_all
 
     resolved = resolve_args(args)
-    check_access(resolved, engine=False, judge=False)  # the engine only builds pairs, where a task has none
+    builds_pairs = bool(resolved.build_pairs) and resolved.train_task.names_no_source("preference")
+    check_access(resolved, engine=builds_pairs, judge=False)  # the engine only builds pairs, where the training task has none
     if not is_main_process():  # under accelerate launch, one process speaks
         console = Console(quiet=True)
     train_all(resolved, open_store(resolved, console), console)

@@ -128,6 +128,13 @@ class TextTask(Task):
             f"data_files.{split}=PATH: --task-arg, or --train-task-arg for a training task){hub}; tried: {'; '.join(notes) or 'nothing'}"
         )
 
+    def names_no_source(self, split: str) -> bool:
+        """Whether ``split`` comes from nowhere whatever the hub's state: the task has no such split,
+        or no file given and neither a hub dataset nor an offline file for it (``load`` raises
+        ``NoSourceError``)."""
+        spec = self.splits().get(split)
+        return spec is None or (split not in self.data_files and spec.hub is None and not spec.offline)
+
     def _field_map(self, split: str) -> dict:
         """Flat entries apply to every split; ``{split: {...}}`` or ``split.field`` to one."""
         splits = self.splits()

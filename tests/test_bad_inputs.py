@@ -260,6 +260,7 @@ def test_the_vllm_engine_without_vllm_stops_the_run_before_any_work(tmp_path, ca
 
 
 @pytest.mark.parametrize("command, component", [("run", ["--judge", "openai"]), ("run", ["--engine", "openai", "--engine-arg", "model=m"]), ("generate", ["--engine", "openai", "--engine-arg", "model=m"]),
+                                                ("train", ["--engine", "openai", "--engine-arg", "model=m"]),  # xsum has no pairs: the engine builds them
                                                 ("judge", ["--judge", "alpaca-eval"]), ("run", ["--judge", "openai", "--judge-arg", "base_url=http://127.0.0.1:9/v1", "--judge-arg", "api_key_env=MY_KEY"])])  # fmt: skip
 def test_a_missing_api_key_stops_the_run_before_any_work(tmp_path, capsys, monkeypatch, command, component):
     """OpenAI's API (or a server whose key variable the user named) without its key in the
@@ -270,3 +271,14 @@ def test_a_missing_api_key_stops_the_run_before_any_work(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: no API key") and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_training_checks_the_engine_only_where_it_will_build_pairs(tmp_path):
+    """`harness train` needs the engine only to build pairs: for a task with no source of pairs at
+    all (XSum), not where the user gives a file or the task names a hub dataset (TL;DR)."""
+    from harness.task import build_task
+
+    assert build_task("xsum").names_no_source("preference")
+    assert not build_task("xsum", {"data_files": {"preference": str(tmp_path / "p.jsonl")}}).names_no_source("preference")
+    assert not build_task("tldr").names_no_source("preference") and not build_task("xsum").names_no_source("test")  # a hub dataset; offline files
+    assert build_task("arena-hard").names_no_source("preference")  # no such split
