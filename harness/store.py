@@ -266,13 +266,16 @@ class Stage:
             (self.store.root / a).exists() for a in record.get("artifacts", [])
         )
 
+    def begin(self) -> None:
+        """Called before the work rewrites the artifacts: a record of other inputs would otherwise
+        vouch for artifacts half rewritten by a run killed midway, and a rerun of those inputs
+        would take them as its own."""
+        self.record_path.unlink(missing_ok=True)
+
     def finish(self, artifacts: list[str], **info: Any) -> None:
         atomic_write_json(
             self.record_path, {"key": self.key_hash, "artifacts": artifacts, "finished": _now(), **info}
         )
-
-    def invalidate(self) -> None:
-        self.record_path.unlink(missing_ok=True)
 
 
 def _now() -> str:

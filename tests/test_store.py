@@ -94,3 +94,31 @@ def test_csv_cells_that_would_run_as_formulas_are_inert():
     table = to_csv([["=HYPERLINK(\"http://x\")", "-0.25", "+1", "@SUM(A1)", "-x", "plain", -0.5]])
     row = list(csv.reader(io.StringIO(table)))[1]
     assert row == ["'=HYPERLINK(\"http://x\")", "-0.25", "+1", "'@SUM(A1)", "'-x", "plain", "-0.5"]  # numbers stay numbers
+
+
+def test_a_retraining_killed_midway_leaves_no_record_to_vouch_for_what_it_half_wrote(tmp_path, monkeypatch):
+    """A method trained on new inputs rewrites train/NAME/ in place. Killed before it finishes, the
+    record of the first inputs must be gone: a rerun of those inputs retrains rather than take the
+    half-written adapter and metrics as its own."""
+    from harness.stages import train as train_stage
+
+    trained = []
+
+    class Trainer:  # writes the artifacts as the real one does, then dies where asked
+        def __init__(self, inputs, output_dir):
+            self.inputs, self.output_dir = inputs, output_dir
+
+        def train(self):
+            trained.append(self.inputs["lr"])
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "result.json").write_text(json.dumps({"lr": self.inputs["lr"]}))
+            if self.inputs.get("killed"):
+                raise KeyboardInterrupt
+            return self.inputs["lr"]
+
+    monkeypatch.setattr(train_stage, "Trainer", Trainer)
+    store = RunStore.open(tmp_path / "run", {"task": "x"}, seed=1)
+    assert train_stage._trained(store, "dpo", {"lr": 1}) == 1
+    with pytest.raises(KeyboardInterrupt):
+        train_stage._trained(store, "dpo", {"lr": 2, "killed": True})
+    assert train_stage._trained(store, "dpo", {"lr": 1}) == 1 and trained == [1, 2, 1]  # retrained, not read from lr 2's files

@@ -38,6 +38,7 @@ def run_synthetic(resolved: ResolvedRun, console: Console) -> RunStore:
              "steps": task.steps, "lr": task.lr, "seed": seed},
         )  # fmt: skip
         if not stage.done:
+            stage.begin()
             winners, losers = data[behavior]
             policy, curve = train_tabular(method, winners, losers, task.n_arms, task.steps, task.lr, seed)
             store.write_json(artifact, {
@@ -77,6 +78,7 @@ def _pairs(store: RunStore, task, behavior: str, seed: int) -> tuple[np.ndarray,
     artifact = f"data/{behavior}.json"
     stage = store.stage(f"data/{behavior}", {"matrix": task.matrix, "mu": task.behaviors[behavior], "pairs": task.pairs, "seed": seed})
     if not stage.done:
+        stage.begin()
         winners, losers = task.sample_pairs(behavior, seed)
         store.write_json(artifact, {"winners": winners.tolist(), "losers": losers.tolist()})
         stage.finish([artifact])

@@ -45,6 +45,8 @@ def _trained(store: RunStore, name: str, inputs: TrainInputs) -> TrainResult:
     stage = store.stage(f"train/{name}", inputs)
     result_path = f"train/{name}/result.json"
     if not stage.done:
+        if is_main_process():
+            stage.begin()
         result = Trainer(inputs, store.path("train", name)).train()
         if is_main_process():
             stage.finish([result_path])
@@ -94,6 +96,8 @@ def build_gold_pairs(resolved: ResolvedRun, store: RunStore, console: Console, b
                          SamplingParams(max_new_tokens=resolved.sampling.max_new_tokens, seed=resolved.seed))  # fmt: skip
     stage = store.stage("pairs", inputs)
     if not stage.done:
+        if is_main_process():
+            stage.begin()
         short = f" ({n} asked; the test split ends at {len(test)})" if len(examples) < n else ""
         console.print(f"building {len(examples)} gold-vs-policy pairs{short} from test examples {start + 1}..{len(test)} (not evaluated)")
         formatter = engine.prompt_formatter(task, inputs.prompt_format)
