@@ -1,7 +1,7 @@
 """An offline judge: a local causal LM's probability of answering "A" or "B" to the judge prompt.
 
-The judge prompt (``judges/prompts``) goes through the model's chat template, the answer is
-started with "Preferred:", and p(A better) is the model's next-token probability of A over A and B.
+The judge prompt (``judges/prompts``) goes through the model's chat template (a model without
+one, a base model, reads it as it is), the answer is started with "Preferred:", and p(A better) is the model's next-token probability of A over A and B.
 No sampling, no parsing, nothing to fail. With SmolLM2-135M-Instruct this runs anywhere but is a
 weak *proxy* for the paper's GPT-4 judge: its numbers say whether the pipeline works, not which
 method is better. Use the openai judge for results.
@@ -28,7 +28,7 @@ class LocalLMJudge(LocalModelJudge):
     """Offline proxy judge: a local LM's next-token probability of "A" vs "B", no API needed."""
 
     code_version: ClassVar[int] = 1  # 1: a chat template that prints today's date prints harness.prompting.CHAT_DATE
-    model: str = "smollm2-135m"  # any causal LM with a chat template; smollm2-135m works offline
+    model: str = "smollm2-135m"  # any causal LM, best an instruct model with a chat template; smollm2-135m works offline
     max_source_tokens: NonNegativeInt = 256  # the source is cut to this many tokens (the candidates never are): CPU time
 
     def describe_config(self) -> dict:
@@ -51,8 +51,9 @@ class LocalLMJudge(LocalModelJudge):
     def _prompt(self, c: Comparison) -> str:
         budget = SourceBudget(self.max_source_tokens, self._tokenizer)
         shown = Comparison(c.family, c.instruction, budget.cut(c.source), c.a, c.b)
-        messages = [{"role": "user", "content": render_prompt(shown)}]
-        return in_chat_template(self._tokenizer, messages) + "Preferred:"
+        if not getattr(self._tokenizer, "chat_template", None):  # a base model: the prompt as it is, the answer started below it
+            return f"{render_prompt(shown)}\n\nPreferred:"
+        return in_chat_template(self._tokenizer, [{"role": "user", "content": render_prompt(shown)}]) + "Preferred:"
 
     @torch.no_grad()
     def judge(self, comparisons: list[Comparison]) -> list[Verdict]:

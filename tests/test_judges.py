@@ -209,6 +209,19 @@ def test_local_lm_judge_reads_verdict_probabilities_offline():
     assert judge.is_proxy()
 
 
+def test_the_local_lm_judge_reads_a_base_model_without_a_chat_template(tmp_path):
+    """A base model has no chat template (transformers refuses to apply one): the judge prompt goes
+    to it as it is, with the answer started under it, where the run used to end in a traceback at
+    the judging stage, after training and generating."""
+    from tiny import build_tiny
+
+    judge = build_judge("local-lm", {"model": str(build_tiny(tmp_path / "base"))})
+    verdict = judge_pairs(judge, [("summary", "Summarise.", "The council will open the bridge.", "The bridge opens.", "Cats.")])[0]
+    assert 0 < verdict.preference < 1 and verdict.error == ""
+    shown = Comparison("summary", "Summarise.", "The council will open the bridge.", "The bridge opens.", "Cats.")
+    assert judge._prompt(shown) == f"{render_prompt(shown)}\n\nPreferred:"
+
+
 def _absolute_position_lm(folder):
     """A tiny random GPT-2 (learned absolute positions) with SmolLM2's tokenizer and chat template:
     a model whose next token changes when a prompt's positions shift by its left padding."""
