@@ -19,3 +19,8 @@ def state():
 
 def is_main_process() -> bool:
     return state().is_main_process
+
+
+def single_process() -> bool:
+    """Not under a multi-process launch: the processes of one must all train, or none."""
+    return state().num_processes == 1

@@ -17,8 +17,10 @@ import fcntl
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -215,6 +217,40 @@ class RunStore:
         fh.flush()
         self._lock = fh
 
+    @contextmanager
+    def lock_if_idle(self):
+        """Yields whether this folder's lock was free and is now held, until the block ends: a run
+        writing it holds the lock, and may be rewriting any of its files."""
+        try:
+            fd = os.open(self.root / ".lock", os.O_RDONLY)
+        except FileNotFoundError:  # never opened by a run (RunStore.open creates it)
+            yield True
+            return
+        except OSError:
+            yield False
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def neighbours(self) -> list[RunStore]:
+        """The other run folders in this one's parent folder (``runs/``), most recently updated
+        first: where a stage of the same inputs may have finished already."""
+        try:
+            folders = [p for p in self.root.parent.iterdir() if p.is_dir() and any((p / m).exists() for m in MARKERS)]
+        except OSError:
+            return []
+        here = self.root.resolve()
+        folders = [p for p in folders if p.resolve() != here]
+        return [RunStore(p) for p in sorted(folders, key=lambda p: (p / "manifest.json").stat().st_mtime if (p / "manifest.json").exists() else 0, reverse=True)]
+
     def log(self, relative: str) -> JsonlLog:
         return JsonlLog(self.root / relative)
 
@@ -276,6 +312,43 @@ class Stage:
         atomic_write_json(
             self.record_path, {"key": self.key_hash, "artifacts": artifacts, "finished": _now(), **info}
         )
+
+    def copy_from_neighbour(self, paths: list[str]) -> Path | None:
+        """Where this stage finished with the same key in a run folder beside this one (adding a
+        method to a comparison makes a new folder, whose other methods' inputs are unchanged):
+        ``paths`` (its files and folders, checkpoints left out) are copied from there with their
+        times, so that keys naming them by their files hold, and the stage is recorded done here.
+        Returns that folder, or None where none has it. A folder that a run is writing now is
+        passed over: it may be rewriting them."""
+        for other in self.store.neighbours():
+            there = Stage(other, self.name, self.key_hash)
+            with other.lock_if_idle() as idle:
+                try:
+                    if not (idle and there.done):
+                        continue
+                    record = json.loads(there.record_path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):  # a record edited or half copied there is that run's to mend
+                    continue
+                self.begin()
+                for relative in paths:
+                    _copy_replacing(other.root / relative, self.store.root / relative)
+            self.finish(record["artifacts"], copied_from=str(other.root))
+            return other.root
+        return None
+
+
+def _copy_replacing(source: Path, target: Path) -> None:
+    """``source`` (a file or a folder) copied over ``target`` with its files' times, whole or not at
+    all: into a temporary name beside it, then renamed into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.copy")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if source.is_dir():
+        shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("checkpoint", "checkpoint.*", "*.partial"))
+        shutil.rmtree(target, ignore_errors=True)
+    else:
+        shutil.copy2(source, tmp)
+    os.replace(tmp, target)
 
 
 def _now() -> str:

@@ -88,7 +88,7 @@ def test_killed_runs_end_with_the_uninterrupted_summary(tmp_path):
                     "--engine-arg", "batch_size=2", "--judge", "openai", "--judge-arg", f"base_url={server.base_url}", "--judge-arg", "concurrency=1",
                     "--judge-arg", f"cache_path={out}.sqlite", "--output-dir", str(out)]  # fmt: skip
 
-        whole, killed = tmp_path / "whole", tmp_path / "killed"
+        whole, killed = tmp_path / "whole" / "run", tmp_path / "killed" / "run"  # apart: a run copies what a folder beside it finished
         pace = _run_timed(command(whole), whole)  # seconds per row of each stage
         kills = Counter()
         for stage in STAGES:  # each kill lands within about a row after the first it waited for, so ten fit in every stage

@@ -228,3 +228,43 @@ def test_the_sft_stage_reads_its_own_task_and_the_methods_start_from_its_model(t
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["inputs"]["data/sft"]["origin"] == str(sharegpt) and manifest["inputs"]["data/sft"]["rows"] == 4
     assert json.loads((out / "train" / "dpo" / "result.json").read_text())["base_model"] == str(out / "train" / "sft" / "merged")
+
+
+def test_a_run_copies_what_a_folder_beside_it_did_on_the_same_inputs(tiny, tmp_path):
+    """Adding a method to a comparison makes a new run folder (another config). What a folder beside
+    it trained and generated on the same inputs is copied, byte for byte and with its files' times,
+    so the keys that name the adapter by its files hold and its completions are taken too. A method
+    whose inputs changed is trained, and a folder that a run holds now is passed over."""
+    import fcntl
+
+    test, pairs = xsum_files(tmp_path)
+    runs = tmp_path / "runs"
+    first, second, changed, beside_busy = (runs / name for name in ("first", "second", "changed", "busy"))
+
+    def stages(out, methods, *extra):
+        args = _args(tiny, test, pairs, out, *extra)
+        args[args.index("dpo")] = methods
+        outputs = [run_cli(command, *args) for command in ("train", "generate")]
+        assert all(o.returncode == 0 for o in outputs), outputs[-1].stderr
+        return "".join(o.stdout for o in outputs)
+
+    stages(first, "dpo")
+    said = stages(second, "dpo,srpo")
+    assert f"training dpo: done on the same inputs in {first}; copied, not redone" in said and "training srpo" not in said
+    assert f"generations: 6 generated from the same inputs in {first}; copied, not generated again" in said  # 3 examples, revisions 0 and 1
+    weights = "train/dpo/adapter/adapter_model.safetensors"
+    assert (second / weights).read_bytes() == (first / weights).read_bytes()
+    assert (second / weights).stat().st_mtime_ns == (first / weights).stat().st_mtime_ns
+    rows = lambda out: {(r["example_id"], r["method"], r["revision"]): r for r in map(json.loads, (out / "generations.jsonl").read_text().splitlines())}  # noqa: E731
+    theirs, ours = rows(first), rows(second)
+    assert {k: r["text"] for k, r in ours.items() if k[1] == "dpo"} == {k: r["text"] for k, r in theirs.items()}
+    assert {r["adapter"] for k, r in ours.items() if k[1] == "dpo"} == {str(second / "train/dpo/adapter")}  # this run's copy
+
+    said = stages(changed, "dpo", "--method-arg", "beta=0.2")
+    assert "copied" not in said and (changed / weights).read_bytes() != (first / weights).read_bytes()
+
+    with open(first / ".lock") as held, open(second / ".lock") as held_too:
+        for fh in (held, held_too):
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run writing them holds them
+        said = stages(beside_busy, "dpo")
+    assert "copied" not in said and not json.loads((beside_busy / "stages/train/dpo.json").read_text()).get("copied_from")

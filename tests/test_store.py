@@ -3,6 +3,7 @@ import os
 
 import pytest
 import torch
+from rich.console import Console
 
 from harness.store import RunStore, atomic_write_text
 
@@ -118,7 +119,8 @@ def test_a_retraining_killed_midway_leaves_no_record_to_vouch_for_what_it_half_w
 
     monkeypatch.setattr(train_stage, "Trainer", Trainer)
     store = RunStore.open(tmp_path / "run", {"task": "x"}, seed=1)
-    assert train_stage._trained(store, "dpo", {"lr": 1}) == 1
+    console = Console(quiet=True)
+    assert train_stage._trained(store, "dpo", {"lr": 1}, console) == 1
     with pytest.raises(KeyboardInterrupt):
-        train_stage._trained(store, "dpo", {"lr": 2, "killed": True})
-    assert train_stage._trained(store, "dpo", {"lr": 1}) == 1 and trained == [1, 2, 1]  # retrained, not read from lr 2's files
+        train_stage._trained(store, "dpo", {"lr": 2, "killed": True}, console)
+    assert train_stage._trained(store, "dpo", {"lr": 1}, console) == 1 and trained == [1, 2, 1]  # retrained, not read from lr 2's files

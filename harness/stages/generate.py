@@ -5,7 +5,9 @@ Every completion is appended to ``generations.jsonl`` as soon as its chunk is ge
 key: the hash of what it was generated from (the candidate's ``GenerationInputs``, its example, its
 revision and the in-context text it revised). A rerun reuses exactly the rows whose key still
 holds, so a new model, option or revision k-1 text regenerates what depends on it and nothing
-else; rows that no longer hold move to ``generations.stale.jsonl``. Each completion's sampling
+else; rows that no longer hold move to ``generations.stale.jsonl``. Rows that a run folder beside
+this one holds with keys that hold here are copied (a method added to a comparison, a folder of
+its own, leaves the others' completions to be taken). Each completion's sampling
 seed is a function of the run's seed, its example id, its method and its revision, never of its
 place in a batch, so a killed generation resumes to the texts it would have had.
 """
@@ -14,12 +16,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
+from rich.console import Console
 from tqdm.auto import tqdm
 
 from harness.config import stable_hash
 from harness.engine import Engine, SamplingParams
+from harness.errors import HarnessError
 from harness.models import ModelRef
 from harness.store import RunStore
 from harness.task import TextTask
@@ -83,6 +88,33 @@ def row_key(inputs_key: str, example: dict, revision: int, previous: str | None)
     return stable_hash([inputs_key, example, revision, previous])
 
 
+def _from_neighbours(store: RunStore, rows: list[dict], examples: list[dict], keys: dict[str, str], revisions: int,
+                     candidates: list[Candidate]) -> dict[Path, list[dict]]:
+    """The rows this run lacks that run folders beside it hold with keys that hold here (a method
+    trained on the same inputs, its adapter copied: ``Stage.copy_from_neighbour``), by folder;
+    each names this run's model and adapter. A chain is walked from revision 0 as ``_current``
+    does, across folders: revision k may come from one folder and k-1 from here."""
+    have = {r.get("key") for r in rows}
+    found: dict[str, tuple[Path, dict]] = {}
+    for other in store.neighbours():
+        try:
+            theirs = other.log(GENERATIONS).read()
+        except HarnessError:  # an edited log there is its run's problem, not this one's
+            continue
+        for row in theirs:
+            if row.get("method") in keys and row.get("key") not in have:
+                found.setdefault(row.get("key"), (other.root, row))
+    if not found:
+        return {}
+    by_method = {c.method: c for c in candidates}
+    out: dict[Path, list[dict]] = {}
+    for (_, method, revision), row in _current(rows + [row for _, row in found.values()], examples, keys).items():
+        if revision <= revisions and row["key"] in found:
+            cand = by_method[method]
+            out.setdefault(found[row["key"]][0], []).append({**row, "model": cand.model.path, "adapter": cand.adapter.path if cand.adapter else None})
+    return out
+
+
 def _current(rows: list[dict], examples: list[dict], keys: dict[str, str]) -> dict[tuple, dict]:
     """The rows whose key holds, by (example id, method, revision): walk each chain from revision
     0, where a revision holds only when its key matches the text of the revision it revised."""
@@ -100,12 +132,14 @@ def _current(rows: list[dict], examples: list[dict], keys: dict[str, str]) -> di
 def generate_revisions(
     store: RunStore, task: TextTask, prompts_by: Engine, engine_for: Callable[[Candidate], Engine], engine: dict,
     examples: list[dict], candidates: list[Candidate], revisions: int, params: SamplingParams, chunk_size: int | None = None,
+    console: Console | None = None,
 ) -> list[dict]:
     """Generate revisions 0..``revisions`` for every candidate; returns their rows.
     ``prompts_by`` builds every candidate's prompts (``Engine.prompt_formatter``: they share the
     base tokenizer); ``engine_for`` gives the engine holding a candidate's model
     (``OneModelAtATime``); ``engine`` is its identity (``Engine.describe_config``), as the rows'
-    keys record it."""
+    keys record it. Rows that a run folder beside this one generated from the same inputs are
+    copied rather than generated again (``console`` says from where)."""
     log = store.log(GENERATIONS)
     inputs = {c.method: GenerationInputs(engine, params, task, c) for c in candidates}
     keys = {method: stable_hash(i) for method, i in inputs.items()}
@@ -118,6 +152,13 @@ def generate_revisions(
     if len(kept) < len(rows):
         store.log(STALE).append([r for r in rows if id(r) not in kept])
         log.rewrite([r for r in rows if id(r) in kept])
+    if sum(1 for k in done if k[2] <= revisions) < (revisions + 1) * len(candidates) * len(examples):
+        copied = _from_neighbours(store, [r for r in rows if id(r) in kept], examples, keys, revisions, candidates)
+        for source, theirs in copied.items():
+            log.append(theirs)
+            done.update({(r["example_id"], r["method"], r["revision"]): r for r in theirs})
+            if console is not None:
+                console.print(f"generations: {len(theirs)} generated from the same inputs in {source}; copied, not generated again")
     formatters = {c.method: prompts_by.prompt_formatter(task, c.prompt_format) for c in candidates}
     total = (revisions + 1) * len(candidates) * len(examples)
     bar = tqdm(total=total, initial=sum(1 for k in done if k[2] <= revisions), desc="generate", unit="completion")

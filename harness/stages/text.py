@@ -57,7 +57,7 @@ def generate_stage(resolved: ResolvedRun, store: RunStore, console: Console) -> 
     first = engine_for(cands[0])
     engine = first.describe_config(resolved.sampling)  # the same for every candidate: only the model differs, and their keys hold it
     try:
-        rows = generate_revisions(store, resolved.task, first, engine_for, engine, examples, cands, resolved.revisions, resolved.sampling)
+        rows = generate_revisions(store, resolved.task, first, engine_for, engine, examples, cands, resolved.revisions, resolved.sampling, console=console)
     finally:
         engine_for.close()
     if is_main_process():

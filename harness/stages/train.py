@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from rich.console import Console
 
 from harness.datasources import Loaded, NoSourceError, Rows
-from harness.distributed import is_main_process
+from harness.distributed import is_main_process, single_process
 from harness.engine import SamplingParams
 from harness.errors import HarnessError
 from harness.models import ModelRef, model_ref, resolve_model
 from harness.runconfig import ResolvedRun
-from harness.store import RunStore
+from harness.store import RunStore, Stage
 from harness.task import TextTask
 from harness.training.trainer import Trainer, TrainInputs, TrainResult, saved_model
 
@@ -41,10 +41,21 @@ def load_split(store: RunStore, task: TextTask, split: str, limit: int | None, c
     return loaded
 
 
-def _trained(store: RunStore, name: str, inputs: TrainInputs) -> TrainResult:
+def _done_or_copied(stage: Stage, paths: list[str], what: str, console: Console) -> bool:
+    """Whether ``stage`` is done here, or is now, copied from a run folder beside this one that
+    finished it on the same inputs (``Stage.copy_from_neighbour``); a multi-process launch redoes it."""
+    if stage.done or not single_process():
+        return stage.done
+    source = stage.copy_from_neighbour(paths)
+    if source is not None:
+        console.print(f"{what}: done on the same inputs in {source}; copied, not redone")
+    return source is not None
+
+
+def _trained(store: RunStore, name: str, inputs: TrainInputs, console: Console) -> TrainResult:
     stage = store.stage(f"train/{name}", inputs)
     result_path = f"train/{name}/result.json"
-    if not stage.done:
+    if not _done_or_copied(stage, [f"train/{name}"], f"training {name}", console):
         if is_main_process():
             stage.begin()
         result = Trainer(inputs, store.path("train", name)).train()
@@ -95,7 +106,7 @@ def build_gold_pairs(resolved: ResolvedRun, store: RunStore, console: Console, b
     inputs = PairsInputs(task, Rows.of(examples), base, engine.describe_config(), resolved.train.prompt_format,
                          SamplingParams(max_new_tokens=resolved.sampling.max_new_tokens, seed=resolved.seed))  # fmt: skip
     stage = store.stage("pairs", inputs)
-    if not stage.done:
+    if not _done_or_copied(stage, [PAIRS], "building pairs", console):
         if is_main_process():
             stage.begin()
         short = f" ({n} asked; the test split ends at {len(test)})" if len(examples) < n else ""
@@ -143,11 +154,11 @@ def train_all(resolved: ResolvedRun, store: RunStore, console: Console) -> dict[
 
         examples = load_split(store, resolved.sft_task, "sft", resolved.train_limit, console).rows
         sft_config = dataclasses.replace(resolved.sft, merge_adapter=True)
-        _trained(store, "sft", TrainInputs(SFT(), sft_config, resolved.sft_task, base, Rows.of(sft_rows(examples)), resolved.seed))
+        _trained(store, "sft", TrainInputs(SFT(), sft_config, resolved.sft_task, base, Rows.of(sft_rows(examples)), resolved.seed), console)
         base = policy_base(resolved, store)
     rows = Rows.of(preference_rows(resolved, store, console, base))
     results = {}
     for name, method in resolved.methods.items():
-        results[name] = _trained(store, name, TrainInputs(method, resolved.train_by_method[name], task, base, rows, resolved.seed))
+        results[name] = _trained(store, name, TrainInputs(method, resolved.train_by_method[name], task, base, rows, resolved.seed), console)
         console.print(f"trained {name}: {results[name].steps} steps, final loss {results[name].final_loss:.4g}, adapter {results[name].model_dir}")
     return results
