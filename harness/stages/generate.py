@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from harness.config import stable_hash
 from harness.engine import Engine, SamplingParams
 from harness.errors import HarnessError
-from harness.models import ModelRef
+from harness.models import ModelRef, model_ref
 from harness.store import RunStore
 from harness.task import TextTask
 
@@ -97,6 +97,8 @@ def _from_neighbours(store: RunStore, rows: list[dict], examples: list[dict], ke
     have = {r.get("key") for r in rows}
     found: dict[str, tuple[Path, dict]] = {}
     for other in store.neighbours():
+        if not _holds_a_model_of(other, store, candidates):  # a key holds only where the weights are the same files
+            continue
         try:
             theirs = other.log(GENERATIONS).read()
         except HarnessError:  # an edited log there is its run's problem, not this one's
@@ -113,6 +115,21 @@ def _from_neighbours(store: RunStore, rows: list[dict], examples: list[dict], ke
             cand = by_method[method]
             out.setdefault(found[row["key"]][0], []).append({**row, "model": cand.model.path, "adapter": cand.adapter.path if cand.adapter else None})
     return out
+
+
+def _holds_a_model_of(other: RunStore, store: RunStore, candidates: list[Candidate]) -> bool:
+    """Whether the run folder ``other`` holds, where ``store`` holds it, a model that one of
+    ``candidates`` generates from, with the same files: only then can its completions' keys hold
+    here, and its log (thousands of rows at the paper's scale) is worth reading."""
+    for cand in candidates:
+        ref = cand.adapter or cand.model
+        try:
+            relative = Path(ref.path).relative_to(store.root)
+        except ValueError:  # a model outside the run folder: its completions may be in any folder
+            return True
+        if ref.fingerprint and model_ref(str(other.root / relative)).fingerprint == ref.fingerprint:
+            return True
+    return False
 
 
 def _current(rows: list[dict], examples: list[dict], keys: dict[str, str]) -> dict[tuple, dict]:
