@@ -295,12 +295,18 @@ class Stage:
 
     @property
     def done(self) -> bool:
-        if not self.record_path.exists():
-            return False
-        record = json.loads(self.record_path.read_text(encoding="utf-8"))
-        return record.get("key") == self.key_hash and all(
-            (self.store.root / a).exists() for a in record.get("artifacts", [])
-        )
+        return self.record() is not None
+
+    def record(self) -> dict | None:
+        """The record of this stage done with this key, its artifacts present; None otherwise,
+        and for a record that is not one (edited by hand): the stage is then done again."""
+        try:
+            record = json.loads(self.record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("key") != self.key_hash:
+            return None
+        return record if all((self.store.root / a).exists() for a in record.get("artifacts", [])) else None
 
     def begin(self) -> None:
         """Called before the work rewrites the artifacts: a record of other inputs would otherwise
@@ -322,12 +328,11 @@ class Stage:
         passed over: it may be rewriting them."""
         for other in self.store.neighbours():
             there = Stage(other, self.name, self.key_hash)
+            if there.record() is None:
+                continue
             with other.lock_if_idle() as idle:
-                try:
-                    if not (idle and there.done):
-                        continue
-                    record = json.loads(there.record_path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):  # a record edited or half copied there is that run's to mend
+                record = there.record() if idle else None  # again: the run may have redone it before letting go
+                if record is None:
                     continue
                 self.begin()
                 for relative in paths:

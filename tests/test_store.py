@@ -32,6 +32,10 @@ def test_stage_is_done_only_for_the_same_key_and_existing_artifacts(tmp_path):
     assert not store.stage("train/a", {"lr": 2}).done
     (store.root / "out/a.json").unlink()
     assert not store.stage("train/a", {"lr": 1}).done
+    store.write_json("out/a.json", {"x": 1})
+    for edited in ("{", "[]"):  # a record edited by hand is no record: the stage is done again, no traceback
+        (store.root / "stages/train/a.json").write_text(edited)
+        assert not store.stage("train/a", {"lr": 1}).done
 
 
 def test_manifest_records_versions_seed_and_inputs(tmp_path):
