@@ -63,7 +63,9 @@ class PromptFormatter:
         self.use_chat = self.mode == "chat" or (self.mode == "auto" and self.task.chat)
         self.templated = self.use_chat and self.apply_chat_template and self.tokenizer is not None
         if self.templated and not getattr(self.tokenizer, "chat_template", None):
-            raise HarnessError("chat prompts need a tokenizer with a chat template; pass prompt_format=raw for this model")
+            raise HarnessError(f"task {self.task.registered_name!r} writes chat prompts, and the tokenizer of "
+                               f"{getattr(self.tokenizer, 'name_or_path', '') or 'this model'!r} has no chat template (a base model?): "
+                               "use an instruct model, or give this one the raw template with --train-arg prompt_format=raw")  # fmt: skip
 
     def _wrap(self, text: str) -> str:
         if not self.templated:

@@ -282,3 +282,15 @@ def test_training_checks_the_engine_only_where_it_will_build_pairs(tmp_path):
     assert not build_task("xsum", {"data_files": {"preference": str(tmp_path / "p.jsonl")}}).names_no_source("preference")
     assert not build_task("tldr").names_no_source("preference") and not build_task("xsum").names_no_source("test")  # a hub dataset; offline files
     assert build_task("arena-hard").names_no_source("preference")  # no such split
+
+
+def test_a_chat_task_on_a_model_without_a_chat_template_stops_before_any_work(tiny, tmp_path, capsys):
+    """A base model's tokenizer has no chat template, which a chat task's prompts need: said before
+    the run folder, with the way out, rather than at the first training."""
+    code = main(["run", "--task", "ultrafeedback", "--method", "dpo", "--model", tiny, "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == (f"error: task 'ultrafeedback' writes chat prompts, and the tokenizer of {tiny!r} has no chat template (a base "
+                                 "model?): use an instruct model, or give this one the raw template with --train-arg prompt_format=raw\n")  # fmt: skip
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(AssertionError, match="the input was accepted"):  # the raw template passes: the run starts (``no_work``)
+        main(["run", "--task", "ultrafeedback", "--method", "dpo", "--model", tiny, "--train-arg", "prompt_format=raw", "--output-dir", str(tmp_path / "raw")])

@@ -133,11 +133,24 @@ def check_access(resolved: ResolvedRun, model: bool = True, engine: bool = True,
     from harness.judge import build_judge
 
     if model:
-        resolve_model(resolved.model)  # the offline model converts here, once
+        _check_prompt_formats(resolved, resolve_model(resolved.model))  # the offline model converts here, once
     if engine:
         build_engine_for(resolved.engine_name, resolved.engine_options, resolved.model).check_access()
     if judge:
         build_judge(resolved.judge_name, resolved.judge_options).check_access()
+
+
+def _check_prompt_formats(resolved: ResolvedRun, path: str) -> None:
+    """The model's tokenizer writes every prompt format that training asks of it (a chat task's
+    needs a chat template), which would otherwise stop the run at its first training."""
+    from harness.models import load_tokenizer
+    from harness.prompting import PromptFormatter
+
+    tokenizer = load_tokenizer(path)
+    for config in resolved.train_by_method.values():
+        PromptFormatter(resolved.train_task, tokenizer, config.prompt_format)
+    if resolved.sft is not None:
+        PromptFormatter(resolved.sft_task, tokenizer, resolved.sft.prompt_format)
 
 
 def run_text(resolved: ResolvedRun, console: Console) -> RunStore:
