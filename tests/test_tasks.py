@@ -335,3 +335,21 @@ def test_a_json_array_file_that_is_not_json_says_where(tmp_path):
     path.write_text('[{"id": "a", "conversations": []},\n{"id": ', encoding="utf-8")
     with pytest.raises(HarnessError, match=r"broken.json: not valid JSON \(Expecting value at line 2, column 8\)"):
         build_task("sharegpt", {"data_files": {"sft": str(path)}}).load("sft")
+
+
+def test_a_limit_past_the_end_of_a_split_is_said_where_its_rows_are_counted(tmp_path):
+    """--limit 50 on a 12-row test split evaluates 12: the run says so beside the row count, not
+    only in the paper-protocol footnote; a limit the split meets says nothing."""
+    from rich.console import Console
+    from tiny import xsum_files
+
+    from harness.stages.train import load_split
+    from harness.store import RunStore
+
+    test, pairs = xsum_files(tmp_path, n=12)
+    task = build_task("xsum", {"data_files": {"test": str(test), "preference": str(pairs)}})
+    store = RunStore.open(tmp_path / "run", {}, seed=0)
+    said = lambda split, limit: (load_split(store, task, split, limit, console := Console(record=True, width=200)), console.export_text())[1]  # noqa: E731
+    assert "note: --limit 50 asks for more rows than the split holds: all 12 are used" in said("test", 50)
+    assert "note: --train-limit 20 asks for more rows than the split holds: all 12 are used" in said("preference", 20)
+    assert "note" not in said("test", 12) and "note" not in said("test", None)

@@ -30,6 +30,8 @@ PAIRS = "data/pairs.jsonl"
 def load_split(store: RunStore, task: TextTask, split: str, limit: int | None, console: Console) -> Loaded:
     """Load a split, say where it came from on screen, and record that in the manifest."""
     loaded = task.load(split, limit)
+    if limit is not None and len(loaded.rows) < limit:  # a run of fewer examples than asked says so where it says how many
+        loaded.notes.append(f"{'--limit' if split == 'test' else '--train-limit'} {limit} asks for more rows than the split holds: all {len(loaded.rows)} are used")
     loaded.report(console, split)
     provenance = loaded.provenance()
     label = getattr(task, "dataset_label", None)
