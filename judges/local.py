@@ -15,7 +15,7 @@ from harness.batching import batch_limits, length_batches
 from harness.config import PositiveInt
 from harness.errors import HarnessError
 from harness.judge import Judge
-from harness.models import inference_placement, resolve_model
+from harness.models import inference_placement, model_ref, resolve_model
 
 
 @dataclass
@@ -35,7 +35,9 @@ class LocalModelJudge(Judge):
         self._scores: dict[bytes, float] = {}  # a digest of each token list scored -> its float, for the judge's life
 
     def describe_config(self) -> dict:
-        return {**super().describe_config(), "dtype": inference_placement(self.device)[1]}  # bfloat16 verdicts on a GPU are not float32 ones
+        return {**super().describe_config(),
+                "dtype": inference_placement(self.device)[1],  # bfloat16 verdicts on a GPU are not float32 ones
+                "weights": model_ref(self.model).__key__()}  # a local folder by its files, as training and generation name models: new weights there are a new judge  # fmt: skip
 
     @property
     def chunk_size(self) -> int:

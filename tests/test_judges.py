@@ -362,3 +362,17 @@ def test_every_option_that_can_change_a_verdict_is_in_the_judges_identity(name, 
     transport = {"batch_size": 1, "concurrency": 2, "max_retries": 0, "timeout": 5.0, "cache_path": "/tmp/elsewhere.sqlite"}
     for option in cls.not_in_verdicts & transport.keys():
         assert judge_fingerprint(build_judge(name, {**needed, option: transport[option]}), "summary", True, 0) == fingerprint, option
+
+
+def test_a_local_judge_is_known_by_its_weights_not_only_by_its_folder(tmp_path):
+    """New weights saved into the judge model's folder (a reward model retrained in place) make a
+    new judge: its verdicts are asked again, never taken from the old weights' run or cache."""
+    from tiny import build_tiny
+
+    from harness.stages.judge import judge_fingerprint
+
+    folder = str(build_tiny(tmp_path / "judge"))
+    before = judge_fingerprint(build_judge("local-lm", {"model": folder}), "summary", True, 0)
+    assert judge_fingerprint(build_judge("local-lm", {"model": folder}), "summary", True, 0) == before
+    build_tiny(tmp_path / "judge", seed=1)
+    assert judge_fingerprint(build_judge("local-lm", {"model": folder}), "summary", True, 0) != before
