@@ -266,3 +266,12 @@ def test_the_length_controlled_interval_holds_its_level_on_a_proxys_probabilitie
         interval = length_controlled(rng.beta(concentration * rate, concentration * (1 - rate)), difference, BootstrapConfig())
         hits += interval.low <= 0.9 <= interval.high
     assert 0.93 <= hits / 400 <= 0.995, hits / 400
+
+
+def test_an_interval_prints_no_negative_zero():
+    """Two methods tied on every example have a paired interval of [-1e-17, 0]-like bounds: the
+    table prints [0.000, 0.000], not a "-0.000" that reads as a sign."""
+    from harness.stages.score import interval_text
+
+    assert interval_text([-1e-17, 0.0]) == "[0.000, 0.000]"
+    assert interval_text([-0.0123, 0.2]) == "[-0.012, 0.200]" and interval_text(None) == "-"
