@@ -233,8 +233,9 @@ def test_the_sft_stage_reads_its_own_task_and_the_methods_start_from_its_model(t
 def test_a_run_copies_what_a_folder_beside_it_did_on_the_same_inputs(tiny, tmp_path):
     """Adding a method to a comparison makes a new run folder (another config). What a folder beside
     it trained and generated on the same inputs is copied, byte for byte and with its files' times,
-    so the keys that name the adapter by its files hold and its completions are taken too. A method
-    whose inputs changed is trained, and a folder that a run holds now is passed over."""
+    so the keys that name the adapter by its files hold and its completions are taken too, and so
+    are the same judge's verdicts on them. A method whose inputs changed is trained, and a folder
+    that a run holds now is passed over."""
     import fcntl
 
     test, pairs = xsum_files(tmp_path)
@@ -242,16 +243,19 @@ def test_a_run_copies_what_a_folder_beside_it_did_on_the_same_inputs(tiny, tmp_p
     first, second, changed, beside_busy = (runs / name for name in ("first", "second", "changed", "busy"))
 
     def stages(out, methods, *extra):
-        args = _args(tiny, test, pairs, out, *extra)
+        args = _args(tiny, test, pairs, out, "--judge-arg", f"model={tiny}", *extra)
         args[args.index("dpo")] = methods
-        outputs = [run_cli(command, *args) for command in ("train", "generate")]
-        assert all(o.returncode == 0 for o in outputs), outputs[-1].stderr
-        return "".join(o.stdout for o in outputs)
+        output = run_cli("run", *args)
+        assert output.returncode == 0, output.stderr
+        return output.stdout
 
     stages(first, "dpo")
     said = stages(second, "dpo,srpo")
     assert f"training dpo: done on the same inputs in {first}; copied, not redone" in said and "training srpo" not in said
     assert f"generations: 6 generated from the same inputs in {first}; copied, not generated again" in said  # 3 examples, revisions 0 and 1
+    assert f"judge: 6 verdicts of this judge on the same texts in {first}; copied, not asked again" in said  # dpo against the references
+    summary = lambda out: json.loads((out / "summary.json").read_text())["results"]  # noqa: E731
+    assert [r for r in summary(second) if r["method"] == "dpo" and r["opponent"] == "reference"] == summary(first)
     weights = "train/dpo/adapter/adapter_model.safetensors"
     assert (second / weights).read_bytes() == (first / weights).read_bytes()
     assert (second / weights).stat().st_mtime_ns == (first / weights).stat().st_mtime_ns
@@ -261,10 +265,11 @@ def test_a_run_copies_what_a_folder_beside_it_did_on_the_same_inputs(tiny, tmp_p
     assert {r["adapter"] for k, r in ours.items() if k[1] == "dpo"} == {str(second / "train/dpo/adapter")}  # this run's copy
 
     said = stages(changed, "dpo", "--method-arg", "beta=0.2")
-    assert "copied" not in said and (changed / weights).read_bytes() != (first / weights).read_bytes()
+    assert "training dpo: done" not in said and "generated from the same inputs" not in said  # (its texts may equal the first's, whose verdicts then hold)
+    assert (changed / weights).read_bytes() != (first / weights).read_bytes()
 
     with open(first / ".lock") as held, open(second / ".lock") as held_too:
         for fh in (held, held_too):
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run writing them holds them
         said = stages(beside_busy, "dpo")
-    assert "copied" not in said and not json.loads((beside_busy / "stages/train/dpo.json").read_text()).get("copied_from")
+    assert "training dpo: done" not in said and not json.loads((beside_busy / "stages/train/dpo.json").read_text()).get("copied_from")

@@ -7,7 +7,9 @@ judge's requests in flight.
 Verdicts are appended to ``judgments.jsonl`` chunk by chunk, each tagged with the judge's
 fingerprint (the hash of its ``JudgeInputs``) and the hash of the two texts it compared. A rerun
 (or a resumed run) judges what has no successful verdict yet, failed ones included; the latest
-verdict of a pair is the one that counts. The judge's usage (requests, tokens, cost) is appended
+verdict of a pair is the one that counts. A folder beside this one that the same judge judged
+the same two texts in gives its verdict (a method added to a comparison, a folder of its own,
+leaves the others' verdicts to be taken). The judge's usage (requests, tokens, cost) is appended
 to ``judge-usage.jsonl`` chunk by chunk, so totals add up across reruns and crashes.
 """
 
@@ -21,6 +23,7 @@ from rich.console import Console
 from tqdm.auto import tqdm
 
 from harness.config import stable_hash
+from harness.errors import HarnessError
 from harness.judge import Judge, judge_pairs, prompt_template
 from harness.store import RunStore, read_jsonl
 from harness.task import TextTask
@@ -54,6 +57,27 @@ def latest_verdicts(rows: list[dict], fingerprint: str) -> dict[tuple, dict]:
     return {_identity(r): r for r in rows if r.get("judge") == fingerprint}
 
 
+def _verdicts_from_neighbours(store: RunStore, fingerprint: str, needed: set[tuple]) -> dict[Path, list[dict]]:
+    """Verdicts that run folders beside this one hold of the same judge (``fingerprint``: its model,
+    options and prompt) on the same two texts, for the ``needed`` identities, by folder; only
+    folders whose manifest lists that judge are read."""
+    out: dict[Path, list[dict]] = {}
+    for other in store.neighbours():
+        if not needed:
+            break
+        try:
+            if fingerprint not in ((other.read_json("manifest.json") or {}).get("inputs", {}).get("judges") or {}):
+                continue
+            rows = other.log(JUDGMENTS).read()
+        except (HarnessError, AttributeError):  # an edited manifest or log there is that run's to mend
+            continue
+        found = [r for key, r in latest_verdicts(rows, fingerprint).items() if key in needed and r.get("preference") is not None]
+        if found:
+            out[other.root] = found
+            needed = needed - {_identity(r) for r in found}
+    return out
+
+
 def judge_stage(
     store: RunStore, task: TextTask, judge: Judge, examples: list[dict], generations: list[dict], methods: list[str],
     head_to_head: bool, both_orders: bool, seed: int, console: Console, chunk: int | None = None,
@@ -78,6 +102,11 @@ def judge_stage(
     verdicts = latest_verdicts(log.read(), fingerprint)
     identity = lambda w: (*w[:4], _texts_hash(w))  # noqa: E731
     todo = [w for w in wanted if verdicts.get(identity(w), {}).get("preference") is None]
+    for source, rows in _verdicts_from_neighbours(store, fingerprint, {identity(w) for w in todo}).items():
+        log.append(rows)
+        verdicts.update({_identity(r): r for r in rows})
+        console.print(f"judge: {len(rows)} verdicts of this judge on the same texts in {source}; copied, not asked again")
+    todo = [w for w in todo if verdicts.get(identity(w), {}).get("preference") is None]
     bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), desc=f"judge ({judge.registered_name})", unit="pair")
     usage = store.log(USAGE)
     chunk = chunk or judge.chunk_size
