@@ -177,8 +177,10 @@ def summarise(task: str, meta: dict, judges: list[JudgedBy], generations: list[d
 
 def interval_text(interval) -> str:
     """[low, high] as the tables print it; "-" when there is none."""
-    low, high = (round(bound, 3) + 0.0 for bound in interval or (0, 0))  # + 0.0: a bound a rounding below zero prints 0.000, not -0.000
-    return "-" if not interval else f"[{low:.3f}, {high:.3f}]"
+    if not interval:
+        return "-"
+    low, high = (round(bound, 3) + 0.0 for bound in interval)  # + 0.0: a bound just below zero prints 0.000, not -0.000
+    return f"[{low:.3f}, {high:.3f}]"
 
 
 def comparison_label(p: dict, revision: bool = True) -> str:
