@@ -248,8 +248,7 @@ class RunStore:
         except OSError:
             return []
         here = self.root.resolve()
-        folders = [p for p in folders if p.resolve() != here]
-        return [RunStore(p) for p in sorted(folders, key=lambda p: (p / "manifest.json").stat().st_mtime if (p / "manifest.json").exists() else 0, reverse=True)]
+        return [RunStore(p) for p in sorted((p for p in folders if p.resolve() != here), key=_updated, reverse=True)]
 
     def log(self, relative: str) -> JsonlLog:
         return JsonlLog(self.root / relative)
@@ -340,6 +339,14 @@ class Stage:
             self.finish(record["artifacts"], copied_from=str(other.root))
             return other.root
         return None
+
+
+def _updated(folder: Path) -> float:
+    """When a run last wrote ``folder``'s manifest (0: never, or the folder went away meanwhile)."""
+    try:
+        return (folder / "manifest.json").stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _copy_replacing(source: Path, target: Path) -> None:
