@@ -23,7 +23,7 @@ import tempfile
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from harness.config import stable_hash
 from harness.errors import HarnessError
@@ -249,6 +249,17 @@ class RunStore:
             return []
         here = self.root.resolve()
         return [RunStore(p) for p in sorted((p for p in folders if p.resolve() != here), key=_updated, reverse=True)]
+
+    def neighbour_rows(self, relative: str, worth_reading: Callable[[RunStore], bool]) -> Iterator[tuple[Path, list[dict]]]:
+        """(folder, rows) of the log ``relative`` in each neighbour that ``worth_reading`` picks (a
+        log of thousands of rows is read only where it can hold what is looked for). A log or
+        manifest edited by hand there is that run's to mend, and is passed over."""
+        for other in self.neighbours():
+            try:
+                if worth_reading(other):
+                    yield other.root, other.log(relative).read()
+            except (HarnessError, AttributeError):
+                continue
 
     def log(self, relative: str) -> JsonlLog:
         return JsonlLog(self.root / relative)

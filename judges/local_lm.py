@@ -1,8 +1,8 @@
 """An offline judge: a local causal LM's probability of answering "A" or "B" to the judge prompt.
 
 The judge prompt (``judges/prompts``) goes through the model's chat template (a model without
-one, a base model, reads it as it is), the answer is started with "Preferred:", and p(A better) is the model's next-token probability of A over A and B.
-No sampling, no parsing, nothing to fail. With SmolLM2-135M-Instruct this runs anywhere but is a
+one, a base model, reads it as it is), the answer is started with "Preferred:", and p(A better)
+is the model's next-token probability of A over A and B. No sampling, no parsing, nothing to fail. With SmolLM2-135M-Instruct this runs anywhere but is a
 weak *proxy* for the paper's GPT-4 judge: its numbers say whether the pipeline works, not which
 method is better. Use the openai judge for results.
 """

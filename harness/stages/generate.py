@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 
 from harness.config import stable_hash
 from harness.engine import Engine, SamplingParams
-from harness.errors import HarnessError
 from harness.models import ModelRef, model_ref
 from harness.store import RunStore
 from harness.task import TextTask
@@ -96,16 +95,11 @@ def _from_neighbours(store: RunStore, rows: list[dict], examples: list[dict], ke
     does, across folders: revision k may come from one folder and k-1 from here."""
     have = {r.get("key") for r in rows}
     found: dict[str, tuple[Path, dict]] = {}
-    for other in store.neighbours():
-        if not _holds_a_model_of(other, store, candidates):  # a key holds only where the weights are the same files
-            continue
-        try:
-            theirs = other.log(GENERATIONS).read()
-        except HarnessError:  # an edited log there is its run's problem, not this one's
-            continue
+    holds = lambda other: _holds_a_model_of(other, store, candidates)  # noqa: E731  -- a key holds only where the weights are the same files
+    for folder, theirs in store.neighbour_rows(GENERATIONS, holds):
         for row in theirs:
             if row.get("method") in keys and row.get("key") not in have:
-                found.setdefault(row.get("key"), (other.root, row))
+                found.setdefault(row.get("key"), (folder, row))
     if not found:
         return {}
     by_method = {c.method: c for c in candidates}
@@ -169,7 +163,8 @@ def generate_revisions(
     if len(kept) < len(rows):
         store.log(STALE).append([r for r in rows if id(r) not in kept])
         log.rewrite([r for r in rows if id(r) in kept])
-    if sum(1 for k in done if k[2] <= revisions) < (revisions + 1) * len(candidates) * len(examples):
+    total = (revisions + 1) * len(candidates) * len(examples)
+    if sum(1 for k in done if k[2] <= revisions) < total:
         copied = _from_neighbours(store, [r for r in rows if id(r) in kept], examples, keys, revisions, candidates)
         for source, theirs in copied.items():
             log.append(theirs)
@@ -177,7 +172,6 @@ def generate_revisions(
             if console is not None:
                 console.print(f"generations: {len(theirs)} generated from the same inputs in {source}; copied, not generated again")
     formatters = {c.method: prompts_by.prompt_formatter(task, c.prompt_format) for c in candidates}
-    total = (revisions + 1) * len(candidates) * len(examples)
     bar = tqdm(total=total, initial=sum(1 for k in done if k[2] <= revisions), desc="generate", unit="completion")
     first_use = {}  # model path -> the position of its first candidate
     for i, cand in enumerate(candidates):

@@ -23,7 +23,6 @@ from rich.console import Console
 from tqdm.auto import tqdm
 
 from harness.config import stable_hash
-from harness.errors import HarnessError
 from harness.judge import Judge, judge_pairs, prompt_template
 from harness.store import RunStore, read_jsonl
 from harness.task import TextTask
@@ -61,19 +60,15 @@ def _verdicts_from_neighbours(store: RunStore, fingerprint: str, needed: set[tup
     """Verdicts that run folders beside this one hold of the same judge (``fingerprint``: its model,
     options and prompt) on the same two texts, for the ``needed`` identities, by folder; only
     folders whose manifest lists that judge are read."""
+
+    def judged_there(other: RunStore) -> bool:  # reads ``needed`` as the loop below shrinks it: once none is left, no log is read
+        return bool(needed) and fingerprint in ((other.read_json("manifest.json") or {}).get("inputs", {}).get("judges") or {})
+
     out: dict[Path, list[dict]] = {}
-    for other in store.neighbours():
-        if not needed:
-            break
-        try:
-            if fingerprint not in ((other.read_json("manifest.json") or {}).get("inputs", {}).get("judges") or {}):
-                continue
-            rows = other.log(JUDGMENTS).read()
-        except (HarnessError, AttributeError):  # an edited manifest or log there is that run's to mend
-            continue
+    for folder, rows in store.neighbour_rows(JUDGMENTS, judged_there):
         found = [r for key, r in latest_verdicts(rows, fingerprint).items() if key in needed and r.get("preference") is not None]
         if found:
-            out[other.root] = found
+            out[folder] = found
             needed = needed - {_identity(r) for r in found}
     return out
 
