@@ -121,7 +121,7 @@ def compare(model: str, rows: list[dict], method: str, steps: int, lr: float, fo
                           **trl_options(built))  # fmt: skip
         trl.remove_callback(ProgressCallback)  # it prints every step's logs, which this script reads from log_history and prints once
         trl.train()
-    reference = torch.load(folder / "harness" / "reference_logps.pt", weights_only=False)["logps"].sums if built.uses_reference else None
+    reference = torch.load(folder / "harness" / "reference_logps.pt", weights_only=True)["sums"] if built.uses_reference else None
     ours = lora_deltas(load_file(folder / "harness" / "adapter" / "adapter_model.safetensors"))
     theirs = lora_deltas(trl.model.state_dict())
     assert ours.keys() == theirs.keys(), sorted(ours.keys() ^ theirs.keys())[:4]

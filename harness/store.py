@@ -244,11 +244,12 @@ class RunStore:
         """The other run folders in this one's parent folder (``runs/``), most recently updated
         first: where a stage of the same inputs may have finished already."""
         try:
-            folders = [p for p in self.root.parent.iterdir() if p.is_dir() and any((p / m).exists() for m in MARKERS)]
+            entries = list(self.root.parent.iterdir())
         except OSError:
             return []
         here = self.root.resolve()
-        return [RunStore(p) for p in sorted((p for p in folders if p.resolve() != here), key=_updated, reverse=True)]
+        folders = [p for p in entries if _own_run_folder(p) and p.resolve() != here]
+        return [RunStore(p) for p in sorted(folders, key=_updated, reverse=True)]
 
     def neighbour_rows(self, relative: str, worth_reading: Callable[[RunStore], bool]) -> Iterator[tuple[Path, list[dict]]]:
         """(folder, rows) of the log ``relative`` in each neighbour that ``worth_reading`` picks (a
@@ -350,6 +351,17 @@ class Stage:
             self.finish(record["artifacts"], copied_from=str(other.root))
             return other.root
         return None
+
+
+def _own_run_folder(folder: Path) -> bool:
+    """A run folder that this user owns. A shared parent (``--output-dir /tmp/run``) holds other
+    users' folders too, whose weights and records this run must not take for its own; one that
+    cannot be read is passed over, not the end of the search."""
+    try:
+        mine = os.name != "posix" or folder.stat().st_uid == os.getuid()
+        return mine and folder.is_dir() and any((folder / m).exists() for m in MARKERS)
+    except OSError:
+        return False
 
 
 def _updated(folder: Path) -> float:

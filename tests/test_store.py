@@ -128,3 +128,16 @@ def test_a_retraining_killed_midway_leaves_no_record_to_vouch_for_what_it_half_w
     with pytest.raises(KeyboardInterrupt):
         train_stage._trained(store, "dpo", {"lr": 2, "killed": True}, console)
     assert train_stage._trained(store, "dpo", {"lr": 1}, console) == 1 and trained == [1, 2, 1]  # retrained, not read from lr 2's files
+
+
+def test_neighbours_are_this_users_run_folders_beside_it(tmp_path, monkeypatch):
+    """Where the parent is shared (``--output-dir /tmp/run``), a folder another user wrote is not a
+    source of stages to copy: its weights and pickles would become this run's."""
+    mine = RunStore.open(tmp_path / "mine", {"task": "x"}, seed=1)
+    other = RunStore.open(tmp_path / "other", {"task": "x"}, seed=1)
+    (tmp_path / "notes").mkdir()  # not a run folder
+    (tmp_path / "file.txt").write_text("x")
+    assert [n.root for n in mine.neighbours()] == [other.root]
+    uid = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: uid + 1)
+    assert mine.neighbours() == []

@@ -99,6 +99,27 @@ def test_reference_logprobs_are_computed_once_and_cached(tiny, tmp_path, monkeyp
     assert calls == [len(ROWS)]  # reference-free: never computed
 
 
+class _Planted:
+    """A pickle that runs code when loaded: what a file in a folder someone else wrote may hold."""
+
+    def __reduce__(self):
+        return (os.mkdir, (str(_Planted.marker),))
+
+
+def test_a_cached_reference_or_checkpoint_that_is_not_plain_tensors_runs_no_code_and_is_recomputed(tiny, tmp_path, monkeypatch):
+    calls = []
+    original = Trainer.reference_logprobs
+    monkeypatch.setattr(Trainer, "reference_logprobs", lambda self, *a: calls.append(1) or original(self, *a))
+    _Planted.marker = tmp_path / "code-ran"
+    out = tmp_path / "a"
+    out.mkdir()
+    torch.save({"key": "x", "logps": _Planted()}, out / "reference_logps.pt")
+    (out / "checkpoint").mkdir()
+    torch.save({"key": "x", "step": 1, "rng": _Planted()}, out / "checkpoint" / "state.pt")
+    assert _trainer("srpo", tiny, out, epochs=1).train().steps == 2  # trained from step 0
+    assert calls == [1] and not _Planted.marker.exists()
+
+
 def _full_forward_logprob(model, context: list[int], completion: list[int]) -> torch.Tensor:
     """log pi(completion | context) the plain way: the whole sequence, full-vocabulary logits."""
     ids = torch.tensor([context + completion])

@@ -8,6 +8,7 @@ temporary folder and renamed into place: a kill mid-write leaves the previous on
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -31,7 +32,7 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, step: int, key: s
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "numpy": np.random.get_state(),
+                "numpy": _numpy_state(),
                 "python": random.getstate(),
             },
         },
@@ -47,12 +48,9 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, step: int, key: s
 
 def load_checkpoint(folder: Path, model, optimizer, scheduler, key: str) -> int | None:
     """The step to resume after, or None when there is no checkpoint for this exact run (``key``)."""
-    path = folder / "state.pt"
-    if not path.exists():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("key") != key:
-        return None  # a checkpoint of other data or options: start over rather than mix them
+    state = load_tensors(folder / "state.pt")
+    if state is None or state.get("key") != key:
+        return None  # none, or a checkpoint of other data or options: start over rather than mix them
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in state["trainable"].items():
@@ -63,6 +61,26 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler, key: str) -> int 
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    np.random.set_state(rng["numpy"])
+    np.random.set_state((rng["numpy"]["kind"], np.array(rng["numpy"]["key"], dtype=np.uint32), *rng["numpy"]["rest"]))
     random.setstate(rng["python"])
     return int(state["step"])
+
+
+def load_tensors(path: Path) -> dict | None:
+    """What ``torch.save`` wrote to ``path`` as tensors, numbers, strings and containers of them,
+    or None when the file is absent or holds anything else. Unpickled with ``weights_only``: a
+    file copied from a neighbouring run folder (``RunStore.copy_from_neighbour``) or written by an
+    older version can run no code here; the caller recomputes what it held."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError):
+        return None
+
+
+def _numpy_state() -> dict:
+    """numpy's global RNG state as plain numbers, which ``load_tensors`` reads back (its array of
+    624 words is not among what ``weights_only`` unpickles)."""
+    kind, key, *rest = np.random.get_state()
+    return {"kind": kind, "key": key.tolist(), "rest": rest}

@@ -35,7 +35,7 @@ from harness.policies.lm import EncodedPair, PairEncoder, SequenceScorer
 from harness.prompting import PromptFormatter
 from harness.store import JsonlLog, atomic_write_json
 from harness.task import TextTask
-from harness.training.checkpoint import load_checkpoint, save_checkpoint
+from harness.training.checkpoint import load_checkpoint, load_tensors, save_checkpoint
 from harness.training.config import TrainConfig
 
 
@@ -168,15 +168,14 @@ class Trainer:
         key = stable_hash([self.key, "reference"])
         path = self.output_dir / "reference_logps.pt"
         with accelerator.main_process_first():  # the main process computes, the others read its file
-            if path.exists():
-                saved = torch.load(path, weights_only=False)
-                if saved.get("key") == key:
-                    return saved["logps"]
+            saved = load_tensors(path)
+            if saved is not None and saved.get("key") == key:
+                return LogProbs(saved["sums"], saved["counts"])
             with _explaining_oom("the reference pass", micro_size, self.config, accelerator.num_processes):
                 logps = self.reference_logprobs(scorer, pairs, micro_size)
             if accelerator.is_main_process:
                 tmp = path.with_suffix(".partial")
-                torch.save({"key": key, "logps": logps}, tmp)
+                torch.save({"key": key, "sums": logps.sums, "counts": logps.counts}, tmp)
                 tmp.replace(path)
         return logps
 
