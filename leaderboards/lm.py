@@ -17,17 +17,14 @@ from collections import defaultdict
 import plotly.graph_objects as go
 
 from harness.leaderboards.page import Section, Table, render_page
+from harness.leaderboards.settings import row_labels, run_labels
 from harness.stages.score import comparison_label, interval_text
 
 UNTITLED_TOP = 30  # px above a figure with no title: plotly's default 100 left a gap under each section's text
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 COLUMNS = ["task", "method", "model", "training data", "judge", "revision", "win rate", "CI", "length-controlled", "LC CI", "words",
-           "opponent words", "paper mean", "paper std", "n", "W/T/L", "failed", "run"]  # fmt: skip
-PAIRED_COLUMNS = ["task", "comparison", "revision", "difference", "CI", "n", "better/same/worse", "head to head", "head-to-head CI", "run"]
-
-
-def _label(run: dict, method: str, many_runs: bool) -> str:
-    return f"{method} ({run['name']})" if many_runs else method
+           "opponent words", "paper mean", "paper std", "n", "W/T/L", "failed", "settings", "run"]  # fmt: skip
+PAIRED_COLUMNS = ["task", "comparison", "revision", "difference", "CI", "n", "better/same/worse", "head to head", "head-to-head CI", "settings", "run"]
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -47,8 +44,10 @@ def _interval(run: dict, kind: str) -> str:
 
 
 def revision_figure(runs: list[dict], many: bool) -> go.Figure:
-    """Win rate against the references per revision, with its interval as a band."""
+    """Win rate against the references per revision, with its interval as a band; with ``many``
+    runs, each line named by what sets it apart (leaderboards/settings.py)."""
     fig = go.Figure()
+    labels = row_labels(runs)
     i = 0
     for run in runs:
         by_method = defaultdict(list)
@@ -61,7 +60,7 @@ def revision_figure(runs: list[dict], many: bool) -> go.Figure:
             y = [r["win_rate"] for r in rows]
             low, high = [r["ci"][0] for r in rows], [r["ci"][1] for r in rows]
             color = PALETTE[i % len(PALETTE)]
-            name = _label(run, method, many)
+            name = f"{method} ({labels[(run['name'], method)] or run['name']})" if many else method
             fig.add_scatter(x=x + x[::-1], y=high + low[::-1], fill="toself", fillcolor=_rgba(color, 0.15), line={"width": 0},
                             hoverinfo="skip", showlegend=False, legendgroup=name)  # fmt: skip
             fig.add_scatter(x=x, y=y, mode="lines+markers", name=name, line={"color": color}, legendgroup=name, customdata=list(zip(low, high)),
@@ -72,12 +71,13 @@ def revision_figure(runs: list[dict], many: bool) -> go.Figure:
     return fig
 
 
-def paired_figure(run: dict, many: bool) -> go.Figure | None:
-    """A forest plot: each paired difference of win rates with its interval; zero is no difference."""
+def paired_figure(run: dict, label: str) -> go.Figure | None:
+    """A forest plot: each paired difference of win rates with its interval; zero is no difference.
+    ``label`` names the run among several ("" for a run alone)."""
     paired = run["summary"].get("paired") or []
     if not paired:
         return None
-    labels = [comparison_label(p) + (f" [{run['name']}]" if many else "") for p in paired]
+    labels = [comparison_label(p) + (f" [{label}]" if label else "") for p in paired]
     diff = [p["difference"] for p in paired]
     fig = go.Figure()
     fig.add_scatter(x=diff, y=labels, mode="markers", marker={"color": "#1f77b4", "size": 9}, showlegend=False,
@@ -122,6 +122,7 @@ def judges_section(runs: list[dict], many: bool) -> Section | None:
     """Is the judge any good: its diagnostics from the stored verdicts, the mean verdict by length
     difference, and the agreement of two judges on the same pairs."""
     rows, agreement, fig = [], [], go.Figure()
+    labels = run_labels(runs)
     for run in runs:
         for j in run["summary"].get("judges") or []:
             d, config = j["diagnostics"], j["config"]
@@ -131,7 +132,7 @@ def judges_section(runs: list[dict], many: bool) -> Section | None:
                          _cell(d["first_position_win_rate"], ".2f"), run["name"]])  # fmt: skip
             bins = [b for b in d.get("by_length", []) if b["n"]]
             if bins:
-                fig.add_bar(x=[b["words_longer"] for b in bins], y=[b["mean_verdict"] for b in bins], name=j["judge"] + (f" ({run['name']})" if many else ""),
+                fig.add_bar(x=[b["words_longer"] for b in bins], y=[b["mean_verdict"] for b in bins], name=j["judge"] + (f" ({labels[run['name']] or run['name']})" if many else ""),
                             customdata=[b["n"] for b in bins], hovertemplate="%{x} words longer: %{y:.3f} (n %{customdata})<extra></extra>")  # fmt: skip
         for a in run["summary"].get("agreement") or []:
             agreement.append([a["judge"], a["versus_judge"], a["pairs"], _cell(a["kappa"], ".2f"), _cell(a["label_agreement"], ".2f"),
@@ -157,7 +158,7 @@ def _cell(value, fmt: str = ".3f") -> str:
 
 
 def table_rows(runs: list[dict]) -> list[list]:
-    out = []
+    out, labels = [], row_labels(runs)
     for run in runs:
         meta = run["summary"]["meta"]
         judge = meta.get("judge", {})
@@ -169,17 +170,18 @@ def table_rows(runs: list[dict]) -> list[list]:
             out.append([run["summary"]["task"], r["method"] + opponent, meta.get("model", ""), meta.get("training_data", ""), judge_label, r["revision"],
                         _cell(r["win_rate"]), interval_text(r.get("ci")), _cell(r.get("length_controlled")), interval_text(r.get("length_controlled_ci")),
                         _cell(r.get("mean_length"), ".1f"), _cell(r.get("opponent_mean_length"), ".1f"), paper_mean, _cell(paper.get("std")),
-                        r["n"], f"{r['wins']}/{r['ties']}/{r['losses']}", r["failed"], run["name"]])  # fmt: skip
+                        r["n"], f"{r['wins']}/{r['ties']}/{r['losses']}", r["failed"], labels[(run["name"], r["method"])], run["name"]])  # fmt: skip
     return out
 
 
 def paired_table_rows(runs: list[dict]) -> list[list]:
-    out = []
+    out, labels = [], run_labels(runs)
     for run in runs:
         for p in run["summary"].get("paired") or []:
             head = p.get("head_to_head") or {}
             out.append([run["summary"]["task"], comparison_label(p, revision=False), p["revision"], f"{p['difference']:+.3f}", interval_text(p["ci"]), p["n"],
-                        f"{p['a_better']}/{p['same']}/{p['b_better']}", _cell(head.get("win_rate")), interval_text(head.get("ci")), run["name"]])  # fmt: skip
+                        f"{p['a_better']}/{p['same']}/{p['b_better']}", _cell(head.get("win_rate")), interval_text(head.get("ci")), labels[run["name"]],
+                        run["name"]])  # fmt: skip
     return out
 
 
@@ -257,7 +259,8 @@ def render(runs: list[dict]) -> str:
         sections.append(Section(title=f"{task}: win rate by revision", text=text, figures=figures))
     paired_rows = paired_table_rows(runs)
     if paired_rows:
-        figures = [f for f in (paired_figure(r, many) for r in runs) if f is not None]
+        labels = run_labels(runs)
+        figures = [f for f in (paired_figure(r, (labels[r["name"]] or r["name"]) if many else "") for r in runs) if f is not None]
         sections.append(Section(
             title="Paired comparisons on the same examples",
             text=(f"Difference of two win rates against the references, computed per example on the examples both were judged on, "

@@ -1,6 +1,8 @@
 """The HTML leaderboard in headless Chromium: self-contained from file://, no console errors,
 plots drawn, hostile generations shown as text, lazy example browser, sorting and exports."""
 
+import csv
+import io
 import json
 import shutil
 from pathlib import Path
@@ -16,7 +18,8 @@ HOSTILE = "<!-- <script>alert(1)</script><img src=x onerror=alert(2)>"
 METHODS = ["srpo", "dpo", "ipo", "simpo", "rpo"]
 
 
-def _fake_run(folder: Path, n_examples: int, revisions: int, methods=METHODS, task: str = "xsum", note: str = "offline proxy judge") -> Path:
+def _fake_run(folder: Path, n_examples: int, revisions: int, methods=METHODS, task: str = "xsum", note: str = "offline proxy judge",
+              config: dict | None = None) -> Path:
     """A run folder as the pipeline writes it (examples, generations, verdicts), scored by the real scoring."""
     folder.mkdir(parents=True)
     ids = [f"ex{i}" for i in range(n_examples)]
@@ -38,7 +41,7 @@ def _fake_run(folder: Path, n_examples: int, revisions: int, methods=METHODS, ta
         (folder / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
     meta = {"judge": {"judge": "local-lm", "model": "smollm2-135m"}, "judge_is_proxy": True, "judge_note": note,
             "model": "smollm2-135m", "training_data": "built pairs", "example_ids": ids, "inputs": {"judge": {"fingerprint": "fp"}},
-            "revisions": revisions - 1}  # fmt: skip
+            "revisions": revisions - 1, **({"config": config} if config else {})}  # fmt: skip
     judge = {"judge": "local-lm", "model": "smollm2-135m"}
     summary = summarise(task, meta, [JudgedBy("fp", judge, judgments, True)], generations, examples, BootstrapConfig(resamples=1000))
     (folder / "summary.json").write_text(json.dumps(summary))
@@ -94,6 +97,34 @@ def test_a_run_folder_named_twice_is_shown_once(tmp_path):
     assert "note: 2 run folder(s) named more than once; each is shown once" in result.stdout
     rows = [row.split(",") for row in (tmp_path / "page.csv").read_text().splitlines()[1:]]
     assert sorted(row[-1] for row in rows) == ["other"] * 2 + ["run"] * 6  # 2 revisions of srpo, dpo and srpo vs dpo; 2 of srpo
+
+
+def _config(beta: float, limit: int = 16, lr: float = 1e-6) -> dict:
+    """What summary.json's meta holds of a run's config (harness/stages/score.py), options resolved."""
+    return {"task": "xsum", "methods": ["srpo"], "limit": limit, "seed": 0, "method_args": {"beta": beta}, "sampling": {"max_new_tokens": 48},
+            "resolved_method_args": {"srpo": {"beta": beta, "alpha": 0.0}, "dpo": {"beta": 0.1}},
+            "resolved_train": {"srpo": {"lr": lr, "epochs": 1}, "dpo": {"lr": lr, "epochs": 1}},
+            "resolved_task_args": {"variant": "xsum", "data_files": {"test": "/data/" + "long/" * 20 + "test.jsonl"}}}  # fmt: skip
+
+
+def test_runs_of_a_sweep_are_named_by_the_settings_that_set_them_apart(tmp_path):
+    """Runs named by their config's hash: the legend, the forest plot and the tables' settings
+    column name each by what differs, run-wide (--limit) and in the method's own options (beta, its
+    trainer's lr), and by its folder only where nothing does (one config in two folders)."""
+    from harness.leaderboards.render import load_runs, write_pages
+
+    runs = {"xsum-aaa": (["srpo", "dpo"], _config(0.01)), "xsum-bbb": (["srpo"], _config(0.1, lr=2e-6)),
+            "xsum-ccc": (["srpo"], _config(0.01, limit=64)), "xsum-ddd": (["srpo"], _config(0.01, limit=64))}  # fmt: skip
+    folders = [str(_fake_run(tmp_path / name, n_examples=2, revisions=1, methods=methods, config=config)) for name, (methods, config) in runs.items()]
+    html = write_pages(tmp_path / "page.html", load_runs(folders)).read_text()
+    settings = {(row[-1], row[1]): row[-2] for row in csv.reader(io.StringIO((tmp_path / "page.csv").read_text())) if row[0] == "xsum"}
+    assert settings == {("xsum-aaa", "srpo"): "limit=16, beta=0.01, train.lr=1e-06", ("xsum-aaa", "dpo"): "limit=16",
+                        ("xsum-aaa", "srpo vs dpo"): "limit=16, beta=0.01, train.lr=1e-06", ("xsum-bbb", "srpo"): "limit=16, beta=0.1, train.lr=2e-06",
+                        ("xsum-ccc", "srpo"): "limit=64, beta=0.01, train.lr=1e-06, xsum-ccc", ("xsum-ddd", "srpo"): "limit=64, beta=0.01, train.lr=1e-06, xsum-ddd"}  # fmt: skip
+    assert "srpo (limit=16, beta=0.1, train.lr=2e-06)" in html and "dpo (limit=16)" in html  # the legend
+    assert "srpo - dpo (rev 0) [limit=16, xsum-aaa]" in html  # the forest plot's run: its method options are not what it compares
+    alone = write_pages(tmp_path / "one.html", load_runs(folders[:1]))
+    assert {row[-2] for row in csv.reader(io.StringIO(alone.with_suffix(".csv").read_text()))} == {"settings", ""}  # a run alone has nothing to set apart
 
 
 @pytest.fixture(scope="module")
