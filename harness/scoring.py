@@ -57,6 +57,14 @@ class BootstrapConfig(Options):
     paper_resamples: Annotated[int, Field(ge=2)] = 20  # ...20 resamples...
     paper_sample_size: PositiveInt = 512  # ...of 512 each, with replacement; mean and std
 
+    @property
+    def tested_from(self) -> int:
+        """The fewest verdicts from which this kind of interval is shown to hold its level
+        (``benchmarks/coverage.py``, tests/test_scoring.py). Below, it may not: at 95%, Wilson's
+        covers 89% of 2 or 4 wins and losses, the length-controlled interval 91% of 4 to 8 proxy
+        verdicts; the bootstrap needs more."""
+        return 60 if self.interval == "bca" else 16
+
     def describe(self, of: Literal["all", "win rates", "paired differences"] = "all") -> str:
         """How the intervals are computed: all of them, with their level, or those ``of`` one kind."""
         level = f", {self.level:.0%} level" if of == "all" else ""

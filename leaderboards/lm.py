@@ -277,6 +277,9 @@ def render(runs: list[dict]) -> str:
     short = [(r["name"], note) for r in runs if (note := r["summary"]["meta"].get("scoring", {}).get("paper_note"))]
     if short:  # each run says what it lacks: their item counts differ
         text += " * " + ("; ".join(f"{name}: {note}" for name, note in short) if many else short[0][1]) + "."
+    few = [(r["name"], note) for r in runs if (note := r["summary"]["meta"].get("scoring", {}).get("few_note"))]
+    if few:
+        text += " Note: " + ("; ".join(f"{name}: {note}" for name, note in few) if many else few[0][1]) + "."
     sections.append(Section(title="All results", text=text, tables=[Table(COLUMNS, rows, caption="Click a column header to sort", exports=True, id="results")]))
     proxies = {r["summary"]["task"]: r["summary"]["meta"].get("judge_note") for r in runs if r["summary"]["meta"].get("judge_is_proxy")}
     if len(set(proxies.values())) > 1:  # a task's note names the paper's judge for that task

@@ -99,6 +99,28 @@ def test_a_run_folder_named_twice_is_shown_once(tmp_path):
     assert sorted(row[-1] for row in rows) == ["other"] * 2 + ["run"] * 6  # 2 revisions of srpo, dpo and srpo vs dpo; 2 of srpo
 
 
+def test_intervals_on_fewer_verdicts_than_their_coverage_is_shown_from_say_so(tmp_path):
+    """Wilson's and Bonett-Price's hold their level from 16 verdicts on, the bootstrap from 60
+    (benchmarks/coverage.py): rows on fewer are counted in a note on screen, in summary.json and on
+    the page; 16 examples need none."""
+    from html import unescape
+
+    from harness.leaderboards.render import load_runs, write_pages
+    from harness.runs import run_records
+
+    few = _fake_run(tmp_path / "few", n_examples=4, revisions=2, methods=["srpo"])
+    note = json.loads((few / "summary.json").read_text())["meta"]["scoring"]["few_note"]
+    assert note.startswith("3 row(s) of these tables rest on fewer than 16 verdicts")  # 2 revisions and their paired difference
+    assert f"Note: {note}." in unescape(write_pages(tmp_path / "page.html", load_runs([str(few)])).read_text())
+    enough = _fake_run(tmp_path / "enough", n_examples=16, revisions=2, methods=["srpo"])
+    assert "few_note" not in json.loads((enough / "summary.json").read_text())["meta"]["scoring"]
+    summary, examples, generations, judges = run_records(enough)
+    bca = summarise("xsum", summary["meta"], judges, generations, examples, BootstrapConfig(interval="bca", resamples=1000))
+    assert bca["meta"]["scoring"]["few_note"].startswith("3 row(s) of these tables rest on fewer than 60 verdicts")
+    result = run_cli("score", str(few))
+    assert result.returncode == 0 and "rest on fewer than 16 verdicts" in result.stdout
+
+
 def _config(beta: float, limit: int = 16, lr: float = 1e-6) -> dict:
     """What summary.json's meta holds of a run's config (harness/stages/score.py), options resolved."""
     return {"task": "xsum", "methods": ["srpo"], "limit": limit, "seed": 0, "method_args": {"beta": beta}, "sampling": {"max_new_tokens": 48},

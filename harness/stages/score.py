@@ -167,6 +167,10 @@ def summarise(task: str, meta: dict, judges: list[JudgedBy], generations: list[d
                           "with n - 2 degrees of freedom",
         "items": len(examples),
     }  # fmt: skip
+    few = sum(0 < r["n"] < config.tested_from for r in (*records(results), *records(paired)))
+    if few:
+        scoring["few_note"] = (f"{few} row(s) of these tables rest on fewer than {config.tested_from} verdicts, below which their intervals"
+                               f"' {config.level:.0%} level is not shown to hold (benchmarks/coverage.py): read them as rough")  # fmt: skip
     if len(examples) < config.paper_n_items:
         scoring["paper_note"] = (f"this run has {len(examples)} examples, fewer than the {config.paper_n_items} the paper's protocol takes: "
                                  f"its mean and std are of resamples of {min(config.paper_sample_size, len(examples))} out of "
@@ -233,6 +237,8 @@ def print_tables(summary: dict, console) -> None:
         console.print(table)
     print_judges(summary, console)
     console.print(f"intervals: {scoring.get('interval', '')}; length control: AlpacaEval 2's, at zero length difference")
+    if scoring.get("few_note"):
+        console.print(f"note: {scoring['few_note']}", style="yellow")
     if any(not r["paper"]["complete"] for r in results if r.get("paper")):
         console.print(f"* {scoring.get('paper_note', 'fewer items than the paper protocol takes')}", style="yellow")
 
