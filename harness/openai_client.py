@@ -46,6 +46,9 @@ def _server_url(url: str) -> str:
     parts = urlsplit(url)
     if url and (parts.scheme not in ("http", "https") or not parts.hostname):
         raise ValueError(f"must be empty (OpenAI's API) or an http:// or https:// address such as http://127.0.0.1:8000/v1, got {url!r}")
+    if parts.password:  # not echoed: this message is printed, and may be logged
+        raise ValueError("holds a password (user:password@), which the run would write into its config.json, manifest.json and page; "
+                         "a key is read from the environment only: put it in a variable and pass api_key_env=NAME (sent as a bearer token)")
     return url
 
 

@@ -74,6 +74,8 @@ CASES = [
      "judge 'openai' option 'base_url': must be empty (OpenAI's API) or an http:// or https:// address such as http://127.0.0.1:8000/v1, got 'ftp://127.0.0.1/v1'"),
     ("engine address without host", [*XSUM, "--engine", "openai", "--engine-arg", "model=m", "--engine-arg", "base_url=localhost:8000/v1"], {},
      "engine 'openai' option 'base_url': must be empty (OpenAI's API) or an http:// or https:// address"),
+    ("engine address with a password", [*XSUM, "--engine", "openai", "--engine-arg", "model=m", "--engine-arg", "base_url=http://me:hunter2@127.0.0.1:8000/v1"], {},
+     "engine 'openai' option 'base_url': holds a password (user:password@), which the run would write into its config.json"),  # and not into the error: hunter2 is not in the message
     ("engine served model missing", [*XSUM, "--engine", "openai", "--engine-arg", "base_url=http://127.0.0.1:9/v1"], {},
      "engine 'openai' needs the served base model's name: --engine-arg model=NAME"),
     ("judge retries negative", [*XSUM, "--judge", "openai", "--judge-arg", "max_retries=-1"], {}, "judge 'openai' option 'max_retries': input should be greater than or equal to 0"),
@@ -167,7 +169,7 @@ def test_bad_input_gives_one_clear_message(tmp_path, capsys, name, argv, files, 
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
-    assert fill(message) in err
+    assert fill(message) in err and "hunter2" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run folder, no half-written artifact
 
 
