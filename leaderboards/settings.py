@@ -56,14 +56,20 @@ def _told_apart(labels: dict, group, name) -> dict:
 
 
 def _run_texts(runs: list[dict]) -> dict[str, str]:
-    settings = {r["name"]: _run_settings(r) for r in runs}
-    keys = _differing(list(settings.values()))
-    return {name: _text(s, keys) for name, s in settings.items()}
+    """Each run's differing settings among the runs of its task (a page groups runs by task, whose
+    options differ anyway)."""
+    out = {}
+    for task in dict.fromkeys(r["summary"]["task"] for r in runs):
+        settings = {r["name"]: _run_settings(r) for r in runs if r["summary"]["task"] == task}
+        keys = _differing(list(settings.values()))
+        out.update({name: _text(s, keys) for name, s in settings.items()})
+    return out
 
 
 def run_labels(runs: list[dict]) -> dict[str, str]:
     """Each run's name -> the settings that set it apart from the other runs ("" where it is alone)."""
-    return _told_apart(_run_texts(runs), lambda name: "", lambda name: name)
+    task = {r["name"]: r["summary"]["task"] for r in runs}
+    return _told_apart(_run_texts(runs), task.get, lambda name: name)
 
 
 def row_labels(runs: list[dict]) -> dict[tuple[str, str], str]:
@@ -74,6 +80,7 @@ def row_labels(runs: list[dict]) -> dict[tuple[str, str], str]:
     rows = {(r["name"], m): r for r in runs for m in dict.fromkeys(x["method"] for x in r["summary"]["results"])}
     labels = {}
     for (name, method), run in rows.items():
-        own = {n: _method_settings(r, method) for (n, m), r in rows.items() if m == method}
+        task = run["summary"]["task"]
+        own = {n: _method_settings(r, method) for (n, m), r in rows.items() if m == method and r["summary"]["task"] == task}
         labels[(name, method)] = ", ".join(filter(None, [by_run[name], _text(own[name], _differing(list(own.values())))]))
-    return _told_apart(labels, lambda key: key[1], lambda key: key[0])
+    return _told_apart(labels, lambda key: (rows[key]["summary"]["task"], key[1]), lambda key: key[0])

@@ -138,8 +138,10 @@ def test_runs_of_a_sweep_are_named_by_the_settings_that_set_them_apart(tmp_path)
     runs = {"xsum-aaa": (["srpo", "dpo"], _config(0.01)), "xsum-bbb": (["srpo"], _config(0.1, lr=2e-6)),
             "xsum-ccc": (["srpo"], _config(0.01, limit=64)), "xsum-ddd": (["srpo"], _config(0.01, limit=64))}  # fmt: skip
     folders = [str(_fake_run(tmp_path / name, n_examples=2, revisions=1, methods=methods, config=config)) for name, (methods, config) in runs.items()]
-    html = write_pages(tmp_path / "page.html", load_runs(folders)).read_text()
-    settings = {(row[-1], row[1]): row[-2] for row in csv.reader(io.StringIO((tmp_path / "page.csv").read_text())) if row[0] == "xsum"}
+    chat = _fake_run(tmp_path / "arena-hard-eee", n_examples=2, revisions=1, methods=["srpo"], task="arena-hard", config={**_config(1.3), "task": "arena-hard"})
+    html = write_pages(tmp_path / "page.html", load_runs([*folders, str(chat)])).read_text()
+    settings = {(row[-1], row[1]): row[-2] for row in csv.reader(io.StringIO((tmp_path / "page.csv").read_text())) if row[0] != "task"}
+    assert settings.pop(("arena-hard-eee", "srpo")) == ""  # alone in its task: runs are told apart within a task
     assert settings == {("xsum-aaa", "srpo"): "limit=16, beta=0.01, train.lr=1e-06", ("xsum-aaa", "dpo"): "limit=16",
                         ("xsum-aaa", "srpo vs dpo"): "limit=16, beta=0.01, train.lr=1e-06", ("xsum-bbb", "srpo"): "limit=16, beta=0.1, train.lr=2e-06",
                         ("xsum-ccc", "srpo"): "limit=64, beta=0.01, train.lr=1e-06, xsum-ccc", ("xsum-ddd", "srpo"): "limit=64, beta=0.01, train.lr=1e-06, xsum-ddd"}  # fmt: skip
