@@ -6,6 +6,7 @@ Errors a user can cause (HarnessError) print one line and exit with status 2; no
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import warnings
 from pathlib import Path
@@ -287,6 +288,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: finished work is kept; rerun the same command to resume\n")
         return 130
+    except Exception as exc:  # a full disk (checkpoints and full fine-tunes of 7B models take tens of GB) is the user's to fix
+        said = _disk_full(exc)
+        if said is None:
+            raise
+        sys.stdout.flush()
+        sys.stderr.write(f"error: {said}: free some space (or pass another --output-dir) and rerun the same command; finished work is kept\n")
+        return 2
+
+
+def _disk_full(exc: Exception) -> str | None:
+    """What a write that found the disk full or the quota spent says, or None for any other error.
+    The Rust libraries that save tokenizers and weights (tokenizers, safetensors) raise a plain
+    exception ending "(os error 28)", SQLite (the judges' cache) "database or disk is full"."""
+    codes = (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(exc, OSError):
+        return exc.strerror + (f" writing {exc.filename}" if exc.filename else "") if exc.errno in codes else None
+    said = str(exc)
+    return said if any(f"(os error {code})" in said for code in codes) or said == "database or disk is full" else None
 
 
 if __name__ == "__main__":

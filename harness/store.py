@@ -53,9 +53,16 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        _name_the_file(exc, path)
         raise
+
+
+def _name_the_file(exc: BaseException, path: Path) -> None:
+    """A failed write (a full disk) names no file; raise it naming ``path``, which the user will look for."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -120,10 +127,14 @@ class JsonlLog:
         text = "".join(dumps_row(r) for r in rows).encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair()
-        with self.path.open("ab") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with self.path.open("ab") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # a torn last line is cut by the next append (_repair)
+            _name_the_file(exc, self.path)
+            raise
 
     def rewrite(self, rows: list[dict]) -> None:
         """Replace the whole log atomically (e.g. drop rows past a resumed checkpoint)."""

@@ -4,6 +4,7 @@ plain-text message naming the problem and exit status 2, never a traceback, and 
 The table grows with every bug found: add the input and the message it must give.
 """
 
+import errno
 import json
 import os
 import stat
@@ -171,6 +172,69 @@ def test_bad_input_gives_one_clear_message(tmp_path, capsys, name, argv, files, 
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert fill(message) in err and "hunter2" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run folder, no half-written artifact
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_mid_run_ends_in_one_line_that_says_so(tmp_path, capsys, monkeypatch, code):
+    """Disk full or over quota while a stage writes: one line naming the file and what to do, no
+    traceback; the folder the run wrote so far stays."""
+
+    def full(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(tmp_path / "run" / "train" / "srpo" / "adapter_model.safetensors"))
+
+    monkeypatch.setattr("harness.stages.synthetic.train_tabular", full)
+    assert main([*BANDIT, "--output-dir", str(tmp_path / "run")]) == 2
+    out = capsys.readouterr().err
+    err = out.splitlines()[-1]  # after the progress bar
+    assert "Traceback" not in out
+    assert err == (f"error: {os.strerror(code)} writing {tmp_path}/run/train/srpo/adapter_model.safetensors: free some space (or pass another "
+                   "--output-dir) and rerun the same command; finished work is kept")  # fmt: skip
+    assert (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_torchs_writer_on_a_full_disk_is_taken_for_one(tmp_path, monkeypatch):
+    """torch.save on a full 3 MB tmpfs raised RuntimeError("[enforce fail at inline_container.cc:672]
+    . unexpected pos 576 vs 534"); with no room left it is the OSError of a full disk, otherwise
+    it stays what it was."""
+    import collections
+    import shutil
+
+    import torch
+
+    from harness.training.checkpoint import save_tensors
+
+    def failing(obj, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(torch, "save", failing)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(3 << 20, 3 << 20, 4096))
+    with pytest.raises(OSError) as full:
+        save_tensors({}, tmp_path / "reference_logps.pt")
+    assert full.value.errno == errno.ENOSPC and full.value.filename == str(tmp_path / "reference_logps.pt")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(3 << 30, 1 << 30, 2 << 30))
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        save_tensors({}, tmp_path / "reference_logps.pt")
+
+
+def test_a_full_disk_that_a_rust_library_reports_ends_in_one_line_too(tmp_path, capsys, monkeypatch):
+    """tokenizers' save_pretrained on a full disk raised `Exception: No space left on device (os
+    error 28)` (seen on a 3 MB tmpfs): no OSError, but the same line."""
+    from tokenizers import Tokenizer, models
+
+    def missing_folder(*args, **kwargs):  # the same kind of exception, of another error: no full disk, not ours to explain
+        Tokenizer(models.BPE()).save(str(tmp_path / "no-such-folder" / "tokenizer.json"))
+
+    def full(*args, **kwargs):
+        raise Exception("No space left on device (os error 28)")
+
+    monkeypatch.setattr("harness.stages.synthetic.train_tabular", missing_folder)
+    with pytest.raises(Exception, match=r"\(os error 2\)"):
+        main([*BANDIT, "--output-dir", str(tmp_path / "run")])
+    monkeypatch.setattr("harness.stages.synthetic.train_tabular", full)
+    assert main([*BANDIT, "--output-dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == ("error: No space left on device (os error 28): free some space (or pass another --output-dir) "
+                                                        "and rerun the same command; finished work is kept")  # fmt: skip
 
 
 def test_read_only_or_immutable_output_folder(tmp_path, capsys):

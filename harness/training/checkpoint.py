@@ -7,6 +7,7 @@ temporary folder and renamed into place: a kill mid-write leaves the previous on
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
@@ -16,13 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+FULL_BELOW = 1 << 20  # bytes free under which a failed write is taken for a full disk
+
 
 def save_checkpoint(folder: Path, model, optimizer, scheduler, step: int, key: str) -> None:
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    torch.save(
+    save_tensors(
         {
             "key": key,
             "step": step,
@@ -64,6 +67,17 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler, key: str) -> int 
     np.random.set_state((rng["numpy"]["kind"], np.array(rng["numpy"]["key"], dtype=np.uint32), *rng["numpy"]["rest"]))
     random.setstate(rng["python"])
     return int(state["step"])
+
+
+def save_tensors(obj: dict, path: Path) -> None:
+    """``torch.save``, whose writer reports a full disk as "unexpected pos 576 vs 534": raised as
+    the OSError it is, so that the run ends saying so."""
+    try:
+        torch.save(obj, path)
+    except RuntimeError as exc:
+        if shutil.disk_usage(path.parent).free < FULL_BELOW:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
 
 
 def load_tensors(path: Path) -> dict | None:

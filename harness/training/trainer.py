@@ -35,7 +35,7 @@ from harness.policies.lm import EncodedPair, PairEncoder, SequenceScorer
 from harness.prompting import PromptFormatter
 from harness.store import JsonlLog, atomic_write_json
 from harness.task import TextTask
-from harness.training.checkpoint import load_checkpoint, load_tensors, save_checkpoint
+from harness.training.checkpoint import load_checkpoint, load_tensors, save_checkpoint, save_tensors
 from harness.training.config import TrainConfig
 
 
@@ -175,7 +175,7 @@ class Trainer:
                 logps = self.reference_logprobs(scorer, pairs, micro_size)
             if accelerator.is_main_process:
                 tmp = path.with_suffix(".partial")
-                torch.save({"key": key, "sums": logps.sums, "counts": logps.counts}, tmp)
+                save_tensors({"key": key, "sums": logps.sums, "counts": logps.counts}, tmp)
                 tmp.replace(path)
         return logps
 
