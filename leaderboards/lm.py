@@ -239,6 +239,18 @@ def script_json(obj) -> str:
     return json.dumps(obj, ensure_ascii=False).replace("<", "\\u003c")
 
 
+def _unpaired_note(runs: list[dict]) -> str:
+    """What sets apart lines of several runs of one task besides their methods: other examples or
+    another judge (paired comparisons, on the same examples, are made within a run)."""
+    examples = {tuple(r["summary"]["meta"].get("example_ids") or ()) for r in runs}
+    judges = {(r["summary"]["meta"].get("inputs") or {}).get("judge", {}).get("fingerprint") for r in runs}
+    differ = [what for what, values in (("examples", examples), ("judges", judges)) if len(values) > 1]
+    if not differ:
+        return ""
+    return (f" These runs were judged on different {' and by different '.join(differ)}: a gap between their lines is not "
+            "the methods' alone. Paired comparisons on the same examples are made within a run (harness run --method a,b).")
+
+
 def render(runs: list[dict]) -> str:
     many = len(runs) > 1
     tasks = list(dict.fromkeys(r["summary"]["task"] for r in runs))
@@ -256,6 +268,7 @@ def render(runs: list[dict]) -> str:
                 f"interval ({_interval(task_runs[0], 'win_rate')}).")  # fmt: skip
         if len(figures) > 1:
             text += " Heatmaps: head-to-head win rate of the row method against the column method at the same revision."
+        text += _unpaired_note(task_runs)
         sections.append(Section(title=f"{task}: win rate by revision", text=text, figures=figures))
     paired_rows = paired_table_rows(runs)
     if paired_rows:

@@ -121,6 +121,19 @@ def test_intervals_on_fewer_verdicts_than_their_coverage_is_shown_from_say_so(tm
     assert result.returncode == 0 and "rest on fewer than 16 verdicts" in result.stdout
 
 
+def test_a_plot_of_runs_on_other_examples_says_its_gaps_are_not_the_methods_alone(tmp_path):
+    """Two runs of one task on 4 and 8 examples: their lines differ in examples as well as
+    methods, and the page says so (paired comparisons are made within a run)."""
+    from html import unescape
+
+    from harness.leaderboards.render import load_runs, write_pages
+
+    a = _fake_run(tmp_path / "a", n_examples=4, revisions=2, methods=["srpo"])
+    b = _fake_run(tmp_path / "b", n_examples=8, revisions=2, methods=["dpo"])
+    html = unescape(write_pages(tmp_path / "page.html", load_runs([str(a), str(b)])).read_text())
+    assert "These runs were judged on different examples: a gap between their lines is not the methods' alone." in html
+
+
 def _config(beta: float, limit: int = 16, lr: float = 1e-6) -> dict:
     """What summary.json's meta holds of a run's config (harness/stages/score.py), options resolved."""
     return {"task": "xsum", "methods": ["srpo"], "limit": limit, "seed": 0, "method_args": {"beta": beta}, "sampling": {"max_new_tokens": 48},
@@ -147,6 +160,7 @@ def test_runs_of_a_sweep_are_named_by_the_settings_that_set_them_apart(tmp_path)
                         ("xsum-ccc", "srpo"): "limit=64, beta=0.01, train.lr=1e-06, xsum-ccc", ("xsum-ddd", "srpo"): "limit=64, beta=0.01, train.lr=1e-06, xsum-ddd"}  # fmt: skip
     assert "srpo (limit=16, beta=0.1, train.lr=2e-06)" in html and "dpo (limit=16)" in html  # the legend
     assert "srpo - dpo (rev 0) [limit=16, xsum-aaa]" in html  # the forest plot's run: its method options are not what it compares
+    assert "judged on different" not in html  # the same examples, the same judge
     alone = write_pages(tmp_path / "one.html", load_runs(folders[:1]))
     assert {row[-2] for row in csv.reader(io.StringIO(alone.with_suffix(".csv").read_text()))} == {"settings", ""}  # a run alone has nothing to set apart
 
