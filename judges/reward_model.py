@@ -9,6 +9,7 @@ from typing import ClassVar
 import torch
 
 from harness.config import PositiveInt
+from harness.errors import HarnessError
 from harness.judge import Comparison, Verdict, register
 from harness.judges.local import LocalModelJudge
 from harness.models import inference_placement, resolve_model
@@ -29,6 +30,22 @@ class RewardModelJudge(LocalModelJudge):
             raise ValueError("the reward-model judge needs --judge-arg model=HUB_ID_OR_FOLDER")
         super().__post_init__()
 
+    def check_access(self) -> None:
+        """The model is a reward model, which the run learns before it trains anything: a language
+        model's checkpoint loads as a sequence classifier too, with a score head drawn at random."""
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(resolve_model(self.model))
+        kinds = config.architectures or []
+        if kinds and not any("Classification" in k or "Reward" in k for k in kinds):
+            self._not_a_reward_model(f"is a {kinds[0]}, whose score head would be drawn at random")
+        if kinds and config.num_labels != 1:
+            self._not_a_reward_model(f"scores {config.num_labels} labels, where a reward is one number")
+
+    def _not_a_reward_model(self, why: str):
+        raise HarnessError(f"judge 'reward-model': model {self.model!r} {why}: pass a reward model (a sequence classifier with one "
+                           "output), or --judge local-lm to judge with a language model")  # fmt: skip
+
     def _load(self):
         if self._model is None:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -38,7 +55,10 @@ class RewardModelJudge(LocalModelJudge):
             if self._tokenizer.pad_token_id is None:
                 self._tokenizer.pad_token = self._tokenizer.eos_token
             device, dtype = inference_placement(self.device)
-            self._model = AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
+            model, loading = AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, dtype), output_loading_info=True)
+            if loading["missing_keys"]:  # weights the checkpoint lacks were drawn at random: the head, at least
+                self._not_a_reward_model(f"lacks weights a sequence classifier needs ({', '.join(sorted(loading['missing_keys'])[:3])})")
+            self._model = model.to(device).eval()
             self._model.config.pad_token_id = self._tokenizer.pad_token_id
         return self._model
 

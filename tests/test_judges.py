@@ -1,6 +1,7 @@
 """Judges: the OpenAI-compatible judge over real HTTP with injected failures, its cache, the
 position protocol, the local LM and reward-model judges, and scoring with failed verdicts."""
 
+import json
 import re
 import sqlite3
 
@@ -290,7 +291,8 @@ def test_a_local_judge_out_of_accelerator_memory_names_the_settings():
         judge.judge([Comparison("summary", "Summarise.", "An article.", "One summary.", "Another.")])
 
 
-def test_reward_model_judge_is_sigmoid_of_reward_difference(tmp_path):
+def _reward_model(folder, num_labels: int = 1):
+    """A tiny Llama sequence classifier with ``num_labels`` outputs, and its tokenizer, saved to ``folder``."""
     from tokenizers import ByteLevelBPETokenizer
     from transformers import (
         LlamaConfig,
@@ -303,10 +305,36 @@ def test_reward_model_judge_is_sigmoid_of_reward_difference(tmp_path):
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", pad_token="<eos>")
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                         num_key_value_heads=2, num_labels=1, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    folder = tmp_path / "rm"
+                         num_key_value_heads=2, num_labels=num_labels, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
     LlamaForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_a_reward_model_judge_refuses_what_is_no_reward_model_before_the_run_and_at_loading(tmp_path, tiny):
+    """A language model loads as a sequence classifier too, its score head drawn at random: the
+    judge says so before the run trains anything, as it does of a classifier of two labels; a
+    checkpoint that names no architecture is caught by the weights it lacks, when it loads."""
+    import shutil
+
+    from harness.errors import HarnessError
+
+    build_judge("reward-model", {"model": str(_reward_model(tmp_path / "rm"))}).check_access()
+    with pytest.raises(HarnessError, match=r"model '.*' is a LlamaForCausalLM, whose score head would be drawn at random: pass a reward model"):
+        build_judge("reward-model", {"model": tiny}).check_access()
+    with pytest.raises(HarnessError, match=r"scores 2 labels, where a reward is one number"):
+        build_judge("reward-model", {"model": str(_reward_model(tmp_path / "two", num_labels=2))}).check_access()
+    unnamed = shutil.copytree(tiny, tmp_path / "unnamed")
+    config = json.loads((unnamed / "config.json").read_text())
+    (unnamed / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "architectures"}))
+    judge = build_judge("reward-model", {"model": str(unnamed)})
+    judge.check_access()
+    with pytest.raises(HarnessError, match=r"lacks weights a sequence classifier needs \(score.weight\)"):
+        judge.judge([Comparison("summary", "Summarise.", "article text", "good summary", "poor summary")])
+
+
+def test_reward_model_judge_is_sigmoid_of_reward_difference(tmp_path):
+    folder = _reward_model(tmp_path / "rm")
     judge = build_judge("reward-model", {"model": str(folder)})
     c = Comparison("summary", "Summarise.", "article text", "good summary", "poor summary")
     verdict = judge.judge([c])[0]
