@@ -78,13 +78,43 @@ def resolve_args(args):
 def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="train, revise, judge, score and render a leaderboard")
     _add_run_options(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the options, model, engine and judge as a run does, print the run's config as YAML that --config takes back "
+                        "(every option's resolved value as comments) and its folder, and stop: nothing is trained or written")  # fmt: skip
     p.set_defaults(handler=cmd_run)
 
 
 def cmd_run(args, console: Console) -> int:
     from harness.pipeline import run
 
-    run(resolve_args(args), console)
+    resolved = resolve_args(args)
+    if args.dry_run:
+        return _dry_run(resolved)
+    run(resolved, console)
+    return 0
+
+
+def _dry_run(resolved) -> int:
+    """What ``harness run`` would run, before hours of GPU time: a YAML document (its other lines
+    comments) that ``--config`` reads back into the same run."""
+    import yaml
+
+    from harness.task import TextTask
+
+    if isinstance(resolved.task, TextTask):
+        from harness.stages.text import check_access
+
+        check_access(resolved)  # a model, key or server out of reach says so now, as the run would
+    folder = resolved.output_dir
+    state = "holds a run: its finished stages are reused" if folder.is_dir() and any(folder.iterdir()) else "new"
+    given = {k: v for k, v in resolved.config.items() if not k.startswith("resolved_")}
+    settled = {k: v for k, v in resolved.config.items() if k.startswith("resolved_")}
+    lines = [f"# harness run --dry-run: nothing was run. Run folder: {folder} ({state})",
+             "# the run's options (harness run --config FILE reads them back):",
+             yaml.safe_dump(given, sort_keys=False).rstrip(),
+             "# every option of its methods, trainer and task, defaults filled in:",
+             *("# " + line for line in yaml.safe_dump(settled, sort_keys=False).splitlines())]  # fmt: skip
+    sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 

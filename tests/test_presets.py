@@ -118,3 +118,27 @@ def test_auto_checkpointing_is_settled_for_the_machine_in_every_training(monkeyp
     assert checkpointing(train={"gradient_checkpointing": "false"}) == (False, True)  # SFT keeps its own options, as for lr
     assert checkpointing(sft={"epochs": 1, "gradient_checkpointing": False}) == (True, False)
     assert checkpointing(train={"prefix_sharing": "cache"})[0] is False
+
+
+def test_a_dry_run_checks_what_a_run_checks_writes_nothing_and_prints_a_config_that_reads_back(tmp_path, tiny):
+    """`harness run ... --dry-run` before hours of GPU time: the paper preset's options, as YAML
+    that --config turns back into the same run (the same folder); a model out of reach or a
+    missing key ends it as it would end the run; no folder is made."""
+    import yaml
+    from conftest import run_cli
+    from tiny import xsum_files
+
+    test, pairs = xsum_files(tmp_path, 4)
+    argv = ["run", "--task", "xsum", "--method", "srpo,dpo", "--model", tiny, "--judge", "local-lm", "--judge-arg", f"model={tiny}",
+            "--task-arg", f"data_files.test={test}", "--task-arg", f"data_files.preference={pairs}", "--method-arg", "dpo.beta=0.2"]  # fmt: skip
+    first = run_cli(*argv, "--dry-run", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    config = yaml.safe_load(first.stdout)
+    assert config["methods"] == ["srpo", "dpo"] and config["method_args"] == {"dpo": {"beta": 0.2}} and config["limit"] == 16  # the offline preset's
+    assert "#     beta: 0.2" in first.stdout and "#     prefix_sharing: packed" in first.stdout  # every resolved option, as comments
+    (tmp_path / "run.yaml").write_text(first.stdout)
+    again = run_cli("run", "--config", str(tmp_path / "run.yaml"), "--dry-run", cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.splitlines()[0] == first.stdout.splitlines()[0]  # the same run folder
+    assert first.stdout.splitlines()[0].endswith("(new)") and not (tmp_path / "runs").exists()
+    keyless = run_cli(*argv, "--judge", "openai", "--judge-arg", "model=gpt-4o", "--dry-run", cwd=tmp_path, env={"OPENAI_API_KEY": ""})
+    assert keyless.returncode == 2 and keyless.stderr.startswith("error: no API key") and not (tmp_path / "runs").exists()
