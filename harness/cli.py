@@ -287,7 +287,13 @@ def cmd_leaderboard(args, console: Console) -> int:
         named.setdefault(Path(folder).resolve(), folder)
     if len(named) < len(args.run_dirs):
         console.print(f"note: {len(args.run_dirs) - len(named)} run folder(s) named more than once; each is shown once")
-    runs = load_runs(list(named.values()))
+    folders = list(named.values())
+    unfinished = [f for f in folders if not (Path(f) / "summary.json").is_file()]
+    if len(unfinished) < len(folders):  # `runs/*` while a run is still going: the page of the finished ones
+        folders = [f for f in folders if f not in unfinished]
+        for folder in unfinished:
+            console.print(f"note: {folder} holds no summary.json (a run not finished, or no run): left out")
+    runs = load_runs(folders)
     out = Path(args.out) if args.out else (runs[0][1] / "leaderboard.html" if len(runs) == 1 else Path("leaderboard.html"))
     console.print(f"leaderboard: {write_pages(out, runs)}")
     return 0

@@ -165,6 +165,21 @@ def test_runs_of_a_sweep_are_named_by_the_settings_that_set_them_apart(tmp_path)
     assert {row[-2] for row in csv.reader(io.StringIO(alone.with_suffix(".csv").read_text()))} == {"settings", ""}  # a run alone has nothing to set apart
 
 
+def test_a_glob_over_runs_leaves_out_one_not_finished_and_says_so(tmp_path):
+    """`harness leaderboard runs/*` while a run is still going: the page of the finished runs, and a
+    note naming the one left out; a folder named alone still ends in the error."""
+    done = _fake_run(tmp_path / "done", n_examples=2, revisions=2, methods=["srpo"])
+    going = tmp_path / "going"
+    going.mkdir()
+    (going / "config.json").write_text("{}")
+    result = run_cli("leaderboard", str(done), str(going), "--out", str(tmp_path / "page.html"))
+    assert result.returncode == 0, result.stderr
+    assert f"note: {going} holds no summary.json (a run not finished, or no run): left out" in result.stdout
+    assert {row.split(",")[-1] for row in (tmp_path / "page.csv").read_text().splitlines()[1:]} == {"done"}
+    alone = run_cli("leaderboard", str(going), "--out", str(tmp_path / "none.html"))
+    assert alone.returncode == 2 and alone.stderr.endswith(f"does not exist: is {str(going)!r} a finished run folder?\n")
+
+
 @pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:

@@ -187,7 +187,7 @@ def test_kill_during_training_then_rerun_resumes_to_the_same_loss(tiny, tmp_path
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert checkpoint.exists(), "training ended before its first checkpoint: nothing was interrupted"
-    resumed_from = torch.load(checkpoint, weights_only=False)["step"]
+    resumed_from = torch.load(checkpoint, weights_only=True)["step"]
     assert 0 < resumed_from < 120
     assert run_cli(*_train_cmd(tiny, pairs_file, killed, *extra)).returncode == 0
     whole = tmp_path / "whole"
