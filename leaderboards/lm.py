@@ -90,8 +90,9 @@ def paired_figure(run: dict, label: str) -> go.Figure | None:
     return fig
 
 
-def head_to_head_figure(run: dict) -> go.Figure | None:
-    """Row method's win rate against the column method, one heatmap per revision (Table 1)."""
+def head_to_head_figure(run: dict, label: str = "") -> go.Figure | None:
+    """Row method's win rate against the column method, one heatmap per revision (Table 1);
+    ``label`` names the run among several."""
     rows = [r for r in run["summary"]["results"] if r["opponent"] != "reference" and r["win_rate"] is not None]
     if not rows:
         return None
@@ -111,6 +112,8 @@ def head_to_head_figure(run: dict) -> go.Figure | None:
                for k, rev in enumerate(revisions)]  # fmt: skip
     fig.update_layout(height=380, updatemenus=[{"buttons": buttons, "direction": "down", "x": 0, "y": 1.18, "xanchor": "left"}],
                       xaxis_title="opponent", yaxis_title="method", yaxis={"autorange": "reversed"})  # fmt: skip
+    if label:
+        fig.update_layout(title={"text": f"head to head: {label}", "x": 0.99, "xanchor": "right"})
     return fig
 
 
@@ -214,9 +217,10 @@ def to_markdown(rows: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def browser_data(run: dict) -> dict:
+def browser_data(run: dict, label: str = "") -> dict:
     """What the example browser shows, read from the run folder: sources, references, every
-    method's revisions the summary scored, and their verdicts against the reference with rationales."""
+    method's revisions the summary scored, and their verdicts against the reference with rationales;
+    ``label``, what sets the run apart from the others on the page."""
     from harness.runs import run_records
 
     _, test, gens, judges = run_records(run["dir"])
@@ -230,7 +234,7 @@ def browser_data(run: dict) -> dict:
             slot["preference"] = j["preference"]
             slot["error"] = j.get("error", "")
             slot["rationales"] = [o.get("rationale") or o.get("error", "") for o in j.get("orders", [])]
-    return {"run": run["name"], "examples": list(examples.values())}
+    return {"run": run["name"], "label": label, "examples": list(examples.values())}
 
 
 def script_json(obj) -> str:
@@ -253,6 +257,7 @@ def _unpaired_note(runs: list[dict]) -> str:
 
 def render(runs: list[dict]) -> str:
     many = len(runs) > 1
+    labels = run_labels(runs)  # what sets each run apart from the others (leaderboards/settings.py)
     tasks = list(dict.fromkeys(r["summary"]["task"] for r in runs))
     levels = sorted({_level(r) for r in runs})
     level = "/".join(f"{v:.0%}" for v in levels)
@@ -261,7 +266,7 @@ def render(runs: list[dict]) -> str:
         task_runs = [r for r in runs if r["summary"]["task"] == task]
         figures = [revision_figure(task_runs, many)]
         for run in task_runs:
-            h2h = head_to_head_figure(run)
+            h2h = head_to_head_figure(run, (labels[run["name"]] or run["name"]) if many else "")
             if h2h is not None:
                 figures.append(h2h)
         text = (f"Win rate of each method's revision N against the task's references (ties count 1/2); the band is its {level} "
@@ -272,7 +277,6 @@ def render(runs: list[dict]) -> str:
         sections.append(Section(title=f"{task}: win rate by revision", text=text, figures=figures))
     paired_rows = paired_table_rows(runs)
     if paired_rows:
-        labels = run_labels(runs)
         figures = [f for f in (paired_figure(r, (labels[r["name"]] or r["name"]) if many else "") for r in runs) if f is not None]
         sections.append(Section(
             title="Paired comparisons on the same examples",
@@ -301,7 +305,7 @@ def render(runs: list[dict]) -> str:
         note = next(iter(proxies.values()), "")
     metadata = {r["name"]: {k: v for k, v in r["summary"]["meta"].items() if k not in ("example_ids",)} for r in runs}
     extra = {
-        "browser": script_json([browser_data(r) for r in runs]),
+        "browser": script_json([browser_data(r, labels[r["name"]]) for r in runs]),
         "csv": script_json(to_csv(rows)),
         "markdown": script_json(to_markdown(rows)),
     }

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-# Config keys that are not a run's settings (the methods it lists) or that it holds resolved as
-# well, where defaults are filled in and per-method values settled.
-_SUPERSEDED = {"methods", "method_args", "train", "task_args", "resolved_method_args", "resolved_train", "resolved_task_args"}
+# Config keys that are not a run's settings (the methods it lists, the folder it is in) or that it
+# holds resolved as well, where defaults are filled in and per-method values settled.
+_NOT_SETTINGS = {"methods", "output_dir", "method_args", "train", "task_args", "resolved_method_args", "resolved_train", "resolved_task_args"}
 _WIDTH = 32  # a value longer than this (a data file's path) is cut, with an ellipsis
 
 
@@ -27,7 +27,7 @@ def _flat(value, prefix: str = "") -> dict[str, str]:
 
 def _run_settings(run: dict) -> dict[str, str]:
     config = run["summary"]["meta"].get("config") or {}
-    shared = {k: v for k, v in config.items() if k not in _SUPERSEDED}
+    shared = {k: v for k, v in config.items() if k not in _NOT_SETTINGS}
     return {**_flat(shared), **_flat(config.get("resolved_task_args") or {}, "task")}
 
 

@@ -150,7 +150,8 @@ def test_runs_of_a_sweep_are_named_by_the_settings_that_set_them_apart(tmp_path)
 
     runs = {"xsum-aaa": (["srpo", "dpo"], _config(0.01)), "xsum-bbb": (["srpo"], _config(0.1, lr=2e-6)),
             "xsum-ccc": (["srpo"], _config(0.01, limit=64)), "xsum-ddd": (["srpo"], _config(0.01, limit=64))}  # fmt: skip
-    folders = [str(_fake_run(tmp_path / name, n_examples=2, revisions=1, methods=methods, config=config)) for name, (methods, config) in runs.items()]
+    folders = [str(_fake_run(tmp_path / name, n_examples=2, revisions=1, methods=methods, config={**config, "output_dir": name}))
+               for name, (methods, config) in runs.items()]  # the folder is no setting  # fmt: skip
     chat = _fake_run(tmp_path / "arena-hard-eee", n_examples=2, revisions=1, methods=["srpo"], task="arena-hard", config={**_config(1.3), "task": "arena-hard"})
     html = write_pages(tmp_path / "page.html", load_runs([*folders, str(chat)])).read_text()
     settings = {(row[-1], row[1]): row[-2] for row in csv.reader(io.StringIO((tmp_path / "page.csv").read_text())) if row[0] != "task"}
