@@ -15,8 +15,10 @@ _WIDTH = 32  # a value longer than this (a data file's path) is cut, with an ell
 
 
 def _flat(value, prefix: str = "") -> dict[str, str]:
-    """``{"sampling": {"top_p": 0.9}}`` as ``{"sampling.top_p": "0.9"}``: one entry per leaf."""
-    if isinstance(value, dict) and value:
+    """``{"sampling": {"top_p": 0.9}}`` as ``{"sampling.top_p": "0.9"}``: one entry per leaf (an
+    empty mapping has none, so ``engine_args: {}`` and ``engine_args: {batch_size: 4}`` differ in
+    ``engine_args.batch_size`` alone)."""
+    if isinstance(value, dict):
         out = {}
         for key, inner in value.items():
             out.update(_flat(inner, f"{prefix}.{key}" if prefix else str(key)))
