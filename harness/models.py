@@ -145,6 +145,25 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
+def check_kind(path: str, what: str, scores: bool) -> None:
+    """The checkpoint at ``path`` (resolved) is the kind ``what`` loads: a reward model (``scores``:
+    a sequence classifier with one output) or a language model. Either loads as the other through
+    transformers' Auto classes, its head drawn at random and its outputs noise; a run finds out
+    here, before it trains, from the config's ``architectures`` (a config without them passes)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    kinds = config.architectures or []
+    classifier = any("Classification" in k or "Reward" in k for k in kinds)
+    if kinds and classifier != scores:
+        head = "score head" if scores else "language-model head"
+        raise HarnessError(f"{what} {path!r} is a {kinds[0]}, whose {head} would be drawn at random: pass "
+                           + ("a reward model (a sequence classifier with one output), or --judge local-lm to judge with a language model"
+                              if scores else "a language model (a ...ForCausalLM checkpoint)"))  # fmt: skip
+    if kinds and scores and config.num_labels != 1:
+        raise HarnessError(f"{what} {path!r} scores {config.num_labels} labels, where a reward is one number: pass a reward model")
+
+
 def load_causal_lm(path: str, dtype: str = "float32"):
     import torch
     from transformers import AutoModelForCausalLM

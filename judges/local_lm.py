@@ -17,7 +17,7 @@ import torch
 from harness.config import NonNegativeInt
 from harness.judge import Comparison, Verdict, register, render_prompt
 from harness.judges.local import LocalModelJudge
-from harness.models import inference_placement, load_causal_lm, load_tokenizer, resolve_model
+from harness.models import check_kind, inference_placement, load_causal_lm, load_tokenizer, resolve_model
 from harness.prompting import in_chat_template
 from harness.truncation import SourceBudget
 
@@ -36,6 +36,9 @@ class LocalLMJudge(LocalModelJudge):
 
     def is_proxy(self) -> bool:
         return True
+
+    def check_access(self) -> None:
+        check_kind(resolve_model(self.model), "judge 'local-lm': model", scores=False)  # a reward model is --judge reward-model's
 
     def _load(self):
         if self._model is None:

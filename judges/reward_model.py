@@ -12,7 +12,7 @@ from harness.config import PositiveInt
 from harness.errors import HarnessError
 from harness.judge import Comparison, Verdict, register
 from harness.judges.local import LocalModelJudge
-from harness.models import inference_placement, resolve_model
+from harness.models import check_kind, inference_placement, resolve_model
 from harness.prompting import in_chat_template
 
 
@@ -31,20 +31,7 @@ class RewardModelJudge(LocalModelJudge):
         super().__post_init__()
 
     def check_access(self) -> None:
-        """The model is a reward model, which the run learns before it trains anything: a language
-        model's checkpoint loads as a sequence classifier too, with a score head drawn at random."""
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(resolve_model(self.model))
-        kinds = config.architectures or []
-        if kinds and not any("Classification" in k or "Reward" in k for k in kinds):
-            self._not_a_reward_model(f"is a {kinds[0]}, whose score head would be drawn at random")
-        if kinds and config.num_labels != 1:
-            self._not_a_reward_model(f"scores {config.num_labels} labels, where a reward is one number")
-
-    def _not_a_reward_model(self, why: str):
-        raise HarnessError(f"judge 'reward-model': model {self.model!r} {why}: pass a reward model (a sequence classifier with one "
-                           "output), or --judge local-lm to judge with a language model")  # fmt: skip
+        check_kind(resolve_model(self.model), "judge 'reward-model': model", scores=True)  # before the run trains anything
 
     def _load(self):
         if self._model is None:
@@ -57,7 +44,8 @@ class RewardModelJudge(LocalModelJudge):
             device, dtype = inference_placement(self.device)
             model, loading = AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, dtype), output_loading_info=True)
             if loading["missing_keys"]:  # weights the checkpoint lacks were drawn at random: the head, at least
-                self._not_a_reward_model(f"lacks weights a sequence classifier needs ({', '.join(sorted(loading['missing_keys'])[:3])})")
+                raise HarnessError(f"judge 'reward-model': model {self.model!r} lacks weights a sequence classifier needs "
+                                   f"({', '.join(sorted(loading['missing_keys'])[:3])}): pass a reward model")  # fmt: skip
             self._model = model.to(device).eval()
             self._model.config.pad_token_id = self._tokenizer.pad_token_id
         return self._model

@@ -311,17 +311,25 @@ def _reward_model(folder, num_labels: int = 1):
     return folder
 
 
-def test_a_reward_model_judge_refuses_what_is_no_reward_model_before_the_run_and_at_loading(tmp_path, tiny):
-    """A language model loads as a sequence classifier too, its score head drawn at random: the
-    judge says so before the run trains anything, as it does of a classifier of two labels; a
-    checkpoint that names no architecture is caught by the weights it lacks, when it loads."""
+def test_a_judge_refuses_a_model_of_the_other_kind_before_the_run_and_at_loading(tmp_path, tiny):
+    """A language model loads as a sequence classifier too, its score head drawn at random, and a
+    reward model as a language model: each judge (and the run's own model) says so before the run
+    trains anything, as the reward-model judge does of a classifier of two labels; a checkpoint
+    that names no architecture is caught by the weights it lacks, when it loads."""
     import shutil
 
     from harness.errors import HarnessError
+    from harness.models import check_kind
 
-    build_judge("reward-model", {"model": str(_reward_model(tmp_path / "rm"))}).check_access()
-    with pytest.raises(HarnessError, match=r"model '.*' is a LlamaForCausalLM, whose score head would be drawn at random: pass a reward model"):
+    reward_model = str(_reward_model(tmp_path / "rm"))
+    build_judge("reward-model", {"model": reward_model}).check_access()
+    build_judge("local-lm", {"model": tiny}).check_access()
+    with pytest.raises(HarnessError, match=r"judge 'reward-model': model '.*' is a LlamaForCausalLM, whose score head would be drawn at random: pass a reward model"):
         build_judge("reward-model", {"model": tiny}).check_access()
+    with pytest.raises(HarnessError, match=r"judge 'local-lm': model '.*' is a LlamaForSequenceClassification, whose language-model head would be"):
+        build_judge("local-lm", {"model": reward_model}).check_access()
+    with pytest.raises(HarnessError, match=r"^model '.*' is a LlamaForSequenceClassification"):
+        check_kind(reward_model, "model", scores=False)  # the run's own model, in harness.stages.text.check_access
     with pytest.raises(HarnessError, match=r"scores 2 labels, where a reward is one number"):
         build_judge("reward-model", {"model": str(_reward_model(tmp_path / "two", num_labels=2))}).check_access()
     unnamed = shutil.copytree(tiny, tmp_path / "unnamed")

@@ -8,7 +8,7 @@ from rich.console import Console
 from harness.distributed import is_main_process
 from harness.engine import build_engine_for
 from harness.errors import HarnessError
-from harness.models import model_ref, resolve_model
+from harness.models import check_kind, model_ref, resolve_model
 from harness.presets import paper_judge_flags
 from harness.runconfig import ResolvedRun
 from harness.stages.generate import GENERATIONS, Candidate, OneModelAtATime, generate_revisions
@@ -135,7 +135,9 @@ def check_access(resolved: ResolvedRun, model: bool = True, engine: bool = True,
     from harness.judge import build_judge
 
     if model:
-        _check_prompt_formats(resolved, resolve_model(resolved.model))  # the offline model converts here, once
+        path = resolve_model(resolved.model)  # the offline model converts here, once
+        check_kind(path, "model", scores=False)
+        _check_prompt_formats(resolved, path)
     if engine:
         build_engine_for(resolved.engine_name, resolved.engine_options, resolved.model).check_access()
     if judge:
