@@ -101,18 +101,22 @@ def _dry_run(resolved) -> int:
 
     from harness.task import TextTask
 
+    given = {k: v for k, v in resolved.config.items() if not k.startswith("resolved_")}
+    settled = {k: v for k, v in resolved.config.items() if k.startswith("resolved_")}
     if isinstance(resolved.task, TextTask):
+        from harness.engine import build_engine_for
+        from harness.judge import build_judge
         from harness.stages.text import check_access
 
         check_access(resolved)  # a model, key or server out of reach says so now, as the run would
+        settled["engine"] = build_engine_for(resolved.engine_name, resolved.engine_options, resolved.model).describe_config()
+        settled["judge"] = build_judge(resolved.judge_name, resolved.judge_options).describe_config()  # what its verdicts are keyed by
     folder = resolved.output_dir
     state = "holds a run: its finished stages are reused" if folder.is_dir() and any(folder.iterdir()) else "new"
-    given = {k: v for k, v in resolved.config.items() if not k.startswith("resolved_")}
-    settled = {k: v for k, v in resolved.config.items() if k.startswith("resolved_")}
     lines = [f"# harness run --dry-run: nothing was run. Run folder: {folder} ({state})",
              "# the run's options (harness run --config FILE reads them back):",
              yaml.safe_dump(given, sort_keys=False).rstrip(),
-             "# every option of its methods, trainer and task, defaults filled in:",
+             "# every option of its methods, trainer, task, engine and judge, defaults filled in and precision settled:",
              *("# " + line for line in yaml.safe_dump(settled, sort_keys=False).splitlines())]  # fmt: skip
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
