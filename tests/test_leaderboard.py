@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+
 from harness.config import stable_hash
 from harness.scoring import BootstrapConfig
 from harness.stages.score import JudgedBy, summarise
@@ -106,6 +107,7 @@ def test_intervals_on_fewer_verdicts_than_their_coverage_is_shown_from_say_so(tm
     from html import unescape
 
     from harness.leaderboards.render import load_runs, write_pages
+
     from harness.runs import run_records
 
     few = _fake_run(tmp_path / "few", n_examples=4, revisions=2, methods=["srpo"])

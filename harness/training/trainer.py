@@ -35,7 +35,12 @@ from harness.policies.lm import EncodedPair, PairEncoder, SequenceScorer
 from harness.prompting import PromptFormatter
 from harness.store import JsonlLog, atomic_write_json
 from harness.task import TextTask
-from harness.training.checkpoint import load_checkpoint, load_tensors, save_checkpoint, save_tensors
+from harness.training.checkpoint import (
+    load_checkpoint,
+    load_tensors,
+    save_checkpoint,
+    save_tensors,
+)
 from harness.training.config import TrainConfig
 
 
