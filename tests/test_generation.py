@@ -812,3 +812,16 @@ def test_completions_stored_before_an_engines_code_version_rose_are_generated_ag
         assert server.served == 2 * asked
     assert [r["text"] for r in again] == [r["text"] for r in first] and {r["key"] for r in again}.isdisjoint(r["key"] for r in first)
     assert sorted(r["key"] for r in read_jsonl(tmp_path / "run" / "generations.stale.jsonl")) == sorted(r["key"] for r in first)
+
+
+def test_prompts_that_with_their_new_tokens_run_past_the_models_positions_are_refused(tiny):
+    """GPT-2's learned positions end at 1024; past them generation indexes out of the table (on a
+    GPU a device-side assert ends the process), and a rotary model writes noise: said before any
+    decoding, naming what to lower."""
+    from harness.errors import HarnessError
+
+    engine = build_engine("transformers", {"model": tiny})
+    prompt = "The council said the new bridge will open next year."
+    length = engine.generate([prompt], SamplingParams(max_new_tokens=1))[0].prompt_tokens
+    with pytest.raises(HarnessError, match=rf"^1 of 2 prompts \(the longest {length} tokens\) and --max-new-tokens {2049 - length} run past the model's 2048 positions"):
+        engine.generate([prompt, "The"], SamplingParams(max_new_tokens=2049 - length))
