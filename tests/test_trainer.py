@@ -120,6 +120,21 @@ def test_a_cached_reference_or_checkpoint_that_is_not_plain_tensors_runs_no_code
     assert calls == [1] and not _Planted.marker.exists()
 
 
+def test_sequences_longer_than_the_models_positions_stop_before_the_first_forward(tiny, tmp_path, monkeypatch):
+    """A model of 48 positions and XSum prompts of more: one message naming what to cut, before the
+    reference pass (learned positions would index out of their table)."""
+    import shutil
+
+    from harness.errors import HarnessError
+
+    short = shutil.copytree(tiny, tmp_path / "short")
+    config = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 48}))
+    monkeypatch.setattr(Trainer, "reference_logprobs", lambda *a, **k: pytest.fail("the reference pass ran"))
+    with pytest.raises(HarnessError, match=r"^training sequences of up to \d+ tokens run past the model's 48 positions: lower --task-arg max_source_tokens"):
+        _trainer("dpo", str(short), tmp_path / "out").train()
+
+
 def _full_forward_logprob(model, context: list[int], completion: list[int]) -> torch.Tensor:
     """log pi(completion | context) the plain way: the whole sequence, full-vocabulary logits."""
     ids = torch.tensor([context + completion])

@@ -226,6 +226,7 @@ class Trainer:
         model = _wrap_model(load_causal_lm(self.base_model, base_dtype), c, autocast)
         scorer = SequenceScorer(model, tokenizer.pad_token_id, c.prefix_sharing)
         pairs = self._encode(self.inputs.rows.items, tokenizer)
+        _check_positions(pairs, self.method.needs, model.config)
 
         world, rank = accelerator.num_processes, accelerator.process_index
         micro_size = c.micro_batch(accelerator.device.type, world)
@@ -327,6 +328,16 @@ class Trainer:
         if accelerator.is_main_process:
             atomic_write_json(self.output_dir / "result.json", asdict(result))
         return result
+
+
+def _check_positions(pairs: list[EncodedPair], keys: tuple[str, ...], config) -> None:
+    """Every sequence fits the model's positions (learned ones end there: an index error, on a GPU
+    a device-side assert that ends the process), before the reference pass and the first step."""
+    limit = getattr(config, "max_position_embeddings", None)
+    longest = max((pair.n_tokens([k]) for pair in pairs for k in keys), default=0)
+    if limit and longest > limit:
+        raise HarnessError(f"training sequences of up to {longest} tokens run past the model's {limit} positions: lower --task-arg "
+                           "max_source_tokens (--train-task-arg with --train-task) or --train-arg max_completion_tokens")  # fmt: skip
 
 
 def _select(logps: LogProbs, indices: list[int], device: torch.device) -> LogProbs:
