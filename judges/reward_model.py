@@ -3,6 +3,7 @@ source; P(A > B) = sigmoid(r_A - r_B) (the Bradley-Terry reading of reward diffe
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -14,6 +15,7 @@ from harness.judge import Comparison, Verdict, register
 from harness.judges.local import LocalModelJudge
 from harness.models import check_kind, inference_placement, resolve_model
 from harness.prompting import in_chat_template
+from harness.truncation import CUT_MARK, SourceBudget
 
 
 @register("reward-model")
@@ -21,9 +23,11 @@ from harness.prompting import in_chat_template
 class RewardModelJudge(LocalModelJudge):
     """A sequence-classification reward model: P(A > B) = sigmoid(r_A - r_B)."""
 
-    code_version: ClassVar[int] = 1  # 1: a chat template that prints today's date prints harness.prompting.CHAT_DATE
+    # 1: a chat template that prints today's date prints harness.prompting.CHAT_DATE; 2: a text too
+    # long for max_length loses the end of its source, not the end of its candidate
+    code_version: ClassVar[int] = 2
     model: str = ""  # a reward model with one output logit, e.g. a hub id or a local folder
-    max_length: PositiveInt = 2048  # tokens per scored text (the head of the source is kept)
+    max_length: PositiveInt = 2048  # tokens per scored text, at most the model's positions: a longer one loses the end of its source (" [...]"), both candidates the same
 
     def __post_init__(self):
         if not self.model:
@@ -57,14 +61,33 @@ class RewardModelJudge(LocalModelJudge):
             return in_chat_template(self._tokenizer, messages, add_generation_prompt=False)
         return f"{request}\n\n{candidate}"
 
+    def _limit(self) -> int:
+        return min(self.max_length, getattr(self._model.config, "max_position_embeddings", None) or self.max_length)
+
+    def _fitted(self, c: Comparison) -> Comparison:
+        """``c`` with its source cut from the end, as ``SourceBudget`` cuts, until both candidates'
+        texts fit the limit whole: cut by the tokenizer, the end of a text would go, which is the
+        candidate, and two candidates cut away entirely tie. The same source for both."""
+        tokens = lambda text: len(self._tokenizer(text)["input_ids"])  # noqa: E731
+        whole, fitted = c.source, c
+        source = len(self._tokenizer(whole, add_special_tokens=False)["input_ids"])
+        for _ in range(4):  # a cut re-tokenizes its edge: a token or two more, now and then
+            excess = max(tokens(self._text(fitted, x)) for x in (c.a, c.b)) - self._limit()
+            if excess <= 0 or source <= 1:
+                break
+            source = max(1, source - excess - len(CUT_MARK))  # and room for the mark
+            fitted = dataclasses.replace(c, source=SourceBudget(source, self._tokenizer).cut(whole))
+        return fitted
+
     @torch.no_grad()
     def rewards(self, texts: list[str]) -> list[float]:
         self._load()
-        encoded = self._tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        encoded = self._tokenizer(texts, truncation=True, max_length=self._limit())["input_ids"]  # texts fitted already: a guard
         return self._per_text(encoded, lambda batch: self._model(**batch).logits[:, 0].float().tolist())  # one reward per text
 
     def judge(self, comparisons: list[Comparison]) -> list[Verdict]:
         self._load()
+        comparisons = [self._fitted(c) for c in comparisons]
         texts = sorted({self._text(c, x) for c in comparisons for x in (c.a, c.b)})
         reward = dict(zip(texts, self.rewards(texts)))  # each distinct text scored once
         verdicts = []

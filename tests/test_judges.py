@@ -341,6 +341,24 @@ def test_a_judge_refuses_a_model_of_the_other_kind_before_the_run_and_at_loading
         judge.judge([Comparison("summary", "Summarise.", "article text", "good summary", "poor summary")])
 
 
+def test_a_reward_model_judge_cuts_a_long_source_never_the_candidates(tmp_path):
+    """A text longer than max_length lost its end, the candidate: two candidates cut away tied at
+    0.5. The source is cut instead (" [...]"), the same for both, and each text ends with its
+    candidate whole."""
+    judge = build_judge("reward-model", {"model": str(_reward_model(tmp_path / "rm")), "max_length": 40})
+    c = Comparison("summary", "Summarise.", "article text " * 60, "good summary", "poor summary good")
+    verdict = judge.judge([c])[0].preference
+    fitted = judge._fitted(c)
+    assert fitted.source.endswith(" [...]") and fitted.source.startswith("article text article")
+    for candidate in (c.a, c.b):
+        ids = judge._tokenizer(judge._text(fitted, candidate))["input_ids"]
+        assert len(ids) <= 40 and judge._tokenizer.decode(ids).endswith(candidate)
+    r_a, r_b = judge.rewards([judge._text(fitted, c.a), judge._text(fitted, c.b)])
+    assert r_a != r_b and verdict == pytest.approx(float(torch.sigmoid(torch.tensor(r_a - r_b))), abs=1e-6)
+    short = Comparison("summary", "Summarise.", "article text", "good summary", "poor summary")
+    assert judge._fitted(short) == short  # what fits is not touched
+
+
 def test_reward_model_judge_is_sigmoid_of_reward_difference(tmp_path):
     folder = _reward_model(tmp_path / "rm")
     judge = build_judge("reward-model", {"model": str(folder)})
