@@ -27,7 +27,9 @@ from harness.truncation import SourceBudget
 class LocalLMJudge(LocalModelJudge):
     """Offline proxy judge: a local LM's next-token probability of "A" vs "B", no API needed."""
 
-    code_version: ClassVar[int] = 1  # 1: a chat template that prints today's date prints harness.prompting.CHAT_DATE
+    # 1: a chat template that prints today's date prints harness.prompting.CHAT_DATE; 2: a comparison
+    # past the model's positions fails, where a rotary model gave a verdict on positions it never saw
+    code_version: ClassVar[int] = 2
     model: str = "smollm2-135m"  # any causal LM, best an instruct model with a chat template; smollm2-135m works offline
     max_source_tokens: NonNegativeInt = 256  # the source is cut to this many tokens (the candidates never are): CPU time
 
@@ -62,7 +64,13 @@ class LocalLMJudge(LocalModelJudge):
     def judge(self, comparisons: list[Comparison]) -> list[Verdict]:
         self._load()
         encoded = [self._tokenizer(self._prompt(c), add_special_tokens=False)["input_ids"] for c in comparisons]
-        return [Verdict(p, f"next-token p(A | A or B) = {p:.3f}") for p in self._per_text(encoded, self._p_a)]
+        limit = getattr(self._model.config, "max_position_embeddings", None) or float("inf")
+        fits = [i for i, ids in enumerate(encoded) if len(ids) <= limit]  # past its positions a model reads noise, or indexes out of its table
+        verdicts = [Verdict(None, error=f"the comparison is {len(ids)} tokens, past the judge model's {limit} positions: lower --judge-arg "
+                                        "max_source_tokens, or judge with a model of a longer context") for ids in encoded]  # fmt: skip
+        for i, p in zip(fits, self._per_text([encoded[i] for i in fits], self._p_a)):
+            verdicts[i] = Verdict(p, f"next-token p(A | A or B) = {p:.3f}")
+        return verdicts
 
     def _p_a(self, batch: dict) -> list[float]:
         """p(A) / (p(A) + p(B)) for each left-padded prompt of ``batch`` ([B, L])."""

@@ -237,6 +237,27 @@ def _absolute_position_lm(folder):
     return str(folder)
 
 
+def test_a_comparison_past_the_local_judges_positions_fails_alone(tmp_path):
+    """A GPT-2 of 192 learned positions and two comparisons, one of which its prompt outgrows: that
+    verdict fails, saying what to lower (failed verdicts are counted, never scored, and asked again
+    by the next run), where its forward would index out of the position table; the other is judged."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from harness.models import load_tokenizer, resolve_model
+
+    folder = tmp_path / "short"
+    tokenizer = load_tokenizer(resolve_model("smollm2-135m"))
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=192)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    judge = build_judge("local-lm", {"model": str(folder)})
+    short = Comparison("summary", "Summarise.", "The council met.", "A plan.", "Cats.")
+    long = Comparison("summary", "Summarise.", "The council met.", "The council agreed a plan for the town. " * 20, "Cats.")
+    verdicts = judge.judge([long, short])
+    assert verdicts[0].preference is None and re.fullmatch(r"the comparison is \d+ tokens, past the judge model's 192 positions: lower "
+                                                              r"--judge-arg max_source_tokens, or judge with a model of a longer context", verdicts[0].error)
+    assert 0 < verdicts[1].preference < 1 and verdicts[1].error == ""
+
+
 @pytest.mark.parametrize("model", ["smollm2-135m", "absolute positions"])
 def test_the_local_lm_judge_batches_by_length_and_answers_in_the_order_asked(model, tmp_path):
     """Comparisons go to the model in batches of similar length (left-padded to the longest), not
