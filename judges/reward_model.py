@@ -68,15 +68,14 @@ class RewardModelJudge(LocalModelJudge):
         """``c`` with its source cut from the end, as ``SourceBudget`` cuts, until both candidates'
         texts fit the limit whole: cut by the tokenizer, the end of a text would go, which is the
         candidate, and two candidates cut away entirely tie. The same source for both."""
-        tokens = lambda text: len(self._tokenizer(text)["input_ids"])  # noqa: E731
-        whole, fitted = c.source, c
-        source = len(self._tokenizer(whole, add_special_tokens=False)["input_ids"])
+        fitted, source = c, None
         for _ in range(4):  # a cut re-tokenizes its edge: a token or two more, now and then
-            excess = max(tokens(self._text(fitted, x)) for x in (c.a, c.b)) - self._limit()
-            if excess <= 0 or source <= 1:
+            texts = self._tokenizer([self._text(fitted, c.a), self._text(fitted, c.b)])["input_ids"]
+            over = max(map(len, texts)) - self._limit()
+            if over <= 0:
                 break
-            source = max(1, source - excess - len(CUT_MARK))  # and room for the mark
-            fitted = dataclasses.replace(c, source=SourceBudget(source, self._tokenizer).cut(whole))
+            source = (source or len(self._tokenizer(c.source, add_special_tokens=False)["input_ids"])) - over - len(CUT_MARK)  # room for the mark
+            fitted = dataclasses.replace(c, source=SourceBudget(max(1, source), self._tokenizer).cut(c.source))
         return fitted
 
     @torch.no_grad()
