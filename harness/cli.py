@@ -96,29 +96,31 @@ def cmd_run(args, console: Console) -> int:
 
 def _dry_run(resolved) -> int:
     """What ``harness run`` would run, before hours of GPU time: a YAML document (its other lines
-    comments) that ``--config`` reads back into the same run."""
+    comments) that ``--config`` reads back into the same run. The config is printed first, so that
+    a model, key or server out of reach, which ends the dry run as it would end the run, leaves it
+    on screen."""
     import yaml
 
     from harness.task import TextTask
 
-    given = {k: v for k, v in resolved.config.items() if not k.startswith("resolved_")}
-    settled = {k: v for k, v in resolved.config.items() if k.startswith("resolved_")}
+    comments = lambda obj: "\n".join("# " + line for line in yaml.safe_dump(obj, sort_keys=False).splitlines())  # noqa: E731
+    folder = resolved.output_dir
+    state = "holds a run: its finished stages are reused" if folder.is_dir() and any(folder.iterdir()) else "new"
+    print(f"# harness run --dry-run: nothing was run. Run folder: {folder} ({state})")
+    print("# the run's options (harness run --config FILE reads them back):")
+    print(yaml.safe_dump({k: v for k, v in resolved.config.items() if not k.startswith("resolved_")}, sort_keys=False).rstrip())
+    print("# every option of its methods, trainer and task, defaults filled in:")
+    print(comments({k: v for k, v in resolved.config.items() if k.startswith("resolved_")}), flush=True)
     if isinstance(resolved.task, TextTask):
         from harness.engine import build_engine_for
         from harness.judge import build_judge
         from harness.stages.text import check_access
 
         check_access(resolved)  # a model, key or server out of reach says so now, as the run would
-        settled["engine"] = build_engine_for(resolved.engine_name, resolved.engine_options, resolved.model).describe_config()
-        settled["judge"] = build_judge(resolved.judge_name, resolved.judge_options).describe_config()  # what its verdicts are keyed by
-    folder = resolved.output_dir
-    state = "holds a run: its finished stages are reused" if folder.is_dir() and any(folder.iterdir()) else "new"
-    lines = [f"# harness run --dry-run: nothing was run. Run folder: {folder} ({state})",
-             "# the run's options (harness run --config FILE reads them back):",
-             yaml.safe_dump(given, sort_keys=False).rstrip(),
-             "# every option of its methods, trainer, task, engine and judge, defaults filled in and precision settled:",
-             *("# " + line for line in yaml.safe_dump(settled, sort_keys=False).splitlines())]  # fmt: skip
-    sys.stdout.write("\n".join(lines) + "\n")
+        engine = build_engine_for(resolved.engine_name, resolved.engine_options, resolved.model).describe_config()
+        judge = build_judge(resolved.judge_name, resolved.judge_options).describe_config()
+        print("# the engine and the judge as their results are keyed (precision settled), their model, keys and servers checked:")
+        print(comments({"engine": engine, "judge": judge}))
     return 0
 
 

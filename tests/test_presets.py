@@ -121,9 +121,9 @@ def test_auto_checkpointing_is_settled_for_the_machine_in_every_training(monkeyp
 
 
 def test_a_dry_run_checks_what_a_run_checks_writes_nothing_and_prints_a_config_that_reads_back(tmp_path, tiny):
-    """`harness run ... --dry-run` before hours of GPU time: the paper preset's options, as YAML
-    that --config turns back into the same run (the same folder); a model out of reach or a
-    missing key ends it as it would end the run; no folder is made."""
+    """`harness run ... --dry-run` before hours of GPU time: the run's options, as YAML that --config
+    turns back into the same run (the same folder); a model out of reach or a missing key ends it as
+    it would end the run, after the config is printed; no folder is made."""
     import yaml
     from conftest import run_cli
     from tiny import xsum_files
@@ -143,3 +143,4 @@ def test_a_dry_run_checks_what_a_run_checks_writes_nothing_and_prints_a_config_t
     assert first.stdout.splitlines()[0].endswith("(new)") and not (tmp_path / "runs").exists()
     keyless = run_cli(*argv, "--judge", "openai", "--judge-arg", "model=gpt-4o", "--dry-run", cwd=tmp_path, env={"OPENAI_API_KEY": ""})
     assert keyless.returncode == 2 and keyless.stderr.startswith("error: no API key") and not (tmp_path / "runs").exists()
+    assert yaml.safe_load(keyless.stdout)["judge"] == "openai"  # the config was printed before the check that failed
