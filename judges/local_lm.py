@@ -66,11 +66,11 @@ class LocalLMJudge(LocalModelJudge):
         encoded = [self._tokenizer(self._prompt(c), add_special_tokens=False)["input_ids"] for c in comparisons]
         limit = getattr(self._model.config, "max_position_embeddings", None) or float("inf")
         fits = [i for i, ids in enumerate(encoded) if len(ids) <= limit]  # past its positions a model reads noise, or indexes out of its table
-        verdicts = [Verdict(None, error=f"the comparison is {len(ids)} tokens, past the judge model's {limit} positions: lower --judge-arg "
-                                        "max_source_tokens, or judge with a model of a longer context") for ids in encoded]  # fmt: skip
-        for i, p in zip(fits, self._per_text([encoded[i] for i in fits], self._p_a)):
-            verdicts[i] = Verdict(p, f"next-token p(A | A or B) = {p:.3f}")
-        return verdicts
+        p_a = dict(zip(fits, self._per_text([encoded[i] for i in fits], self._p_a)))
+        return [Verdict(p_a[i], f"next-token p(A | A or B) = {p_a[i]:.3f}") if i in p_a else
+                Verdict(None, error=f"the comparison is {len(ids)} tokens, past the judge model's {limit} positions: lower --judge-arg "
+                                    "max_source_tokens, or judge with a model of a longer context")
+                for i, ids in enumerate(encoded)]  # fmt: skip
 
     def _p_a(self, batch: dict) -> list[float]:
         """p(A) / (p(A) + p(B)) for each left-padded prompt of ``batch`` ([B, L])."""

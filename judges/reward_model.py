@@ -74,8 +74,10 @@ class RewardModelJudge(LocalModelJudge):
             over = max(map(len, texts)) - self._limit()
             if over <= 0:
                 break
-            source = (source or len(self._tokenizer(c.source, add_special_tokens=False)["input_ids"])) - over - len(CUT_MARK)  # room for the mark
-            fitted = dataclasses.replace(c, source=SourceBudget(max(1, source), self._tokenizer).cut(c.source))
+            if source is None:  # tokens of the whole source, counted only for a comparison too long
+                source = len(self._tokenizer(c.source, add_special_tokens=False)["input_ids"])
+            source = max(1, source - over - len(CUT_MARK))  # and room for the mark
+            fitted = dataclasses.replace(c, source=SourceBudget(source, self._tokenizer).cut(c.source))
         return fitted
 
     @torch.no_grad()
