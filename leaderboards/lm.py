@@ -27,6 +27,12 @@ COLUMNS = ["task", "method", "model", "training data", "judge", "revision", "win
 PAIRED_COLUMNS = ["task", "comparison", "revision", "difference", "CI", "n", "better/same/worse", "head to head", "head-to-head CI", "settings", "run"]
 
 
+def _among(label: str, run: dict, many: bool) -> str:
+    """What names a run in a figure among ``many``: what sets it apart (``label``), or its folder
+    where nothing does; "" for a run alone."""
+    return (label or run["name"]) if many else ""
+
+
 def _rgba(hex_color: str, alpha: float) -> str:
     r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
@@ -60,7 +66,8 @@ def revision_figure(runs: list[dict], many: bool) -> go.Figure:
             y = [r["win_rate"] for r in rows]
             low, high = [r["ci"][0] for r in rows], [r["ci"][1] for r in rows]
             color = PALETTE[i % len(PALETTE)]
-            name = f"{method} ({labels[(run['name'], method)] or run['name']})" if many else method
+            who = _among(labels[(run["name"], method)], run, many)
+            name = f"{method} ({who})" if who else method
             fig.add_scatter(x=x + x[::-1], y=high + low[::-1], fill="toself", fillcolor=_rgba(color, 0.15), line={"width": 0},
                             hoverinfo="skip", showlegend=False, legendgroup=name)  # fmt: skip
             fig.add_scatter(x=x, y=y, mode="lines+markers", name=name, line={"color": color}, legendgroup=name, customdata=list(zip(low, high)),
@@ -127,6 +134,7 @@ def judges_section(runs: list[dict], many: bool) -> Section | None:
     rows, agreement, fig = [], [], go.Figure()
     labels = run_labels(runs)
     for run in runs:
+        who = _among(labels[run["name"]], run, many)
         for j in run["summary"].get("judges") or []:
             d, config = j["diagnostics"], j["config"]
             source = config.get("config") or config.get("prompts") or ""
@@ -135,7 +143,7 @@ def judges_section(runs: list[dict], many: bool) -> Section | None:
                          _cell(d["first_position_win_rate"], ".2f"), run["name"]])  # fmt: skip
             bins = [b for b in d.get("by_length", []) if b["n"]]
             if bins:
-                fig.add_bar(x=[b["words_longer"] for b in bins], y=[b["mean_verdict"] for b in bins], name=j["judge"] + (f" ({labels[run['name']] or run['name']})" if many else ""),
+                fig.add_bar(x=[b["words_longer"] for b in bins], y=[b["mean_verdict"] for b in bins], name=f"{j['judge']} ({who})" if who else j["judge"],
                             customdata=[b["n"] for b in bins], hovertemplate="%{x} words longer: %{y:.3f} (n %{customdata})<extra></extra>")  # fmt: skip
         for a in run["summary"].get("agreement") or []:
             agreement.append([a["judge"], a["versus_judge"], a["pairs"], _cell(a["kappa"], ".2f"), _cell(a["label_agreement"], ".2f"),
@@ -266,7 +274,7 @@ def render(runs: list[dict]) -> str:
         task_runs = [r for r in runs if r["summary"]["task"] == task]
         figures = [revision_figure(task_runs, many)]
         for run in task_runs:
-            h2h = head_to_head_figure(run, (labels[run["name"]] or run["name"]) if many else "")
+            h2h = head_to_head_figure(run, _among(labels[run["name"]], run, many))
             if h2h is not None:
                 figures.append(h2h)
         text = (f"Win rate of each method's revision N against the task's references (ties count 1/2); the band is its {level} "
@@ -277,7 +285,7 @@ def render(runs: list[dict]) -> str:
         sections.append(Section(title=f"{task}: win rate by revision", text=text, figures=figures))
     paired_rows = paired_table_rows(runs)
     if paired_rows:
-        figures = [f for f in (paired_figure(r, (labels[r["name"]] or r["name"]) if many else "") for r in runs) if f is not None]
+        figures = [f for f in (paired_figure(r, _among(labels[r["name"]], r, many)) for r in runs) if f is not None]
         sections.append(Section(
             title="Paired comparisons on the same examples",
             text=(f"Difference of two win rates against the references, computed per example on the examples both were judged on, "
