@@ -14,6 +14,7 @@ from pydantic import Field
 
 from harness import registry
 from harness.config import NonNegative, NonNegativeInt, Options, PositiveInt
+from harness.errors import HarnessError
 from harness.plugin import Plugin
 
 
@@ -119,6 +120,18 @@ class Engine(Plugin):
 
 def prompt_seeds(params: SamplingParams, n: int, seeds: list[int] | None) -> list[int]:
     return list(seeds) if seeds is not None else [params.seed + i for i in range(n)]
+
+
+def check_context(encoded: list[list[int]], new_tokens: int, limit: int | None, where: str, remedy: str) -> None:
+    """Every prompt (token ids) and its ``new_tokens`` fit ``limit`` positions (``where`` names
+    them). Past a model's positions one with learned positions (GPT-2's) indexes out of its table,
+    on a GPU a device-side assert that ends the process, and a rotary one decodes positions it
+    never saw; past vLLM's max_model_len a prompt is refused and a completion cut short."""
+    longest = max(map(len, encoded), default=0)
+    if limit and longest + new_tokens > limit:
+        over = sum(len(p) + new_tokens > limit for p in encoded)
+        raise HarnessError(f"{over} of {len(encoded)} prompts (the longest {longest} tokens) and --max-new-tokens {new_tokens} run past "
+                           f"{where}: {remedy}; completions already written are kept")  # fmt: skip
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:

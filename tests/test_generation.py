@@ -448,6 +448,8 @@ def test_the_vllm_engine_asks_a_completion_ended_at_its_opening_newline_again(mo
 
     from openai_server import cut_at_stop_strings
 
+    from harness.errors import HarnessError
+
     BOS = 1
 
     def tokenizer(text, add_special_tokens=True):  # character ids, and a BOS first as Llama's tokenizer puts one
@@ -482,6 +484,12 @@ def test_the_vllm_engine_asks_a_completion_ended_at_its_opening_newline_again(mo
     llm.asked.clear()
     engine.generate(["p1"], SamplingParams(max_new_tokens=20), stop=("\n",), chat=True)  # a chat task's prompt, in its template already
     assert llm.asked == [("p1", ("\n",))]
+    llm.asked.clear()
+    short = build_engine("vllm", {"model": "m", "max_model_len": 23})  # vLLM refuses a longer prompt, and cuts a completion short at it
+    short._llm = llm
+    with pytest.raises(HarnessError, match=r"^1 of 2 prompts \(the longest 3 tokens\) and --max-new-tokens 21 run past --engine-arg max_model_len=23: raise it"):
+        short.generate(["p0", "p"], SamplingParams(max_new_tokens=21), stop=("\n",))
+    assert llm.asked == []
 
 
 def test_the_transformers_engine_generates_from_the_prompt_tokens_the_trainer_scored(tiny_bos, monkeypatch):

@@ -29,7 +29,7 @@ import torch
 
 from harness.batching import batch_limits, length_batches
 from harness.config import PositiveInt
-from harness.engine import Engine, Generation, SamplingParams, cut_at_stop, prompt_seeds, register
+from harness.engine import Engine, Generation, SamplingParams, check_context, cut_at_stop, prompt_seeds, register
 from harness.errors import HarnessError
 from harness.models import adapted_layers, inference_placement, load_causal_lm, load_tokenizer, resolve_model
 from harness.prompting import prompt_token_ids
@@ -144,7 +144,8 @@ class TransformersEngine(Engine):
         tokenizer = self.tokenizer()
         encoded = prompt_token_ids(tokenizer, prompts, templated=chat)
         with self._use_adapter(adapter):
-            self._check_context(encoded, params.max_new_tokens)
+            positions = getattr(self._model.config, "max_position_embeddings", None)
+            check_context(encoded, params.max_new_tokens, positions, f"the model's {positions} positions", "lower --max-new-tokens or --task-arg max_source_tokens")
             if self.cache == "paged":
                 completions = self._continuous(encoded, params, stop)
             else:
@@ -157,18 +158,6 @@ class TransformersEngine(Engine):
             n = _tokens_to_stop(tokenizer, row[:text_end], stop) if hit else min(text_end + 1, len(row))  # the tokens of the text kept, and its end token
             out.append(Generation(text.strip(), len(prompt), n, "stop" if hit or text_end < len(row) else "length"))
         return out
-
-    def _check_context(self, encoded: list[list[int]], new_tokens: int) -> None:
-        """Every prompt and its new tokens fit the model's positions. Past them a model with learned
-        positions (GPT-2's) indexes out of its table, on a GPU a device-side assert that ends the
-        process; a rotary one decodes positions it never saw, and its text is noise."""
-        limit = getattr(self._model.config, "max_position_embeddings", None)
-        longest = max(map(len, encoded), default=0)
-        if limit and longest + new_tokens > limit:
-            over = sum(len(p) + new_tokens > limit for p in encoded)
-            raise HarnessError(f"{over} of {len(encoded)} prompts (the longest {longest} tokens) and --max-new-tokens {new_tokens} run past "
-                               f"the model's {limit} positions: lower --max-new-tokens or --task-arg max_source_tokens; completions "
-                               "already written are kept")  # fmt: skip
 
     def _padded(self, encoded: list[list[int]], params: SamplingParams, stop: tuple[str, ...], seeds: list[int]) -> list[list[int]]:
         """Every prompt's new tokens, by ``generate`` over left-padded batches of similar lengths."""

@@ -19,7 +19,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from harness.config import PositiveInt
-from harness.engine import Engine, Generation, SamplingParams, cut_server_completion, prompt_seeds, register, stopped_before_text
+from harness.engine import Engine, Generation, SamplingParams, check_context, cut_server_completion, prompt_seeds, register, stopped_before_text
 from harness.errors import HarnessError
 from harness.models import resolve_model
 from harness.prompting import prompt_token_ids
@@ -83,7 +83,10 @@ class VLLMEngine(Engine):
             return VLLMSampling(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens, seed=seed, stop=list(stops) or None)
 
         seeds = prompt_seeds(params, len(prompts), seeds)  # one per prompt: a text does not depend on its batch
-        tokens = [{"prompt_token_ids": ids} for ids in prompt_token_ids(llm.get_tokenizer(), prompts, templated=chat)]  # vLLM's TokensPrompt
+        encoded = prompt_token_ids(llm.get_tokenizer(), prompts, templated=chat)
+        check_context(encoded, params.max_new_tokens, self.max_model_len, f"--engine-arg max_model_len={self.max_model_len}",
+                      "raise it (up to the model's context), or lower --max-new-tokens or --task-arg max_source_tokens")  # fmt: skip
+        tokens = [{"prompt_token_ids": ids} for ids in encoded]  # vLLM's TokensPrompt
         outputs = llm.generate(tokens, [sampling(s, stop) for s in seeds], lora_request=request, use_tqdm=False)
         again = [i for i, out in enumerate(outputs) if stopped_before_text(out.outputs[0].text, out.outputs[0].finish_reason, stop)]
         if again:  # they opened on a stop string: asked again without stop strings, cut here
