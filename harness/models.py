@@ -152,7 +152,12 @@ def check_kind(path: str, what: str, scores: bool) -> None:
     here, before it trains, from the config's ``architectures`` (a config without them passes)."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(path)
+    if os.path.isfile(os.path.join(path, "adapter_config.json")):
+        raise HarnessError(f"{what} {path!r} is a PEFT adapter (adapter_config.json), not a model: pass the model it was trained on")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"{what} {path!r} cannot be loaded: {str(exc).splitlines()[0]}") from None
     kinds = config.architectures or []
     classifier = any("Classification" in k or "Reward" in k for k in kinds)
     if kinds and classifier != scores:

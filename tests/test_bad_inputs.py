@@ -95,6 +95,10 @@ CASES = [
     ("bootstrap of 10 resamples", [*XSUM, "--bootstrap-arg", "resamples=10"], {}, "bootstrap option 'resamples': input should be greater than or equal to 100"),
     ("missing model folder", [*XSUM, "--model", "/nonexistent/model"], {}, "model '/nonexistent/model' is not a model folder, a hub id"),
     ("model not a name", [*XSUM, "--model", "foo"], {}, "model 'foo' is not a model folder, a hub id"),
+    ("model an adapter", [*XSUM, "--model", "{tmp}/adapter"], {"adapter/adapter_config.json": "{}"},
+     "model '{tmp}/adapter' is a PEFT adapter (adapter_config.json), not a model: pass the model it was trained on"),
+    ("model folder without a config", [*XSUM, "--model", "{tmp}/m"], {"m/tokenizer.json": "{}"}, "model '{tmp}/m' cannot be loaded: "),
+    ("judge model folder without a config", [*XSUM, "--judge-arg", "model={tmp}/m"], {"m/tokenizer.json": "{}"}, "judge 'local-lm': model '{tmp}/m' cannot be loaded: "),
     ("markup in an argument", [*BANDIT, "--behavior", "x[/]"], {}, "unknown behaviour 'x[/]'"),
     ("brackets in a hub id", [*XSUM, "--model", "[test]"], {}, "model '[test]' is not a model folder"),
     # config files
