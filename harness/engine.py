@@ -124,9 +124,8 @@ def prompt_seeds(params: SamplingParams, n: int, seeds: list[int] | None) -> lis
 
 def check_context(encoded: list[list[int]], new_tokens: int, limit: int | None, where: str, remedy: str) -> None:
     """Every prompt (token ids) and its ``new_tokens`` fit ``limit`` positions (``where`` names
-    them). Past a model's positions one with learned positions (GPT-2's) indexes out of its table,
-    on a GPU a device-side assert that ends the process, and a rotary one decodes positions it
-    never saw; past vLLM's max_model_len a prompt is refused and a completion cut short."""
+    them): a model's (``harness.models.positions``), or vLLM's max_model_len, past which a prompt
+    is refused and a completion cut short."""
     longest = max(map(len, encoded), default=0)
     if limit and longest + new_tokens > limit:
         over = sum(len(p) + new_tokens > limit for p in encoded)

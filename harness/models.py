@@ -145,6 +145,13 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
+def positions(model) -> int | None:
+    """How many positions ``model`` reads (its config's ``max_position_embeddings``; None where it
+    names none): past them learned positions index out of their table, on a GPU a device-side
+    assert that ends the process, and rotary ones decode positions never trained on."""
+    return getattr(model.config, "max_position_embeddings", None)
+
+
 def check_kind(path: str, what: str, scores: bool) -> None:
     """The checkpoint at ``path`` (resolved) is the kind ``what`` loads: a reward model (``scores``:
     a sequence classifier with one output) or a language model. Either loads as the other through

@@ -2,9 +2,10 @@
 
 The judge prompt (``judges/prompts``) goes through the model's chat template (a model without
 one, a base model, reads it as it is), the answer is started with "Preferred:", and p(A better)
-is the model's next-token probability of A over A and B. No sampling, no parsing, nothing to fail. With SmolLM2-135M-Instruct this runs anywhere but is a
-weak *proxy* for the paper's GPT-4 judge: its numbers say whether the pipeline works, not which
-method is better. Use the openai judge for results.
+is the model's next-token probability of A over A and B. No sampling, no parsing, nothing to
+fail. With SmolLM2-135M-Instruct this runs anywhere but is a weak *proxy* for the paper's GPT-4
+judge: its numbers say whether the pipeline works, not which method is better. Use the openai
+judge for results.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from harness.config import NonNegativeInt
 from harness.judge import Comparison, Verdict, register, render_prompt
 from harness.judges.local import LocalModelJudge
-from harness.models import check_kind, inference_placement, load_causal_lm, load_tokenizer, resolve_model
+from harness.models import check_kind, inference_placement, load_causal_lm, load_tokenizer, positions, resolve_model
 from harness.prompting import in_chat_template
 from harness.truncation import SourceBudget
 
@@ -64,8 +65,8 @@ class LocalLMJudge(LocalModelJudge):
     def judge(self, comparisons: list[Comparison]) -> list[Verdict]:
         self._load()
         encoded = [self._tokenizer(self._prompt(c), add_special_tokens=False)["input_ids"] for c in comparisons]
-        limit = getattr(self._model.config, "max_position_embeddings", None) or float("inf")
-        fits = [i for i, ids in enumerate(encoded) if len(ids) <= limit]  # past its positions a model reads noise, or indexes out of its table
+        limit = positions(self._model) or float("inf")
+        fits = [i for i, ids in enumerate(encoded) if len(ids) <= limit]
         p_a = dict(zip(fits, self._per_text([encoded[i] for i in fits], self._p_a)))
         return [Verdict(p_a[i], f"next-token p(A | A or B) = {p_a[i]:.3f}") if i in p_a else
                 Verdict(None, error=f"the comparison is {len(ids)} tokens, past the judge model's {limit} positions: lower --judge-arg "

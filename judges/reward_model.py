@@ -13,7 +13,7 @@ from harness.config import PositiveInt
 from harness.errors import HarnessError
 from harness.judge import Comparison, Verdict, register
 from harness.judges.local import LocalModelJudge
-from harness.models import check_kind, inference_placement, resolve_model
+from harness.models import check_kind, inference_placement, positions, resolve_model
 from harness.prompting import in_chat_template
 from harness.truncation import CUT_MARK, SourceBudget
 
@@ -62,7 +62,7 @@ class RewardModelJudge(LocalModelJudge):
         return f"{request}\n\n{candidate}"
 
     def _limit(self) -> int:
-        return min(self.max_length, getattr(self._model.config, "max_position_embeddings", None) or self.max_length)
+        return min(self.max_length, positions(self._model) or self.max_length)
 
     def _fitted(self, c: Comparison) -> Comparison:
         """``c`` with its source cut from the end, as ``SourceBudget`` cuts, until both candidates'

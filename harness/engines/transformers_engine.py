@@ -31,7 +31,7 @@ from harness.batching import batch_limits, length_batches
 from harness.config import PositiveInt
 from harness.engine import Engine, Generation, SamplingParams, check_context, cut_at_stop, prompt_seeds, register
 from harness.errors import HarnessError
-from harness.models import adapted_layers, inference_placement, load_causal_lm, load_tokenizer, resolve_model
+from harness.models import adapted_layers, inference_placement, load_causal_lm, load_tokenizer, positions, resolve_model
 from harness.prompting import prompt_token_ids
 
 
@@ -144,8 +144,8 @@ class TransformersEngine(Engine):
         tokenizer = self.tokenizer()
         encoded = prompt_token_ids(tokenizer, prompts, templated=chat)
         with self._use_adapter(adapter):
-            positions = getattr(self._model.config, "max_position_embeddings", None)
-            check_context(encoded, params.max_new_tokens, positions, f"the model's {positions} positions", "lower --max-new-tokens or --task-arg max_source_tokens")
+            limit = positions(self._model)
+            check_context(encoded, params.max_new_tokens, limit, f"the model's {limit} positions", "lower --max-new-tokens or --task-arg max_source_tokens")
             if self.cache == "paged":
                 completions = self._continuous(encoded, params, stop)
             else:

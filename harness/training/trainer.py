@@ -30,7 +30,13 @@ from harness.config import stable_hash
 from harness.datasources import Rows
 from harness.errors import HarnessError
 from harness.method import LogProbs, Method
-from harness.models import ModelRef, adapted_layers, load_causal_lm, load_tokenizer
+from harness.models import (
+    ModelRef,
+    adapted_layers,
+    load_causal_lm,
+    load_tokenizer,
+    positions,
+)
 from harness.policies.lm import EncodedPair, PairEncoder, SequenceScorer
 from harness.prompting import PromptFormatter
 from harness.store import JsonlLog, atomic_write_json
@@ -226,7 +232,7 @@ class Trainer:
         model = _wrap_model(load_causal_lm(self.base_model, base_dtype), c, autocast)
         scorer = SequenceScorer(model, tokenizer.pad_token_id, c.prefix_sharing)
         pairs = self._encode(self.inputs.rows.items, tokenizer)
-        _check_positions(pairs, self.method.needs, model.config)
+        _check_positions(pairs, self.method.needs, model)
 
         world, rank = accelerator.num_processes, accelerator.process_index
         micro_size = c.micro_batch(accelerator.device.type, world)
@@ -330,10 +336,9 @@ class Trainer:
         return result
 
 
-def _check_positions(pairs: list[EncodedPair], keys: tuple[str, ...], config) -> None:
-    """Every sequence fits the model's positions (learned ones end there: an index error, on a GPU
-    a device-side assert that ends the process), before the reference pass and the first step."""
-    limit = getattr(config, "max_position_embeddings", None)
+def _check_positions(pairs: list[EncodedPair], keys: tuple[str, ...], model) -> None:
+    """Every sequence fits the model's ``positions``, before the reference pass and the first step."""
+    limit = positions(model)
     longest = max((pair.n_tokens([k]) for pair in pairs for k in keys), default=0)
     if limit and longest > limit:
         raise HarnessError(f"training sequences of up to {longest} tokens run past the model's {limit} positions: lower --task-arg "
