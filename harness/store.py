@@ -341,27 +341,47 @@ class Stage:
             self.record_path, {"key": self.key_hash, "artifacts": artifacts, "finished": _now(), **info}
         )
 
-    def copy_from_neighbour(self, paths: list[str]) -> Path | None:
-        """Where this stage finished with the same key in a run folder beside this one (adding a
+    def copy_from_neighbour(self, paths: list[str]) -> "Stage | None":
+        """The stage that finished with the same key in a run folder beside this one (adding a
         method to a comparison makes a new folder, whose other methods' inputs are unchanged):
         ``paths`` (its files and folders, checkpoints left out) are copied from there with their
         times, so that keys naming them by their files hold, and the stage is recorded done here.
-        Returns that folder, or None where none has it. A folder that a run is writing now is
-        passed over: it may be rewriting them."""
+        None where no folder has it. A folder that a run is writing now is passed over: it may be
+        rewriting them. A stage of a group (``train/NAME``) is found under another name of that
+        group too, its paths renamed: one method with the same options is ``srpo`` in one run and
+        ``srpo[alpha=0]`` in a sweep of alpha."""
         for other in self.store.neighbours():
-            there = Stage(other, self.name, self.key_hash)
-            if there.record() is None:
-                continue
-            with other.lock_if_idle() as idle:
-                record = there.record() if idle else None  # again: the run may have redone it before letting go
-                if record is None:
-                    continue
-                self.begin()
-                for relative in paths:
-                    _copy_replacing(other.root / relative, self.store.root / relative)
-            self.finish(record["artifacts"], copied_from=str(other.root))
-            return other.root
+            for there in self._namesakes(other):
+                with other.lock_if_idle() as idle:
+                    record = there.record() if idle else None  # again: the run may have redone it before letting go
+                    if record is None:
+                        continue
+                    self.begin()
+                    for relative in paths:
+                        _copy_replacing(other.root / _renamed(relative, self.name, there.name), self.store.root / relative)
+                self.finish([_renamed(a, there.name, self.name) for a in record["artifacts"]], copied_from=str(other.root),
+                            **({"copied_as": there.name} if there.name != self.name else {}))  # fmt: skip
+                return there
         return None
+
+    def _namesakes(self, other: RunStore) -> Iterator["Stage"]:
+        """The stages of ``other`` done with this key: under this name first, then under the other
+        names of its group (their records are a few lines each)."""
+        same = Stage(other, self.name, self.key_hash)
+        if same.record() is not None:
+            yield same
+        group, _, _ = self.name.rpartition("/")
+        if not group:
+            return
+        for path in sorted((other.root / "stages" / group).glob("*.json")):
+            there = Stage(other, f"{group}/{path.stem}", self.key_hash)
+            if there.name != self.name and there.record() is not None:
+                yield there
+
+
+def _renamed(relative: str, old: str, new: str) -> str:
+    """``relative`` with the stage name ``old`` that opens it replaced by ``new``."""
+    return new + relative[len(old):] if relative == old or relative.startswith(old + "/") else relative
 
 
 def _own_run_folder(folder: Path) -> bool:

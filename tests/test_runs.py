@@ -264,12 +264,18 @@ def test_a_run_copies_what_a_folder_beside_it_did_on_the_same_inputs(tiny, tmp_p
     assert {k: r["text"] for k, r in ours.items() if k[1] == "dpo"} == {k: r["text"] for k, r in theirs.items()}
     assert {r["adapter"] for k, r in ours.items() if k[1] == "dpo"} == {str(second / "train/dpo/adapter")}  # this run's copy
 
-    said = stages(changed, "dpo", "--method-arg", "beta=0.2")
-    assert "training dpo: done" not in said and "generated from the same inputs" not in said  # (its texts may equal the first's, whose verdicts then hold)
-    assert (changed / weights).read_bytes() != (first / weights).read_bytes()
+    said = stages(changed, "dpo", "--method-arg", "beta=0.1,0.2")  # a sweep names its rows dpo[beta=0.1] (dpo's default) and dpo[beta=0.2]
+    assert f"training dpo[beta=0.1]: done on the same inputs in {second} (as dpo); copied, not redone" in said  # the latest folder first
+    assert "training dpo[beta=0.2]: done" not in said and "generated from the same inputs" not in said  # (its texts may equal the first's, whose verdicts then hold)
+    assert (changed / "train/dpo[beta=0.1]/adapter/adapter_model.safetensors").read_bytes() == (first / weights).read_bytes()
+    assert (changed / "train/dpo[beta=0.2]/adapter/adapter_model.safetensors").read_bytes() != (first / weights).read_bytes()
+    record = json.loads((changed / "stages/train/dpo[beta=0.1].json").read_text())
+    assert record["artifacts"] == ["train/dpo[beta=0.1]/result.json"] and record["copied_as"] == "train/dpo"
+    rerun = stages(changed, "dpo", "--method-arg", "beta=0.1,0.2")
+    assert "training" not in rerun and "copied" not in rerun  # the copy is this folder's own now
 
-    with open(first / ".lock") as held, open(second / ".lock") as held_too:
-        for fh in (held, held_too):
+    with open(first / ".lock") as held, open(second / ".lock") as held_too, open(changed / ".lock") as held_as_well:
+        for fh in (held, held_too, held_as_well):  # (changed holds dpo too, as dpo[beta=0.1])
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run writing them holds them
         said = stages(beside_busy, "dpo")
     assert "training dpo: done" not in said and not json.loads((beside_busy / "stages/train/dpo.json").read_text()).get("copied_from")

@@ -48,10 +48,11 @@ def _done_or_copied(stage: Stage, paths: list[str], what: str, console: Console)
     finished it on the same inputs (``Stage.copy_from_neighbour``); a multi-process launch redoes it."""
     if stage.done or not single_process():
         return stage.done
-    source = stage.copy_from_neighbour(paths)
-    if source is not None:
-        console.print(f"{what}: done on the same inputs in {source}; copied, not redone")
-    return source is not None
+    there = stage.copy_from_neighbour(paths)
+    if there is not None:
+        named = f" (as {there.name.rpartition('/')[2]})" if there.name != stage.name else ""
+        console.print(f"{what}: done on the same inputs in {there.store.root}{named}; copied, not redone")
+    return there is not None
 
 
 def _trained(store: RunStore, name: str, inputs: TrainInputs, console: Console) -> TrainResult:

@@ -83,7 +83,7 @@ def save_tensors(obj: dict, path: Path) -> None:
 def load_tensors(path: Path) -> dict | None:
     """What ``torch.save`` wrote to ``path`` as tensors, numbers, strings and containers of them,
     or None when the file is absent or holds anything else. Unpickled with ``weights_only``: a
-    file copied from a neighbouring run folder (``RunStore.copy_from_neighbour``) or written by an
+    file copied from a neighbouring run folder (``Stage.copy_from_neighbour``) or written by an
     older version can run no code here; the caller recomputes what it held."""
     if not path.exists():
         return None
