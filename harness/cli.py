@@ -220,14 +220,17 @@ def cmd_score(args, console: Console) -> int:
 
 
 def _list_parser(sub) -> None:
-    p = sub.add_parser("list", help="the methods, tasks, judges and engines this installation knows")
-    p.add_argument("kind", nargs="?", choices=sorted(registry.REGISTRIES), help="only this kind")
+    p = sub.add_parser("list", help="the methods, tasks, judges and engines this installation knows, and the presets")
+    p.add_argument("kind", nargs="?", choices=[*sorted(registry.REGISTRIES), "presets"], help="only this kind")
     p.set_defaults(handler=cmd_list)
 
 
 def cmd_list(args, console: Console) -> int:
-    kinds = [args.kind] if args.kind else list(registry.REGISTRIES)
+    kinds = [args.kind] if args.kind else [*registry.REGISTRIES, "presets"]
     for kind in kinds:
+        if kind == "presets":
+            _list_presets(console)
+            continue
         table = Table(title=kind, show_lines=False, title_justify="left")
         table.add_column("name", style="bold")
         table.add_column("description")
@@ -242,6 +245,17 @@ def cmd_list(args, console: Console) -> int:
             table.add_row(name, text, _format_defaults(defaults() if defaults else {}))
         console.print(table)
     return 0
+
+
+def _list_presets(console: Console) -> None:
+    from harness.presets import listing
+
+    table = Table(title="presets (--preset NAME: a layer below --config and the flags, which override it)", title_justify="left")
+    for column in ("name", "tasks", "description", "sets (--config keys)"):
+        table.add_column(column, style="bold" if column == "name" else None)
+    for row in listing():
+        table.add_row(*row)
+    console.print(table)
 
 
 def _format_defaults(defaults: dict) -> str:

@@ -59,7 +59,12 @@ CHAT_PAPER = {
     "judge_args": {"model": "gpt-4o"},
 }
 
-PRESETS = ("offline", "paper")
+DESCRIPTIONS = {
+    "offline": "the default for text tasks: minutes on a 2-core CPU with no GPU, key or network; its judge is a proxy",
+    "paper": "the paper's protocol (Sec. 6 and Appendix D; ../shared/DESIGN.md): GPUs, the paper's judge and its API key",
+}
+PRESETS = tuple(DESCRIPTIONS)
+PAPER_PROTOCOLS = (("xsum", "tldr"), ("arena-hard", "ultrafeedback"))  # the tasks of the paper's summary and chat protocols
 
 
 def preset_layer(name: str | None, task_name: str | None, task_kind: str | None) -> dict:
@@ -82,7 +87,7 @@ def preset_layer(name: str | None, task_name: str | None, task_kind: str | None)
             if task_name != "arena-hard":
                 layer.pop("task_args")
             return layer
-        raise HarnessError(f"preset 'paper' knows tasks xsum, tldr, arena-hard and ultrafeedback, not {task_name!r}")
+        raise HarnessError(f"preset 'paper' knows tasks {', '.join(sum(PAPER_PROTOCOLS, ()))}, not {task_name!r}")
     raise HarnessError(f"unknown preset {name!r} (presets: {', '.join(PRESETS)})")
 
 
@@ -101,3 +106,30 @@ def paper_judge_flags(task_name: str) -> str | None:
     except HarnessError:
         return None
     return " ".join([f"--judge {layer['judge']}", *(f"--judge-arg {key}={value}" for key, value in layer.get("judge_args", {}).items())])
+
+
+def listing() -> list[tuple[str, str, str, str]]:
+    """What ``harness list presets`` shows: (preset, the tasks it is for, what it is, the options it
+    sets with nested keys dotted), a row per protocol; an option one task alone sets names it."""
+    rows = [("offline", "every text task", DESCRIPTIONS["offline"], _settings(_dotted(OFFLINE)))]
+    for tasks in PAPER_PROTOCOLS:
+        layers = {name: _dotted(preset_layer("paper", name, "text")) for name in tasks}
+        common = {k: v for k, v in layers[tasks[0]].items() if all(layer.get(k, object()) == v for layer in layers.values())}
+        own = [_settings({k: v for k, v in layer.items() if k not in common}, f" ({name})") for name, layer in layers.items()]
+        rows.append(("paper", ", ".join(tasks), DESCRIPTIONS["paper"], "  ".join(filter(None, [_settings(common), *own]))))
+    return rows
+
+
+def _settings(options: dict, suffix: str = "") -> str:
+    return "  ".join(f"{key}={value}{suffix}" for key, value in options.items())
+
+
+def _dotted(layer: dict, prefix: str = "") -> dict:
+    """``{"train": {"dpo": {"lr": 1e-6}}}`` as ``{"train.dpo.lr": 1e-6}``."""
+    out = {}
+    for key, value in layer.items():
+        if isinstance(value, dict) and value:
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -3,6 +3,7 @@ reach every stage, and a run that goes wrong says so and exits non-zero instead 
 
 import json
 
+import pandas as pd
 import pytest
 from conftest import run_cli
 from openai_server import FakeOpenAIServer
@@ -119,6 +120,26 @@ def test_every_preset_is_a_valid_layer_of_the_schema():
     for preset in PRESETS:
         for task in ("xsum", "tldr", "arena-hard", "ultrafeedback"):
             validate({**preset_layer(preset, task, "text"), "task": task, "methods": "srpo"})
+
+
+def test_harness_list_presets_shows_every_option_each_task_gets(cli):
+    """Each row read back (common options, then those suffixed with one task's name) is exactly that
+    task's layer: a key left out, or one task's option shown as the protocol's, fails."""
+    from harness.presets import listing, preset_layer
+
+    out = cli("list", "presets")
+    assert out.returncode == 0 and "huggyllama/llama-7b" in out.stdout and "every text task" in out.stdout
+    rows = listing()
+    assert [(name, tasks) for name, tasks, *_ in rows] == [("offline", "every text task"), ("paper", "xsum, tldr"), ("paper", "arena-hard, ultrafeedback")]
+    for name, tasks, _, settings in rows[1:]:
+        for task in tasks.split(", "):
+            shown = {}
+            for item in settings.split("  "):
+                key, value = item.split("=", 1)
+                if " (" not in value or value.endswith(f" ({task})"):
+                    shown[key] = value.removesuffix(f" ({task})")
+            flat = pd.json_normalize(preset_layer("paper", task, "text")).iloc[0].to_dict()
+            assert shown == {key: str(value) for key, value in flat.items()}
 
 
 def test_a_diverging_run_stops_with_a_clear_error_and_saves_no_adapter(tiny, tmp_path):
