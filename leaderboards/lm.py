@@ -24,7 +24,7 @@ UNTITLED_TOP = 30  # px above a figure with no title: plotly's default 100 left 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 COLUMNS = ["task", "method", "model", "training data", "judge", "revision", "win rate", "CI", "length-controlled", "LC CI", "words",
            "opponent words", "paper mean", "paper std", "n", "W/T/L", "failed", "settings", "run"]  # fmt: skip
-PAIRED_COLUMNS = ["task", "comparison", "revision", "difference", "CI", "n", "better/same/worse", "head to head", "head-to-head CI", "settings", "run"]
+PAIRED_COLUMNS = ["task", "comparison", "revision", "difference", "CI", "p", "p (Holm)", "n", "better/same/worse", "head to head", "head-to-head CI", "settings", "run"]
 
 
 def _among(label: str, run: dict, many: bool) -> str:
@@ -190,8 +190,8 @@ def paired_table_rows(runs: list[dict]) -> list[list]:
     for run in runs:
         for p in run["summary"].get("paired") or []:
             head = p.get("head_to_head") or {}
-            out.append([run["summary"]["task"], comparison_label(p, revision=False), p["revision"], f"{p['difference']:+.3f}", interval_text(p["ci"]), p["n"],
-                        f"{p['a_better']}/{p['same']}/{p['b_better']}", _cell(head.get("win_rate")), interval_text(head.get("ci")), labels[run["name"]],
+            out.append([run["summary"]["task"], comparison_label(p, revision=False), p["revision"], f"{p['difference']:+.3f}", interval_text(p["ci"]),
+                        _cell(p.get("p_value"), ".3g"), _cell(p.get("p_holm"), ".3g"), p["n"], f"{p['a_better']}/{p['same']}/{p['b_better']}", _cell(head.get("win_rate")), interval_text(head.get("ci")), labels[run["name"]],
                         run["name"]])  # fmt: skip
     return out
 
@@ -290,8 +290,9 @@ def render(runs: list[dict]) -> str:
             title="Paired comparisons on the same examples",
             text=(f"Difference of two win rates against the references, computed per example on the examples both were judged on, "
                   f"with its {level} interval ({_interval(runs[0], 'paired')}): an interval "
-                  "that excludes 0 says the first beats the second on these examples. Beside it, the head-to-head win rate where the two "
-                  "were judged against each other."),
+                  "that excludes 0 says the first beats the second on these examples. Read many at once, some exclude 0 by chance (5 in "
+                  "100 at 95%): p (Holm), adjusted over the comparisons of its run, below 1 - level holds for the whole table at that "
+                  "family-wise level. Beside it, the head-to-head win rate where the two were judged against each other."),
             figures=figures, tables=[Table(PAIRED_COLUMNS, paired_rows, caption="Click a column header to sort", id="paired")],
         ))  # fmt: skip
     judges = judges_section(runs, many)

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from harness.scoring import (BootstrapConfig, bca_interval, length_controlled, mean_interval, paired_difference, paired_interval, paper_protocol,
-                             score_interval, win_rate)
+from harness.scoring import (BootstrapConfig, bca_interval, holm, length_controlled, mean_interval, paired_difference, paired_interval,
+                             paper_protocol, score_interval, win_rate)
 from harness.stages.score import score_verdicts
 
 
@@ -201,6 +201,50 @@ def test_paired_difference_is_tighter_than_two_marginal_intervals():
     assert diff["difference"] == pytest.approx(a.mean() - b.mean())
     assert diff["ci"][1] - diff["ci"][0] < (marginal[0].high - marginal[0].low) + (marginal[1].high - marginal[1].low)
     assert diff["n"] == 400 and diff["a_better"] + diff["same"] + diff["b_better"] == 400
+
+
+@pytest.mark.parametrize("interval", ["score", "bca"])
+def test_a_paired_p_value_is_below_1_minus_level_exactly_where_its_interval_excludes_0(interval):
+    """The p-value is the test the interval inverts, at every level: wins and losses, ties and a
+    proxy's probabilities, differences of either sign, and none at all."""
+    rng = np.random.default_rng(11)
+    for trial in range(120):
+        n = int(rng.integers(16, 90))
+        kind = trial % 3
+        a = [(rng.random(n) < 0.6).astype(float), rng.choice([0.0, 0.5, 1.0], n), rng.beta(3, 2, n)][kind]
+        b = np.where(rng.random(n) < 0.6, a, [(rng.random(n) < 0.45).astype(float), rng.choice([0.0, 0.5, 1.0], n), rng.beta(2, 3, n)][kind])
+        if trial % 4 == 0:
+            a, b = b, a
+        for level in (0.8, 0.9, 0.95, 0.99):
+            config = BootstrapConfig(interval=interval, level=level, resamples=1000)
+            diff = paired_difference(a, b, config)
+            excludes = diff["ci"][0] > 0 or diff["ci"][1] < 0
+            assert excludes == (diff["p_value"] < 1 - level), (trial, level, diff)
+    same = paired_difference(np.ones(20), np.ones(20), BootstrapConfig(interval=interval))
+    assert same["p_value"] == 1.0
+
+
+def test_holm_adjusts_as_its_step_down_defines():
+    p = np.array([0.01, 0.04, 0.03, 0.005, 0.8])
+    # sorted: 0.005 x5, 0.01 x4, 0.03 x3, 0.04 x2, 0.8 x1, each at least the one before, at most 1
+    assert holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.025, 0.8])
+    assert holm([0.3, 0.3]) == pytest.approx([0.6, 0.6]) and holm([0.9, 0.6]) == pytest.approx([1.0, 1.0])
+
+
+def test_holm_keeps_a_whole_table_of_equal_methods_wrong_at_most_5_percent_of_the_time():
+    """Five methods that are the same, revisions 0-2, 24 examples: 40 paired comparisons. Read for
+    intervals that exclude 0, most tables show one by chance; by Holm's p, at most 5% do."""
+    rng = np.random.default_rng(5)
+    any_raw = any_holm = 0
+    tables = 150
+    for _ in range(tables):
+        rows = [{"example_id": str(e), "position": e, "method": m, "opponent": "reference", "revision": r,
+                 "preference": float(rng.random() < 0.5)} for m in "abcde" for r in range(3) for e in range(24)]  # fmt: skip
+        _, paired = score_verdicts(pd.DataFrame(rows))
+        assert len(paired) == 40
+        any_raw += bool((paired["p_value"] < 0.05).any())
+        any_holm += bool((paired["p_holm"] < 0.05).any())
+    assert any_raw / tables > 0.3 and any_holm / tables <= 0.05
 
 
 def test_score_verdicts_builds_every_table_from_a_frame():

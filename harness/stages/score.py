@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from harness.scoring import BootstrapConfig, paired_difference, win_rate
+from harness.scoring import BootstrapConfig, holm, paired_difference, win_rate
 
 REFERENCE = "reference"
 VERDICT_COLUMNS = ["example_id", "position", "method", "opponent", "revision", "preference", "error", "length", "opponent_length", "first", "second"]
@@ -98,6 +98,8 @@ def paired_rows(frame: pd.DataFrame, config: BootstrapConfig) -> list[dict]:
         for rev in revisions:
             if rev > 0:
                 compare("revisions", (method, rev), (method, 0))
+    for row, adjusted in zip(out, holm([row["p_value"] for row in out])):  # the table is one family: read together, scanned for what excludes 0
+        row["p_holm"] = float(adjusted)
     return out
 
 
@@ -167,6 +169,11 @@ def summarise(task: str, meta: dict, judges: list[JudgedBy], generations: list[d
                           "with n - 2 degrees of freedom",
         "items": len(examples),
     }  # fmt: skip
+    if len(paired):
+        alpha = f"{1 - config.level:.2g}"
+        scoring["multiplicity"] = (f"p: the test each paired interval inverts (below {alpha} where it excludes 0); p (Holm): adjusted over "
+                                   f"the run's {len(paired)} paired comparisons, below {alpha} where a difference holds at the whole "
+                                   f"table's {config.level:.0%} family-wise level")  # fmt: skip
     few = sum(0 < r["n"] < config.tested_from for r in (*records(results), *records(paired)))
     if few:
         scoring["few_note"] = (f"{few} row(s) of these tables rest on fewer than {config.tested_from} verdicts, below which their intervals"
@@ -185,6 +192,12 @@ def interval_text(interval) -> str:
         return "-"
     low, high = (round(bound, 3) + 0.0 for bound in interval)  # + 0.0: a bound just below zero prints 0.000, not -0.000
     return f"[{low:.3f}, {high:.3f}]"
+
+
+def p_text(p: float | None) -> str:
+    """A p-value as the tables print it: three decimals, "<0.001" below, "-" when there is none
+    (a summary written before the harness computed them)."""
+    return "-" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def comparison_label(p: dict, revision: bool = True) -> str:
@@ -228,15 +241,17 @@ def print_tables(summary: dict, console) -> None:
     paired = summary.get("paired") or []
     if paired:
         table = Table(title=f"paired differences of win rates against the references, on the same examples ({level:.0%} CI)")
-        for col in ("comparison", "difference", "CI", "n", "better/same/worse", "head to head"):
+        for col in ("comparison", "difference", "CI", "p", "p (Holm)", "n", "better/same/worse", "head to head"):
             table.add_column(col)
         for p in paired:
             head = p.get("head_to_head")
-            table.add_row(comparison_label(p), f"{p['difference']:+.3f}", interval_text(p["ci"]), str(p["n"]), f"{p['a_better']}/{p['same']}/{p['b_better']}",
-                          f"{head['win_rate']:.3f} {interval_text(head['ci'])} (n {head['n']})" if head else "")  # fmt: skip
+            table.add_row(comparison_label(p), f"{p['difference']:+.3f}", interval_text(p["ci"]), p_text(p.get("p_value")), p_text(p.get("p_holm")), str(p["n"]),
+                          f"{p['a_better']}/{p['same']}/{p['b_better']}", f"{head['win_rate']:.3f} {interval_text(head['ci'])} (n {head['n']})" if head else "")  # fmt: skip
         console.print(table)
     print_judges(summary, console)
     console.print(f"intervals: {scoring.get('interval', '')}; length control: AlpacaEval 2's, at zero length difference")
+    if scoring.get("multiplicity"):
+        console.print(scoring["multiplicity"])
     if scoring.get("few_note"):
         console.print(f"note: {scoring['few_note']}", style="yellow")
     if any(not r["paper"]["complete"] for r in results if r.get("paper")):
