@@ -284,6 +284,7 @@ def test_a_run_copies_what_a_folder_beside_it_did_on_the_same_inputs(tiny, tmp_p
     theirs, ours = rows(first), rows(second)
     assert {k: r["text"] for k, r in ours.items() if k[1] == "dpo"} == {k: r["text"] for k, r in theirs.items()}
     assert {r["adapter"] for k, r in ours.items() if k[1] == "dpo"} == {str(second / "train/dpo/adapter")}  # this run's copy
+    assert (second / weights).stat().st_ino == (first / weights).stat().st_ino  # a hard link: a 13 GB SFT model is not written twice
 
     said = stages(changed, "dpo", "--method-arg", "beta=0.1,0.2")  # a sweep names its rows dpo[beta=0.1] (dpo's default) and dpo[beta=0.2]
     assert f"training dpo[beta=0.1]: done on the same inputs in {second} (as dpo); copied, not redone" in said  # the latest folder first
@@ -294,6 +295,11 @@ def test_a_run_copies_what_a_folder_beside_it_did_on_the_same_inputs(tiny, tmp_p
     assert record["artifacts"] == ["train/dpo[beta=0.1]/result.json"] and record["copied_as"] == "train/dpo"
     rerun = stages(changed, "dpo", "--method-arg", "beta=0.1,0.2")
     assert "training" not in rerun and "copied" not in rerun  # the copy is this folder's own now
+
+    theirs_before = {f: (first / "train/dpo" / f).read_bytes() for f in ("adapter/adapter_model.safetensors", "metrics.jsonl", "result.json", "reference_logps.pt")}
+    stages(second, "dpo,srpo", "--train-arg", "dpo.lr=1e-4")  # second retrains dpo over its linked files
+    assert (second / weights).read_bytes() != theirs_before["adapter/adapter_model.safetensors"]
+    assert {f: (first / "train/dpo" / f).read_bytes() for f in theirs_before} == theirs_before  # the folder it linked from keeps its own
 
     with open(first / ".lock") as held, open(second / ".lock") as held_too, open(changed / ".lock") as held_as_well:
         for fh in (held, held_too, held_as_well):  # (changed holds dpo too, as dpo[beta=0.1])
