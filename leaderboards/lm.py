@@ -86,11 +86,14 @@ def paired_figure(run: dict, label: str) -> go.Figure | None:
         return None
     labels = [comparison_label(p) + (f" [{label}]" if label else "") for p in paired]
     diff = [p["difference"] for p in paired]
+    holds = [p.get("p_holm") is not None and p["p_holm"] < 1 - _level(run) for p in paired]  # holds for the whole table (Holm)
     fig = go.Figure()
-    fig.add_scatter(x=diff, y=labels, mode="markers", marker={"color": "#1f77b4", "size": 9}, showlegend=False,
+    fig.add_scatter(x=diff, y=labels, mode="markers", showlegend=False,
+                    marker={"color": ["#d62728" if h else "#1f77b4" for h in holds], "symbol": ["diamond" if h else "circle" for h in holds], "size": 9},
                     error_x={"type": "data", "symmetric": False, "array": [p["ci"][1] - p["difference"] for p in paired],
                              "arrayminus": [p["difference"] - p["ci"][0] for p in paired]},
-                    hovertemplate="%{y}: %{x:+.3f}<extra></extra>")  # fmt: skip
+                    customdata=[[interval_text(p["ci"]), _cell(p.get("p_value"), ".3g"), _cell(p.get("p_holm"), ".3g")] for p in paired],
+                    hovertemplate="%{y}: %{x:+.3f} %{customdata[0]}, p %{customdata[1]}, p (Holm) %{customdata[2]}<extra></extra>")  # fmt: skip
     fig.add_vline(x=0, line={"color": "#888", "dash": "dash"})
     fig.update_layout(height=max(150, 28 * len(paired) + 50), xaxis_title="difference of win rates against the references",
                       yaxis={"autorange": "reversed"}, margin={"l": 260, "t": UNTITLED_TOP})  # fmt: skip
@@ -292,7 +295,8 @@ def render(runs: list[dict]) -> str:
                   f"with its {level} interval ({_interval(runs[0], 'paired')}): an interval "
                   "that excludes 0 says the first beats the second on these examples. Read many at once, some exclude 0 by chance (5 in "
                   "100 at 95%): p (Holm), adjusted over the comparisons of its run, below 1 - level holds for the whole table at that "
-                  "family-wise level. Beside it, the head-to-head win rate where the two were judged against each other."),
+                  "family-wise level (a red diamond in the plot). Beside it, the head-to-head win rate where the two were judged against "
+                  "each other."),
             figures=figures, tables=[Table(PAIRED_COLUMNS, paired_rows, caption="Click a column header to sort", id="paired")],
         ))  # fmt: skip
     judges = judges_section(runs, many)

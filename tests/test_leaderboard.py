@@ -88,6 +88,26 @@ def test_each_section_names_its_own_interval(tmp_path):
     assert html.count("interval (Wilson score intervals with the verdicts' dispersion, Bonett-Price for paired differences, 95% level)") == 2
 
 
+def test_the_forest_plot_marks_what_holds_for_the_whole_table_and_a_summary_without_p_values_still_draws(tmp_path):
+    """A red diamond where the Holm p is below 1 - level, a circle elsewhere; the table
+    shows both p-values; a summary written before the harness computed them draws with neither."""
+    from harness.leaderboards.lm import paired_figure, paired_table_rows
+    from harness.leaderboards.render import _named, load_runs
+
+    run = _named(load_runs([str(_fake_run(tmp_path / "run", n_examples=8, revisions=2, methods=["srpo", "dpo"]))]))[0]
+    paired = run["summary"]["paired"]
+    assert len(paired) == 4  # srpo - dpo at revisions 0 and 1; revision 1 - 0 of each
+    for p, holm in zip(paired, (0.001, 0.5, 0.049, 0.051)):
+        p["p_holm"] = holm
+    marker = paired_figure(run, "").data[0].marker
+    assert list(marker.symbol) == ["diamond", "circle", "diamond", "circle"] and marker.color[0] != marker.color[1]
+    assert [row[5:7] for row in paired_table_rows([run])] == [[format(p["p_value"], ".3g"), format(p["p_holm"], ".3g")] for p in paired]
+    for p in paired:
+        del p["p_value"], p["p_holm"]
+    assert set(paired_figure(run, "").data[0].marker.symbol) == {"circle"}
+    assert {tuple(row[5:7]) for row in paired_table_rows([run])} == {("-", "-")}
+
+
 def test_a_run_folder_named_twice_is_shown_once(tmp_path):
     """`harness leaderboard runs/a runs/a/ runs/*` (the same folder under two spellings) lists its
     rows once, says so, and keeps the spelling given first as the run's name."""
