@@ -1,7 +1,8 @@
 """The page of text runs: win rate by revision (the paper's Fig. 3 and 5) with their
 intervals, head-to-head matrices (Table 1), paired differences on the same examples (a table and
-a forest plot), a sortable table with CSV and Markdown export, an example browser and the runs'
-metadata. Every number comes from summary.json, which ``harness.stages.score`` computed.
+a forest plot), the methods' training curves, a sortable table with CSV and Markdown export, an
+example browser and the runs' metadata. Every number comes from summary.json, which
+``harness.stages.score`` computed, but the training curves, which come from the trainer's logs.
 
 Every model and judge text reaches the page as JSON data that the page's script puts into the DOM
 with ``textContent``: a generation holding HTML or a script shows as text and never runs. The
@@ -18,6 +19,7 @@ import plotly.graph_objects as go
 
 from harness.leaderboards.page import Section, Table, render_page
 from harness.leaderboards.settings import row_labels, run_labels
+from harness.leaderboards.training import MAX_POINTS, training_figure
 from harness.stages.score import comparison_label, interval_text
 
 UNTITLED_TOP = 30  # px above a figure with no title: plotly's default 100 left a gap under each section's text
@@ -49,12 +51,22 @@ def _interval(run: dict, kind: str) -> str:
     return scoring.get(f"{kind}_interval", scoring.get("interval", "bootstrap"))
 
 
+def _methods(run: dict) -> list[str]:
+    """The run's methods, in the order of its results."""
+    return list(dict.fromkeys(r["method"] for r in run["summary"]["results"] if r["opponent"] == "reference"))
+
+
+def method_colors(runs: list[dict]) -> dict[tuple[str, str], str]:
+    """One colour per (run, method), the same in every figure of the page."""
+    keys = [(run["name"], method) for run in runs for method in _methods(run)]
+    return {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(keys)}
+
+
 def revision_figure(runs: list[dict], many: bool) -> go.Figure:
     """Win rate against the references per revision, with its interval as a band; with ``many``
     runs, each line named by what sets it apart (leaderboards/settings.py)."""
     fig = go.Figure()
-    labels = row_labels(runs)
-    i = 0
+    labels, colors = row_labels(runs), method_colors(runs)
     for run in runs:
         by_method = defaultdict(list)
         for r in run["summary"]["results"]:
@@ -65,14 +77,13 @@ def revision_figure(runs: list[dict], many: bool) -> go.Figure:
             x = [r["revision"] for r in rows]
             y = [r["win_rate"] for r in rows]
             low, high = [r["ci"][0] for r in rows], [r["ci"][1] for r in rows]
-            color = PALETTE[i % len(PALETTE)]
+            color = colors[(run["name"], method)]
             who = _among(labels[(run["name"], method)], run, many)
             name = f"{method} ({who})" if who else method
             fig.add_scatter(x=x + x[::-1], y=high + low[::-1], fill="toself", fillcolor=_rgba(color, 0.15), line={"width": 0},
                             hoverinfo="skip", showlegend=False, legendgroup=name)  # fmt: skip
             fig.add_scatter(x=x, y=y, mode="lines+markers", name=name, line={"color": color}, legendgroup=name, customdata=list(zip(low, high)),
                             hovertemplate=f"{name}<br>revision %{{x}}: %{{y:.3f}} [%{{customdata[0]:.3f}}, %{{customdata[1]:.3f}}]<extra></extra>")  # fmt: skip
-            i += 1
     fig.update_layout(height=420, xaxis_title="revision N", yaxis_title="win rate against the references",
                       xaxis={"dtick": 1}, yaxis={"range": [0, 1]}, legend_title="method", margin={"t": UNTITLED_TOP})  # fmt: skip
     return fig
@@ -298,6 +309,16 @@ def render(runs: list[dict]) -> str:
                   "family-wise level (a red diamond in the plot). Beside it, the head-to-head win rate where the two were judged against "
                   "each other."),
             figures=figures, tables=[Table(PAIRED_COLUMNS, paired_rows, caption="Click a column header to sort", id="paired")],
+        ))  # fmt: skip
+    colors = method_colors(runs)
+    curves = [training_figure(r, _methods(r), {m: colors[(r["name"], m)] for m in _methods(r)}, _among(labels[r["name"]], r, many)) for r in runs]
+    if any(curves):
+        sections.append(Section(
+            title="Training",
+            text=(f"Each method's loss, margin (the chosen minus the rejected log-ratio, as its loss scales it) and accuracy (the share "
+                  f"of a step's pairs with a positive margin) per optimizer step, from train/METHOD/metrics.jsonl; SRPO's revision terms "
+                  f"dotted. Logs longer than {MAX_POINTS} steps are averaged over windows of steps."),
+            figures=[f for f in curves if f is not None],
         ))  # fmt: skip
     judges = judges_section(runs, many)
     if judges is not None:

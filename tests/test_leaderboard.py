@@ -20,9 +20,15 @@ METHODS = ["srpo", "dpo", "ipo", "simpo", "rpo"]
 
 
 def _fake_run(folder: Path, n_examples: int, revisions: int, methods=METHODS, task: str = "xsum", note: str = "offline proxy judge",
-              config: dict | None = None) -> Path:
-    """A run folder as the pipeline writes it (examples, generations, verdicts), scored by the real scoring."""
+              config: dict | None = None, steps: int = 0) -> Path:
+    """A run folder as the pipeline writes it (examples, generations, verdicts), scored by the real
+    scoring; with ``steps``, each method's training log of that many steps (SRPO's with its revision terms)."""
     folder.mkdir(parents=True)
+    for m in methods if steps else []:
+        log = [{"step": s, "loss": 0.7 / s, "lr": 1e-6, "margin": 0.01 * s, "accuracy": min(1.0, s / 10),
+                **({"revision_margin": 0.02 * s, "revision_accuracy": 0.5} if m == "srpo" else {})} for s in range(1, steps + 1)]  # fmt: skip
+        (folder / "train" / m).mkdir(parents=True)
+        (folder / "train" / m / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in log))
     ids = [f"ex{i}" for i in range(n_examples)]
     examples = [{"id": eid, "source": f"Article {i} text. " * 20, "reference": f"Gold summary {i}."} for i, eid in enumerate(ids)]
     generations, judgments = [], []
@@ -106,6 +112,29 @@ def test_the_forest_plot_marks_what_holds_for_the_whole_table_and_a_summary_with
         del p["p_value"], p["p_holm"]
     assert set(paired_figure(run, "").data[0].marker.symbol) == {"circle"}
     assert {tuple(row[5:7]) for row in paired_table_rows([run])} == {("-", "-")}
+
+
+def test_the_training_section_draws_each_methods_log_in_its_colour_and_thins_a_long_one(tmp_path):
+    """1,200 steps are drawn as 400 means of 3 (named by the last); SRPO's revision terms get
+    lines of their own; each method keeps the colour of its win-rate line; a run without logs
+    has no Training section."""
+    from harness.leaderboards.lm import render, revision_figure
+    from harness.leaderboards.render import _named, load_runs
+    from harness.leaderboards.training import training_figure
+
+    run = _named(load_runs([str(_fake_run(tmp_path / "run", n_examples=4, revisions=2, methods=["srpo", "dpo"], steps=1200))]))[0]
+    colors = {trace.name: trace.line.color for trace in revision_figure([run], False).data if trace.name}
+    fig = training_figure(run, ["srpo", "dpo"], colors)
+    lines = {(trace.name, trace.xaxis): trace for trace in fig.data}
+    assert sorted({name for name, _ in lines}) == ["dpo", "srpo", "srpo (revision)"]
+    loss = lines[("srpo", "x")]
+    assert len(loss.x) == 400 and list(loss.x[:2]) == [3, 6] and loss.y[0] == pytest.approx((0.7 + 0.35 + 0.7 / 3) / 3)
+    assert {trace.line.color for trace in fig.data if trace.name.startswith("srpo")} == {colors["srpo"]} != {colors["dpo"]}
+    assert lines[("srpo (revision)", "x2")].line.dash == "dot" and ("srpo (revision)", "x") not in lines  # margin panel; SRPO has no revision loss
+    assert fig.layout.yaxis.type == "log"  # losses of any scale side by side
+    assert "<h2>Training</h2>" in render([run])
+    bare = _named(load_runs([str(_fake_run(tmp_path / "bare", n_examples=4, revisions=2, methods=["srpo", "dpo"]))]))[0]
+    assert training_figure(bare, ["srpo", "dpo"], colors) is None and "<h2>Training</h2>" not in render([bare])
 
 
 def test_a_run_folder_named_twice_is_shown_once(tmp_path):
@@ -231,13 +260,13 @@ def _open(browser, html: Path, width: int = 1280):
 
 
 def test_page_works_offline_and_shows_hostile_text_as_text(browser, tmp_path):
-    run = _fake_run(tmp_path / "run", n_examples=3, revisions=3)
+    run = _fake_run(tmp_path / "run", n_examples=3, revisions=3, steps=4)
     out = tmp_path / "board.html"
     result = run_cli("leaderboard", str(run), "--out", str(out))
     assert result.returncode == 0, result.stderr
     page, problems, dialogs, requests = _open(browser, out)
     assert problems == [] and requests == []  # no console errors, no network
-    assert page.locator(".js-plotly-plot").count() >= 2  # win rate vs revision, head-to-head
+    assert page.locator(".js-plotly-plot").count() >= 3  # win rate vs revision, head-to-head, training
     assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= len(METHODS)
     page.fill("#browser-index", "1")
     page.dispatch_event("#browser-index", "change")
