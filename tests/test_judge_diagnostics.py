@@ -50,9 +50,14 @@ def test_a_second_judge_joins_a_finished_run_without_touching_the_first(tiny, tm
     results = json.loads((out / "summary.json").read_text())["results"]
     with FakeOpenAIServer(lambda seen: "Preferred: A") as second:
         added = run_cli("judge", str(out), "--judge", "openai", "--judge-arg", f"base_url={second.base_url}", "--judge-arg", "model=other-judge",
-                        "--judge-arg", f"cache_path={tmp_path / 'second.sqlite'}")  # fmt: skip
+                        "--judge-arg", f"cache_path={tmp_path / 'second.sqlite'}", "--judge-arg", "concurrency=2")  # chunks of 4 pairs  # fmt: skip
         assert added.returncode == 0, added.stderr[-2000:]
         assert second.served > 0
+        bar = added.stderr.replace("\r", "\n").splitlines()[-1]  # the judging's last progress line: what it cost, summed over its chunks
+        shown = re.search(r"requests=(\d+), cache_hits=(\d+), failed=0, cost_usd=[\d.e-]+\]$", bar)
+        usage = [json.loads(line) for line in (out / "judge-usage.jsonl").read_text().splitlines()]
+        theirs = [u for u in usage if u["judge"] != usage[0]["judge"]]  # the second judge's chunks
+        assert len(theirs) > 1 and shown and [int(shown[1]), int(shown[2])] == [sum(u["requests"] for u in theirs), sum(u["cache_hits"] for u in theirs)], bar
     assert (out / "judgments.jsonl").read_bytes().startswith(before)  # the first judge's verdicts untouched
     summary = json.loads((out / "summary.json").read_text())
     assert summary["results"] == results  # the run's own judge still makes the headline

@@ -56,6 +56,9 @@ def latest_verdicts(rows: list[dict], fingerprint: str) -> dict[tuple, dict]:
     return {_identity(r): r for r in rows if r.get("judge") == fingerprint}
 
 
+ON_THE_BAR = ("requests", "cache_hits", "failed", "cost_usd", "forward_passes")  # of a judge's stats, what its progress bar keeps summing
+
+
 def _verdicts_from_neighbours(store: RunStore, fingerprint: str, needed: set[tuple]) -> dict[Path, list[dict]]:
     """Verdicts that run folders beside this one hold of the same judge (``fingerprint``: its model,
     options and prompt) on the same two texts, for the ``needed`` identities, by folder; only
@@ -104,6 +107,7 @@ def judge_stage(
     todo = [w for w in todo if verdicts.get(identity(w), {}).get("preference") is None]
     bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), desc=f"judge ({judge.registered_name})", unit="pair")
     usage = store.log(USAGE)
+    spent: dict[str, float] = {}  # this judging's usage so far, on the bar: an hour of API calls shows its cost as it goes
     chunk = chunk or judge.chunk_size
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
@@ -119,6 +123,10 @@ def judge_stage(
         log.append(new)
         if judge.stats:
             usage.append([{"judge": fingerprint, **judge.stats}])
+            for key, value in judge.stats.items():
+                if isinstance(value, (int, float)):
+                    spent[key] = spent.get(key, 0) + value
+            bar.set_postfix({key: f"{spent[key]:.4g}" for key in ON_THE_BAR if key in spent}, refresh=False)
         verdicts.update({_identity(r): r for r in new})
         bar.update(len(part))
     bar.close()
