@@ -141,6 +141,9 @@ CASES = [
      "{tmp}/run is a bandit run; build its page alone (harness leaderboard {tmp}/run)"),
     ("judge options without a judge", ["judge", "{tmp}/run", "--judge-arg", "max_source_tokens=64"], {"run/summary.json": '{"task": "xsum", "results": [], "meta": {}}'},
      "with a run folder, --judge-arg needs --judge NAME"),
+    ("an unknown second judge, named before the run's test file (gone) is read", ["judge", "{tmp}/run", "--judge", "nope"],
+     {"run/summary.json": '{"task": "xsum", "results": [], "meta": {}}', "run/config.json": '{"task": "xsum", "methods": "srpo", "task_args": {"data_files": {"test": "gone.jsonl"}}}'},
+     "unknown judge 'nope'; did you mean 'openai'?"),
     ("not a run folder", ["score", "{tmp}/nothing"], {}, "'{tmp}/nothing' is not a folder"),
     ("a run without verdicts", ["score", "{tmp}/run"], {"run/summary.json": '{"task": "xsum", "results": [], "meta": {}}'}, "holds no verdicts (judgments.jsonl)"),
     # output folders

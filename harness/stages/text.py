@@ -75,6 +75,9 @@ def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, ex
     from harness.stages.judge import judge_stage
     from harness.stages.score import summarise, write_summary
 
+    judge = build_judge(*(other_judge or (resolved.judge_name, resolved.judge_options)))
+    if other_judge is not None:  # before the test split is read; the run's own judge was checked before the run began its work
+        judge.check_access()
     if examples is None:
         examples = load_split(store, resolved.task, "test", resolved.limit, console).rows
     ids = {str(ex["id"]) for ex in examples}
@@ -82,9 +85,6 @@ def judge_and_score(resolved: ResolvedRun, store: RunStore, console: Console, ex
                    if g["example_id"] in ids and g["method"] in resolved.methods and g["revision"] <= resolved.revisions]  # fmt: skip
     if not generations:
         raise HarnessError(f"no generations in {store.root}: run `harness generate` (or `harness run`) with the same options first")
-    judge = build_judge(*(other_judge or (resolved.judge_name, resolved.judge_options)))
-    if other_judge is not None:  # the run's own judge was checked before the run began its work
-        judge.check_access()
     fingerprint, judgments = judge_stage(store, resolved.task, judge, examples, generations, list(resolved.methods),
                                          resolved.head_to_head, resolved.both_orders, resolved.seed, console)  # fmt: skip
     if other_judge is None:  # the run's own judge: its verdicts make the headline tables
