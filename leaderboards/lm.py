@@ -101,7 +101,7 @@ def paired_figure(run: dict, label: str) -> go.Figure | None:
     fig = go.Figure()
     fig.add_scatter(x=diff, y=labels, mode="markers", showlegend=False,
                     marker={"color": ["#d62728" if h else "#1f77b4" for h in holds], "symbol": ["diamond" if h else "circle" for h in holds], "size": 9},
-                    error_x={"type": "data", "symmetric": False, "array": [p["ci"][1] - p["difference"] for p in paired],
+                    error_x={"type": "data", "symmetric": False, "color": "#1f77b4", "array": [p["ci"][1] - p["difference"] for p in paired],
                              "arrayminus": [p["difference"] - p["ci"][0] for p in paired]},
                     customdata=[[interval_text(p["ci"]), _cell(p.get("p_value"), ".3g"), _cell(p.get("p_holm"), ".3g")] for p in paired],
                     hovertemplate="%{y}: %{x:+.3f} %{customdata[0]}, p %{customdata[1]}, p (Holm) %{customdata[2]}<extra></extra>")  # fmt: skip
