@@ -41,6 +41,33 @@ def test_built_pairs_are_rebuilt_for_another_prompt_format(tiny, tmp_path):
     assert stable_hash(make("raw")) != stable_hash(make("chat"))  # the key is the object the stage reads, prompt format included
 
 
+def test_only_greedy_completions_are_taken_under_another_name(tiny):
+    """A neighbour's srpo rows serve this run's srpo[alpha=0] when greedy (under this run's name, key
+    and seed); sampled ones drew from a seed of their name, and are not taken."""
+    from dataclasses import replace
+
+    from harness.config import stable_hash
+    from harness.engine import SamplingParams
+    from harness.models import model_ref
+    from harness.stages.generate import Candidate, GenerationInputs, _renamed, item_seed, row_key
+    from harness.task import build_task
+
+    ex = {"id": "7", "article": "A long article.", "reference": "Gold."}
+    ours = Candidate("srpo[alpha=0]", model_ref(tiny), None)
+    for sampling, taken in ((SamplingParams(), True), (SamplingParams(temperature=0.7, seed=3), False)):
+        mine = GenerationInputs({"engine": "transformers"}, sampling, build_task("xsum"), ours)
+        theirs = replace(mine, candidate=replace(ours, method="srpo"))
+        rows = [{"example_id": "7", "method": "srpo", "revision": 0, "text": "First.", "seed": 1, "key": row_key(stable_hash(theirs), ex, 0, None)},
+                {"example_id": "7", "method": "srpo", "revision": 1, "text": "Second.", "seed": 2, "key": row_key(stable_hash(theirs), ex, 1, "First.")}]  # fmt: skip
+        got = _renamed(rows, [ex], {"srpo[alpha=0]": mine})
+        if not taken:
+            assert got == []
+            continue
+        assert [(r["method"], r["text"], r["key"], r["seed"]) for r in got] == [
+            ("srpo[alpha=0]", "First.", row_key(stable_hash(mine), ex, 0, None), item_seed(0, "7", "srpo[alpha=0]", 0)),
+            ("srpo[alpha=0]", "Second.", row_key(stable_hash(mine), ex, 1, "First."), item_seed(0, "7", "srpo[alpha=0]", 1))]  # fmt: skip
+
+
 def test_a_method_trained_without_lora_generates_from_its_full_weights(tiny, tmp_path):
     test, pairs = xsum_files(tmp_path)
     out = tmp_path / "run"
@@ -259,6 +286,8 @@ def test_a_run_copies_what_a_folder_beside_it_did_on_the_same_inputs(tiny, tmp_p
     that a run holds now is passed over."""
     import fcntl
 
+    from harness.stages.generate import item_seed
+
     test, pairs = xsum_files(tmp_path)
     runs = tmp_path / "runs"
     first, second, changed, beside_busy = (runs / name for name in ("first", "second", "changed", "busy"))
@@ -288,7 +317,12 @@ def test_a_run_copies_what_a_folder_beside_it_did_on_the_same_inputs(tiny, tmp_p
 
     said = stages(changed, "dpo", "--method-arg", "beta=0.1,0.2")  # a sweep names its rows dpo[beta=0.1] (dpo's default) and dpo[beta=0.2]
     assert f"training dpo[beta=0.1]: done on the same inputs in {second} (as dpo); copied, not redone" in said  # the latest folder first
-    assert "training dpo[beta=0.2]: done" not in said and "generated from the same inputs" not in said  # (its texts may equal the first's, whose verdicts then hold)
+    assert "training dpo[beta=0.2]: done" not in said
+    assert f"generations: 6 generated from the same inputs in {second}; copied, not generated again" in said  # greedy: dpo's texts are dpo[beta=0.1]'s
+    renamed = {k: r for k, r in rows(changed).items() if k[1] == "dpo[beta=0.1]"}
+    assert {(k[0], k[2]): r["text"] for k, r in renamed.items()} == {(k[0], k[2]): r["text"] for k, r in theirs.items()}
+    assert {r["adapter"] for r in renamed.values()} == {str(changed / "train/dpo[beta=0.1]/adapter")}
+    assert [r["seed"] for r in renamed.values()] == [item_seed(0, k[0], "dpo[beta=0.1]", k[2]) for k in renamed]  # its own name's seeds
     assert (changed / "train/dpo[beta=0.1]/adapter/adapter_model.safetensors").read_bytes() == (first / weights).read_bytes()
     assert (changed / "train/dpo[beta=0.2]/adapter/adapter_model.safetensors").read_bytes() != (first / weights).read_bytes()
     record = json.loads((changed / "stages/train/dpo[beta=0.1].json").read_text())

@@ -14,6 +14,7 @@ place in a batch, so a killed generation resumes to the texts it would have had.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,17 +88,20 @@ def row_key(inputs_key: str, example: dict, revision: int, previous: str | None)
     return stable_hash([inputs_key, example, revision, previous])
 
 
-def _from_neighbours(store: RunStore, rows: list[dict], examples: list[dict], keys: dict[str, str], revisions: int,
-                     candidates: list[Candidate]) -> dict[Path, list[dict]]:
+def _from_neighbours(store: RunStore, rows: list[dict], examples: list[dict], inputs: dict[str, GenerationInputs],
+                     revisions: int) -> dict[Path, list[dict]]:
     """The rows this run lacks that run folders beside it hold with keys that hold here (a method
     trained on the same inputs, its adapter copied: ``Stage.copy_from_neighbour``), by folder;
     each names this run's model and adapter. A chain is walked from revision 0 as ``_current``
-    does, across folders: revision k may come from one folder and k-1 from here."""
+    does, across folders: revision k may come from one folder and k-1 from here. Greedy
+    completions are found under another name too (``_renamed``)."""
+    keys = {method: stable_hash(i) for method, i in inputs.items()}
+    candidates = [i.candidate for i in inputs.values()]
     have = {r.get("key") for r in rows}
     found: dict[str, tuple[Path, dict]] = {}
     holds = lambda other: _holds_a_model_of(other, store, candidates)  # noqa: E731  -- a key holds only where the weights are the same files
     for folder, theirs in store.neighbour_rows(GENERATIONS, holds):
-        for row in theirs:
+        for row in [*theirs, *_renamed(theirs, examples, inputs)]:
             if row.get("method") in keys and row.get("key") not in have:
                 found.setdefault(row.get("key"), (folder, row))
     if not found:
@@ -111,17 +115,42 @@ def _from_neighbours(store: RunStore, rows: list[dict], examples: list[dict], ke
     return out
 
 
+def _renamed(theirs: list[dict], examples: list[dict], inputs: dict[str, GenerationInputs]) -> list[dict]:
+    """The completions of a greedy candidate of ``inputs`` that a neighbour's log holds under
+    another name (``srpo`` there is ``srpo[alpha=0]`` in a sweep here, its training copied), under
+    this run's name, seed and key: a greedy text reads no seed, so the name is all that differs.
+    A sampled one reads a seed drawn from its name, and is generated again."""
+    by_id = {str(ex["id"]): ex for ex in examples}
+    names = {r.get("method") for r in theirs} - set(inputs)
+    out = []
+    for ours, mine in inputs.items():
+        if not mine.sampling.greedy:
+            continue
+        for name in names:
+            as_named = dataclasses.replace(mine, candidate=dataclasses.replace(mine.candidate, method=name))
+            chain = _current(theirs, examples, {name: stable_hash(as_named)})
+            for (eid, _, revision), row in chain.items():
+                previous = None if revision == 0 else chain[(eid, name, revision - 1)]["text"]
+                out.append({**row, "method": ours, "seed": item_seed(mine.sampling.seed, eid, ours, revision),
+                            "key": row_key(stable_hash(mine), by_id[eid], revision, previous)})  # fmt: skip
+    return out
+
+
 def _holds_a_model_of(other: RunStore, store: RunStore, candidates: list[Candidate]) -> bool:
-    """Whether the run folder ``other`` holds, where ``store`` holds it, a model that one of
-    ``candidates`` generates from, with the same files: only then can its completions' keys hold
-    here, and its log (thousands of rows at the paper's scale) is worth reading."""
+    """Whether the run folder ``other`` holds, where ``store`` holds it or under another name of
+    its group (``train/NAME/adapter``), a model that one of ``candidates`` generates from, with the
+    same files: only then can its completions' keys hold here, and its log (thousands of rows at
+    the paper's scale) is worth reading."""
     for cand in candidates:
         ref = cand.adapter or cand.model
         try:
             relative = Path(ref.path).relative_to(store.root)
         except ValueError:  # a model outside the run folder: its completions may be in any folder
             return True
-        if ref.fingerprint and model_ref(str(other.root / relative)).fingerprint == ref.fingerprint:
+        places = [other.root / relative]
+        if len(relative.parts) > 2:  # train/NAME/adapter: the same weights may be there as train/OTHER/adapter
+            places += [folder.joinpath(*relative.parts[2:]) for folder in sorted((other.root / relative.parts[0]).glob("*"))]
+        if ref.fingerprint and any(model_ref(str(place)).fingerprint == ref.fingerprint for place in places):
             return True
     return False
 
@@ -165,7 +194,7 @@ def generate_revisions(
         log.rewrite([r for r in rows if id(r) in kept])
     total = (revisions + 1) * len(candidates) * len(examples)
     if sum(1 for k in done if k[2] <= revisions) < total:
-        copied = _from_neighbours(store, [r for r in rows if id(r) in kept], examples, keys, revisions, candidates)
+        copied = _from_neighbours(store, [r for r in rows if id(r) in kept], examples, inputs, revisions)
         for source, theirs in copied.items():
             log.append(theirs)
             done.update({(r["example_id"], r["method"], r["revision"]): r for r in theirs})
