@@ -126,13 +126,14 @@ def _renamed(theirs: list[dict], examples: list[dict], inputs: dict[str, Generat
     for ours, mine in inputs.items():
         if not mine.sampling.greedy:
             continue
+        key = stable_hash(mine)
         for name in names:
             as_named = dataclasses.replace(mine, candidate=dataclasses.replace(mine.candidate, method=name))
             chain = _current(theirs, examples, {name: stable_hash(as_named)})
             for (eid, _, revision), row in chain.items():
                 previous = None if revision == 0 else chain[(eid, name, revision - 1)]["text"]
                 out.append({**row, "method": ours, "seed": item_seed(mine.sampling.seed, eid, ours, revision),
-                            "key": row_key(stable_hash(mine), by_id[eid], revision, previous)})  # fmt: skip
+                            "key": row_key(key, by_id[eid], revision, previous)})  # fmt: skip
     return out
 
 
