@@ -311,7 +311,7 @@ def render(runs: list[dict]) -> str:
             figures=figures, tables=[Table(PAIRED_COLUMNS, paired_rows, caption="Click a column header to sort", id="paired")],
         ))  # fmt: skip
     colors = method_colors(runs)
-    curves = [training_figure(r, _methods(r), {m: colors[(r["name"], m)] for m in _methods(r)}, _among(labels[r["name"]], r, many)) for r in runs]
+    curves = [training_figure(r, {m: colors[(r["name"], m)] for m in _methods(r)}, _among(labels[r["name"]], r, many)) for r in runs]
     if any(curves):
         sections.append(Section(
             title="Training",

@@ -20,10 +20,10 @@ PANELS = (("loss", "loss"), ("margin", "margin: chosen minus rejected (each meth
 MAX_POINTS = 500  # steps drawn per line; longer logs are averaged over windows of steps
 
 
-def training_figure(run: dict, methods: list[str], colors: dict[str, str], label: str = "") -> go.Figure | None:
-    """Loss, margin and accuracy per step of each of ``methods`` (their lines in ``colors``), from
-    the run folder; None where no method left a log (a summary moved without its folder)."""
-    logs = {m: frame for m in methods if (frame := _metrics(Path(run["dir"]) / "train" / m / "metrics.jsonl")) is not None}
+def training_figure(run: dict, colors: dict[str, str], label: str = "") -> go.Figure | None:
+    """Loss, margin and accuracy per step of each method of ``colors`` (method -> its line's colour),
+    from the run folder; None where no method left a log (a summary moved without its folder)."""
+    logs = {m: frame for m in colors if (frame := _metrics(Path(run["dir"]) / "train" / m / "metrics.jsonl")) is not None}
     if not logs:
         return None
     fig = make_subplots(rows=1, cols=len(PANELS), subplot_titles=[title for _, title in PANELS], horizontal_spacing=0.07)

@@ -124,7 +124,7 @@ def test_the_training_section_draws_each_methods_log_in_its_colour_and_thins_a_l
 
     run = _named(load_runs([str(_fake_run(tmp_path / "run", n_examples=4, revisions=2, methods=["srpo", "dpo"], steps=1200))]))[0]
     colors = {trace.name: trace.line.color for trace in revision_figure([run], False).data if trace.name}
-    fig = training_figure(run, ["srpo", "dpo"], colors)
+    fig = training_figure(run, {m: colors[m] for m in ("srpo", "dpo")})
     lines = {(trace.name, trace.xaxis): trace for trace in fig.data}
     assert sorted({name for name, _ in lines}) == ["dpo", "srpo", "srpo (revision)"]
     loss = lines[("srpo", "x")]
@@ -134,7 +134,7 @@ def test_the_training_section_draws_each_methods_log_in_its_colour_and_thins_a_l
     assert fig.layout.yaxis.type == "log"  # losses of any scale side by side
     assert "<h2>Training</h2>" in render([run])
     bare = _named(load_runs([str(_fake_run(tmp_path / "bare", n_examples=4, revisions=2, methods=["srpo", "dpo"]))]))[0]
-    assert training_figure(bare, ["srpo", "dpo"], colors) is None and "<h2>Training</h2>" not in render([bare])
+    assert training_figure(bare, colors) is None and "<h2>Training</h2>" not in render([bare])
 
 
 def test_a_run_folder_named_twice_is_shown_once(tmp_path):
