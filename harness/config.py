@@ -92,6 +92,16 @@ def nest_dotted(options: dict, where: str) -> dict:
     return out
 
 
+def dotted(mapping: dict, prefix: str = "") -> dict:
+    """``{"train": {"dpo": {"lr": 1e-6}}}`` -> ``{"train.dpo.lr": 1e-6}`` (under ``prefix.`` when
+    given): one key per leaf, as presets and settings are shown; an empty mapping has no leaf."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out.update(dotted(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
 def deep_merge(*layers: dict | None) -> dict:
     """Later layers win; mappings merge key by key at every depth; ``None`` values are unset."""
     out: dict = {}

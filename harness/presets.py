@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 
+from harness.config import dotted
 from harness.errors import HarnessError
 
 OFFLINE = {
@@ -111,9 +112,9 @@ def paper_judge_flags(task_name: str) -> str | None:
 def listing() -> list[tuple[str, str, str, str]]:
     """What ``harness list presets`` shows: (preset, the tasks it is for, what it is, the options it
     sets with nested keys dotted), a row per protocol; an option one task alone sets names it."""
-    rows = [("offline", "every text task", DESCRIPTIONS["offline"], _settings(_dotted(OFFLINE)))]
+    rows = [("offline", "every text task", DESCRIPTIONS["offline"], _settings(dotted(OFFLINE)))]
     for tasks in PAPER_PROTOCOLS:
-        layers = {name: _dotted(preset_layer("paper", name, "text")) for name in tasks}
+        layers = {name: dotted(preset_layer("paper", name, "text")) for name in tasks}
         common = {k: v for k, v in layers[tasks[0]].items() if all(layer.get(k, object()) == v for layer in layers.values())}
         own = [_settings({k: v for k, v in layer.items() if k not in common}, f" ({name})") for name, layer in layers.items()]
         rows.append(("paper", ", ".join(tasks), DESCRIPTIONS["paper"], "  ".join(filter(None, [_settings(common), *own]))))
@@ -123,13 +124,3 @@ def listing() -> list[tuple[str, str, str, str]]:
 def _settings(options: dict, suffix: str = "") -> str:
     return "  ".join(f"{key}={value}{suffix}" for key, value in options.items())
 
-
-def _dotted(layer: dict, prefix: str = "") -> dict:
-    """``{"train": {"dpo": {"lr": 1e-6}}}`` as ``{"train.dpo.lr": 1e-6}``."""
-    out = {}
-    for key, value in layer.items():
-        if isinstance(value, dict) and value:
-            out.update(_dotted(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

@@ -8,23 +8,20 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from harness.config import dotted
+
 # Config keys that are not a run's settings (the methods it lists, the folder it is in) or that it
 # holds resolved as well, where defaults are filled in and per-method values settled.
 _NOT_SETTINGS = {"methods", "output_dir", "method_args", "train", "task_args", "resolved_method_args", "resolved_train", "resolved_task_args"}
 _WIDTH = 32  # a value longer than this (a data file's path) is cut, with an ellipsis
 
 
-def _flat(value, prefix: str = "") -> dict[str, str]:
+def _flat(mapping: dict, prefix: str = "") -> dict[str, str]:
     """``{"sampling": {"top_p": 0.9}}`` as ``{"sampling.top_p": "0.9"}``: one entry per leaf (an
     empty mapping has none, so ``engine_args: {}`` and ``engine_args: {batch_size: 4}`` differ in
-    ``engine_args.batch_size`` alone)."""
-    if isinstance(value, dict):
-        out = {}
-        for key, inner in value.items():
-            out.update(_flat(inner, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    text = value if isinstance(value, str) else json.dumps(value)
-    return {prefix: text if len(text) <= _WIDTH else text[: _WIDTH - 1] + "…"}
+    ``engine_args.batch_size`` alone), its value as text, a long one cut."""
+    texts = {key: value if isinstance(value, str) else json.dumps(value) for key, value in dotted(mapping, prefix).items()}
+    return {key: text if len(text) <= _WIDTH else text[: _WIDTH - 1] + "…" for key, text in texts.items()}
 
 
 def _run_settings(run: dict) -> dict[str, str]:

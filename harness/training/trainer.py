@@ -30,23 +30,12 @@ from harness.config import stable_hash
 from harness.datasources import Rows
 from harness.errors import HarnessError
 from harness.method import LogProbs, Method
-from harness.models import (
-    ModelRef,
-    adapted_layers,
-    load_causal_lm,
-    load_tokenizer,
-    positions,
-)
+from harness.models import ModelRef, adapted_layers, load_causal_lm, load_tokenizer, positions
 from harness.policies.lm import EncodedPair, PairEncoder, SequenceScorer
 from harness.prompting import PromptFormatter
 from harness.store import JsonlLog, atomic_write_json
 from harness.task import TextTask
-from harness.training.checkpoint import (
-    load_checkpoint,
-    load_tensors,
-    save_checkpoint,
-    save_tensors,
-)
+from harness.training.checkpoint import load_checkpoint, load_tensors, save_checkpoint, save_tensors
 from harness.training.config import TrainConfig
 
 
