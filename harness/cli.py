@@ -147,7 +147,7 @@ def cmd_train(args, console: Console) -> int:
 
     resolved = resolve_args(args)
     builds_pairs = bool(resolved.build_pairs) and resolved.train_task.names_no_source("preference")
-    check_access(resolved, engine=builds_pairs, judge=False)  # the engine only builds pairs, where the training task has none
+    check_access(resolved, engine=builds_pairs, judge=False, test_data=False)  # the engine only builds pairs, where the training task has none
     if not is_main_process():  # under accelerate launch, one process speaks
         console = Console(quiet=True)
     train_all(resolved, open_store(resolved, console), console)
@@ -158,7 +158,7 @@ def cmd_generate(args, console: Console) -> int:
     from harness.stages.text import check_access, generate_stage, open_store
 
     resolved = resolve_args(args)
-    check_access(resolved, judge=False)
+    check_access(resolved, judge=False, training_data=False)
     generate_stage(resolved, open_store(resolved, console), console)
     return 0
 
@@ -168,7 +168,7 @@ def cmd_judge(args, console: Console) -> int:
 
     if args.run_dir is None:
         resolved = resolve_args(args)
-        check_access(resolved, model=False, engine=False)
+        check_access(resolved, model=False, engine=False, training_data=False)
         judge_and_score(resolved, open_store(resolved, console), console)
         return 0
     from harness.runconfig import resolve

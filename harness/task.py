@@ -97,31 +97,54 @@ class TextTask(Task):
         raise NotImplementedError
 
     def load(self, split: str, limit: int | None = None) -> Loaded:
+        spec, kind, where, notes = self._source(split)
+        if kind == "local":
+            loaded = read_local(where, list(spec.fields), self._field_map(split), limit, spec.local_convert)
+        elif kind == "hub":
+            loaded = load_hub(where, list(spec.fields), limit)
+        else:
+            offline, path = where
+            rows = read_local(path, [], None, None).rows  # validated below, after conversion
+            rows = keep_valid((offline.convert(r) if offline.convert else r for r in rows), spec.fields, str(path), notes)
+            loaded = Loaded(rows, "offline", f"{offline.label} ({path})", notes)
+        return self._finish(loaded, limit, split)
+
+    def check_source(self, split: str) -> None:
+        """Raise what ``load`` would raise for want of a source, without reading the split: a given
+        file must exist and its first row hold the split's fields; a hub dataset is only checked
+        for a hub that answers (its download waits for the run), an offline file for being there;
+        then the references, for a task that keeps them apart."""
+        spec, kind, where, _ = self._source(split)
+        if kind == "local":
+            read_local(where, list(spec.fields), self._field_map(split), 1, spec.local_convert)
+        if split == "test":
+            self.check_references()
+
+    def _source(self, split: str) -> tuple[Split, str, object, list[str]]:
+        """The split's spec and the first of its sources that answers, in the order ``source``
+        allows: ("local", its path), ("hub", the HubSource) or ("offline", (the Offline, its
+        path)), with notes on the sources passed over."""
         spec = self.splits().get(split)
         if spec is None:
             raise NoSourceError(f"task {self.registered_name!r} has no {split!r} split (it has {', '.join(self.splits())})")
         notes: list[str] = []
         if split in self.data_files and self.source in ("auto", "local"):
-            loaded = read_local(self.data_files[split], list(spec.fields), self._field_map(split), limit, spec.local_convert)
-            return self._finish(loaded, limit, split)
+            return spec, "local", self.data_files[split], notes
         if self.source == "local":
             raise HarnessError(f"source is 'local' but no file is given for split {split!r}: pass --task-arg data_files.{split}=PATH")
         if spec.hub is not None and self.source in ("auto", "hub"):
             reachable, why = hub_reachable()
             if reachable:
-                return self._finish(load_hub(spec.hub, list(spec.fields), limit), limit, split)
+                return spec, "hub", spec.hub, notes
             if self.source == "hub":
                 raise HarnessError(f"source is 'hub' but the hub is unreachable ({why}) for {spec.hub.describe()}")
             notes.append(f"hub skipped: {why}")
         if self.source in ("auto", "offline"):
             for offline in spec.offline:
                 path = offline.locate()
-                if path is None:
-                    notes.append(f"{offline.label}: not present")
-                    continue
-                loaded = read_local(path, [], None, None)  # validated below, after conversion
-                rows = keep_valid((offline.convert(r) if offline.convert else r for r in loaded.rows), spec.fields, str(path), notes)
-                return self._finish(Loaded(rows, "offline", f"{offline.label} ({path})", notes), limit, split)
+                if path is not None:
+                    return spec, "offline", (offline, path), notes
+                notes.append(f"{offline.label}: not present")
         hub = f" or the hub ({spec.hub.describe()})" if spec.hub else ""
         raise NoSourceError(
             f"no source for split {split!r} of task {self.registered_name!r}: give a local file (the task option "
@@ -161,6 +184,9 @@ class TextTask(Task):
     def attach_references(self, loaded: Loaded) -> Loaded:
         """Tasks whose references live apart from their prompts (Arena-Hard) join them here."""
         return loaded
+
+    def check_references(self) -> None:
+        """Raise what ``attach_references`` would for want of its file; nothing for references in the rows."""
 
     # -- prompts ---------------------------------------------------------------------------------
     def prompt(self, example: dict, budget: SourceBudget | None = None) -> str:

@@ -98,6 +98,9 @@ class ArenaHard(ChatTask):
         loaded.notes.append(f"references: {path} ({len(answers)} answers)")
         return loaded
 
+    def check_references(self) -> None:
+        self._reference_path()
+
     def _reference_path(self) -> Path:
         if self.reference_file:
             path = Path(self.reference_file)

@@ -119,7 +119,7 @@ CASES = [
     ("data file missing", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/nope.jsonl"], {}, "data file '{tmp}/nope.jsonl' does not exist"),
     ("data file malformed", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": "a", "reference": "r"}\n{"id": 2,\n'}, "{tmp}/t.jsonl, line 2: not valid JSON"),
     ("data file empty", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": ""}, "data file '{tmp}/t.jsonl' holds no rows"),
-    ("data field missing", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": "a"}\n'}, "line 1: field 'reference' is missing"),
+    ("data field missing", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": "a"}\n'}, "{tmp}/t.jsonl, line 1: field 'reference' is missing"),
     ("data field not text", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": ["a"], "reference": "r"}\n'}, "field 'article' must be text, got list"),
     ("data lone surrogate", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": "a\\ud800b", "reference": "r"}\n'}, "field 'article' holds an invalid character ('\\ud800' at position 1)"),
     ("data duplicate ids", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": "a", "reference": "r"}\n{"id": 1, "article": "b", "reference": "s"}\n'}, "id '1' appears twice (rows 1 and 2)"),
@@ -365,5 +365,57 @@ def test_a_chat_task_on_a_model_without_a_chat_template_stops_before_any_work(ti
     assert code == 2 and err == (f"error: task 'ultrafeedback' writes chat prompts, and the tokenizer of {tiny!r} has no chat template (a base "
                                  "model?): use an instruct model, or give this one the raw template with --train-arg prompt_format=raw\n")  # fmt: skip
     assert not (tmp_path / "run").exists()
+    (tmp_path / "test.jsonl").write_text('{"id": "1", "prompt": "Say hi.", "reference": "Hi."}\n')
+    (tmp_path / "pairs.jsonl").write_text('{"prompt": "Say hi.", "chosen": "Hi.", "rejected": "No."}\n')
     with pytest.raises(AssertionError, match="the input was accepted"):  # the raw template passes: the run starts (``no_work``)
-        main(["run", "--task", "ultrafeedback", "--method", "dpo", "--model", tiny, "--train-arg", "prompt_format=raw", "--output-dir", str(tmp_path / "raw")])
+        main(["run", "--task", "ultrafeedback", "--method", "dpo", "--model", tiny, "--train-arg", "prompt_format=raw", "--output-dir", str(tmp_path / "raw"),
+              "--task-arg", f"data_files.test={tmp_path}/test.jsonl", "--task-arg", f"data_files.preference={tmp_path}/pairs.jsonl"])
+
+
+DATA_MISTAKES = {  # task options naming data the run cannot read -> the message, which `harness data` gives as well
+    "test file missing": (["--task-arg", "data_files.test={tmp}/nope.jsonl"], {}, "data file '{tmp}/nope.jsonl' does not exist"),
+    "test file lacking a field": (["--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": "a"}\n'}, "{tmp}/t.jsonl, line 1: field 'reference' is missing"),
+    "column renamed from none": (["--task-arg", "data_files.test={tmp}/t.jsonl", "--task-arg", "field_map.article=text"], {"t.jsonl": '{"id": 1, "article": "a", "reference": "r"}\n'},
+                                 "field mapping for {tmp}/t.jsonl: column 'text' (for 'article') is not in the file (columns: article, id, reference)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["run", "dry-run", "train", "generate", "judge"])
+@pytest.mark.parametrize("mistake", DATA_MISTAKES)
+def test_a_data_file_the_run_cannot_read_stops_it_before_any_work(tiny, tmp_path, capsys, command, mistake):
+    """A mistyped path or column was found when the stage read the split: after the model had loaded,
+    with a run folder written, and never by --dry-run. Every command that reads the test split (train
+    builds XSum's pairs from it) now refuses the run first."""
+    flags, files, message = DATA_MISTAKES[mistake]
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    fill = lambda text: text.replace("{tmp}", str(tmp_path))  # noqa: E731
+    argv = ["run", "--dry-run"] if command == "dry-run" else [command]
+    code = main([*argv, "--task", "xsum", "--method", "srpo", "--model", tiny, "--limit", "2", *map(fill, flags), "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"error: {fill(message)}\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_training_data_is_checked_by_the_commands_that_train_only(tiny, tmp_path, capsys, monkeypatch):
+    """A missing pairs file, or a task with no source of pairs and none to build them from, stops
+    `run` and `train`; `generate` reads no pairs, and goes on to its own first need."""
+    monkeypatch.setattr("harness.task.hub_reachable", lambda: (False, "no route"))
+    pairs = ["--task-arg", f"data_files.preference={tmp_path}/nope.jsonl"]
+    for command in (["run"], ["run", "--dry-run"], ["train"]):
+        assert main([*command, "--task", "xsum", "--method", "srpo", "--model", tiny, *pairs, "--output-dir", str(tmp_path / "run")]) == 2
+        assert capsys.readouterr().err == f"error: data file '{tmp_path}/nope.jsonl' does not exist\n"
+        assert main([*command, "--task", "tldr", "--method", "srpo", "--model", tiny, "--build-pairs", "0", "--output-dir", str(tmp_path / "run")]) == 2
+        assert capsys.readouterr().err.startswith("error: no source for split 'preference' of task 'tldr'") and not (tmp_path / "run").exists()
+    assert main(["generate", "--task", "xsum", "--method", "srpo", "--model", tiny, *pairs, "--output-dir", str(tmp_path / "run")]) == 2
+    assert "method 'srpo' is not trained" in capsys.readouterr().err
+
+
+def test_a_chat_tasks_missing_references_stop_the_run_before_any_work(tiny, tmp_path, capsys):
+    """Arena-Hard keeps its references apart from its prompts: an answers file that is not there
+    was found after training, when the test split was read."""
+    (tmp_path / "q.jsonl").write_text('{"uid": "a1", "prompt": "Say hi."}\n')
+    code = main(["run", "--dry-run", "--task", "arena-hard", "--method", "srpo", "--model", tiny, "--train-arg", "prompt_format=raw",
+                 "--task-arg", f"data_files.test={tmp_path}/q.jsonl", "--task-arg", f"reference_file={tmp_path}/answers.jsonl"])  # fmt: skip
+    assert code == 2
+    assert capsys.readouterr().err == f"error: reference answers '{tmp_path}/answers.jsonl' do not exist (set reference_model or reference_file)\n"

@@ -7,12 +7,13 @@ from rich.console import Console
 
 from harness.distributed import is_main_process
 from harness.engine import build_engine_for
+from harness.datasources import NoSourceError
 from harness.errors import HarnessError
 from harness.models import check_kind, model_ref, resolve_model
 from harness.presets import paper_judge_flags
 from harness.runconfig import ResolvedRun
 from harness.stages.generate import GENERATIONS, Candidate, OneModelAtATime, generate_revisions
-from harness.stages.train import load_split, policy_base
+from harness.stages.train import load_split, no_pairs, policy_base
 from harness.store import RunStore, dumps_row, read_jsonl
 from harness.task import TextTask
 from harness.training.trainer import saved_model
@@ -127,11 +128,12 @@ def proxy_note(task_name: str) -> str:
             "--judge-arg base_url=http://HOST:PORT/v1.")  # fmt: skip
 
 
-def check_access(resolved: ResolvedRun, model: bool = True, engine: bool = True, judge: bool = True) -> None:
+def check_access(resolved: ResolvedRun, model: bool = True, engine: bool = True, judge: bool = True, training_data: bool = True, test_data: bool = True) -> None:
     """What a command's stages need from outside is there (the hub or its cache, an API key, an
-    optional package): the run's model (training and generation load it), engine and judge,
-    checked before the run folder is made: a key missing at the judging stage would end the run
-    there."""
+    optional package, the data's files): the run's model (training and generation load it),
+    engine, judge and the splits its stages read, checked before the run folder is made: a key
+    missing at the judging stage would end the run there, a mistyped data file after the model
+    loaded."""
     from harness.judge import build_judge
 
     if model:
@@ -142,6 +144,24 @@ def check_access(resolved: ResolvedRun, model: bool = True, engine: bool = True,
         build_engine_for(resolved.engine_name, resolved.engine_options, resolved.model).check_access()
     if judge:
         build_judge(resolved.judge_name, resolved.judge_options).check_access()
+    _check_sources(resolved, training_data, test_data)
+
+
+def _check_sources(resolved: ResolvedRun, training: bool, test: bool) -> None:
+    """Each split the stages read has a source (``TextTask.check_source``): the SFT task's sft
+    split, the training task's pairs (or, where it has none and --build-pairs is given, the test
+    examples they are built from) and the evaluated test split."""
+    if training:
+        if resolved.sft is not None:
+            resolved.sft_task.check_source("sft")
+        try:
+            resolved.train_task.check_source("preference")
+        except NoSourceError as exc:
+            if not resolved.build_pairs:
+                raise no_pairs(exc) from None
+            test = True
+    if test:
+        resolved.task.check_source("test")
 
 
 def _check_prompt_formats(resolved: ResolvedRun, path: str) -> None:

@@ -137,10 +137,15 @@ def preference_rows(resolved: ResolvedRun, store: RunStore, console: Console, ba
         return load_split(store, resolved.train_task, "preference", resolved.train_limit, console).rows
     except NoSourceError as exc:
         if not resolved.build_pairs:
-            raise NoSourceError(f"{exc}; or train on another task's pairs (--train-task) or on pairs the harness builds from "
-                                "held-out test examples (--build-pairs N)") from None  # fmt: skip
+            raise no_pairs(exc) from None
         console.print(f"no preference data to load ({str(exc).split(':')[0]}); the harness builds pairs instead")
     return build_gold_pairs(resolved, store, console, base)
+
+
+def no_pairs(exc: NoSourceError) -> NoSourceError:
+    """The training task's missing preference split, with the two other ways to get pairs."""
+    return NoSourceError(f"{exc}; or train on another task's pairs (--train-task) or on pairs the harness builds from "
+                         "held-out test examples (--build-pairs N)")  # fmt: skip
 
 
 def train_all(resolved: ResolvedRun, store: RunStore, console: Console) -> dict[str, TrainResult]:
