@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from harness.datasources import NoSourceError
 from harness.distributed import is_main_process
 from harness.engine import build_engine_for
-from harness.datasources import NoSourceError
 from harness.errors import HarnessError
 from harness.models import check_kind, model_ref, resolve_model
 from harness.presets import paper_judge_flags
