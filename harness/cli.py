@@ -116,11 +116,13 @@ def _dry_run(resolved) -> int:
         from harness.judge import build_judge
         from harness.stages.text import check_access
 
-        check_access(resolved)  # a model, key or server out of reach says so now, as the run would
+        sources = check_access(resolved)  # a model, key, server or data file out of reach says so now, as the run would
         engine = build_engine_for(resolved.engine_name, resolved.engine_options, resolved.model).describe_config()
         judge = build_judge(resolved.judge_name, resolved.judge_options).describe_config()
         print("# the engine and the judge as their results are keyed (precision settled), their model, keys and servers checked:")
         print(comments({"engine": engine, "judge": judge}))
+        print("# the data, each split from the first source that answers (a file's first row checked):")
+        print(comments({"data": sources}))
     return 0
 
 

@@ -109,16 +109,22 @@ class TextTask(Task):
             loaded = Loaded(rows, "offline", f"{offline.label} ({path})", notes)
         return self._finish(loaded, limit, split)
 
-    def check_source(self, split: str) -> None:
-        """Raise what ``load`` would raise for want of a source, without reading the split: a given
-        file must exist and its first row hold the split's fields; a hub dataset is only checked
-        for a hub that answers (its download waits for the run), an offline file for being there;
-        then the references, for a task that keeps them apart."""
+    def check_source(self, split: str) -> str:
+        """Where ``load`` will read ``split`` from, or what it would raise for want of a source,
+        without reading the split: a given file must exist and its first row hold the split's
+        fields; a hub dataset is only checked for a hub that answers (its download waits for the
+        run), an offline file for being there; then the references, for a task that keeps them apart."""
         spec, kind, where, _ = self._source(split)
         if kind == "local":
             read_local(where, list(spec.fields), self._field_map(split), 1, spec.local_convert)
+            found = f"local file {where}"
+        elif kind == "hub":
+            found = f"hub {where.describe()}"
+        else:
+            found = f"offline {where[0].label} ({where[1]})"
         if split == "test":
             self.check_references()
+        return found
 
     def _source(self, split: str) -> tuple[Split, str, object, list[str]]:
         """The split's spec and the first of its sources that answers, in the order ``source``

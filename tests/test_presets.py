@@ -137,6 +137,7 @@ def test_a_dry_run_checks_what_a_run_checks_writes_nothing_and_prints_a_config_t
     assert config["methods"] == ["srpo", "dpo"] and config["method_args"] == {"dpo": {"beta": 0.2}} and config["limit"] == 16  # the offline preset's
     assert "#     beta: 0.2" in first.stdout and "#     prefix_sharing: packed" in first.stdout  # every resolved option, as comments
     assert "# engine:\n#   engine: transformers\n" in first.stdout and "# judge:\n#   judge: local-lm\n" in first.stdout
+    assert f"# data:\n#   xsum preference: local file {pairs}\n#   xsum test: local file {test}\n" in first.stdout  # where each split will be read from
     (tmp_path / "run.yaml").write_text(first.stdout)
     again = run_cli("run", "--config", str(tmp_path / "run.yaml"), "--dry-run", cwd=tmp_path)
     assert again.returncode == 0 and again.stdout.splitlines()[0] == first.stdout.splitlines()[0]  # the same run folder

@@ -128,12 +128,12 @@ def proxy_note(task_name: str) -> str:
             "--judge-arg base_url=http://HOST:PORT/v1.")  # fmt: skip
 
 
-def check_access(resolved: ResolvedRun, model: bool = True, engine: bool = True, judge: bool = True, training_data: bool = True, test_data: bool = True) -> None:
+def check_access(resolved: ResolvedRun, model: bool = True, engine: bool = True, judge: bool = True, training_data: bool = True, test_data: bool = True) -> dict[str, str]:
     """What a command's stages need from outside is there (the hub or its cache, an API key, an
     optional package, the data's files): the run's model (training and generation load it),
     engine, judge and the splits its stages read, checked before the run folder is made: a key
     missing at the judging stage would end the run there, a mistyped data file after the model
-    loaded."""
+    loaded. Returns where each split will be read from."""
     from harness.judge import build_judge
 
     if model:
@@ -144,24 +144,27 @@ def check_access(resolved: ResolvedRun, model: bool = True, engine: bool = True,
         build_engine_for(resolved.engine_name, resolved.engine_options, resolved.model).check_access()
     if judge:
         build_judge(resolved.judge_name, resolved.judge_options).check_access()
-    _check_sources(resolved, training_data, test_data)
+    return _check_sources(resolved, training_data, test_data)
 
 
-def _check_sources(resolved: ResolvedRun, training: bool, test: bool) -> None:
+def _check_sources(resolved: ResolvedRun, training: bool, test: bool) -> dict[str, str]:
     """Each split the stages read has a source (``TextTask.check_source``): the SFT task's sft
     split, the training task's pairs (or, where it has none and --build-pairs is given, the test
-    examples they are built from) and the evaluated test split."""
+    examples they are built from) and the evaluated test split; {"TASK SPLIT": its source}."""
+    found, train, sft = {}, resolved.train_task, resolved.sft_task
+    if training and resolved.sft is not None:
+        found[f"{sft.registered_name} sft"] = sft.check_source("sft")
     if training:
-        if resolved.sft is not None:
-            resolved.sft_task.check_source("sft")
         try:
-            resolved.train_task.check_source("preference")
+            found[f"{train.registered_name} preference"] = train.check_source("preference")
         except NoSourceError as exc:
             if not resolved.build_pairs:
                 raise no_pairs(exc) from None
+            found[f"{train.registered_name} preference"] = f"{resolved.build_pairs} pairs the harness builds from held-out test examples"
             test = True
     if test:
-        resolved.task.check_source("test")
+        found[f"{resolved.task.registered_name} test"] = resolved.task.check_source("test")
+    return found
 
 
 def _check_prompt_formats(resolved: ResolvedRun, path: str) -> None:
