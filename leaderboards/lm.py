@@ -1,6 +1,6 @@
 """The page of text runs: win rate by revision (the paper's Fig. 3 and 5) with their
 intervals, head-to-head matrices (Table 1), paired differences on the same examples (a table and
-a forest plot), the methods' training curves, a sortable table with CSV and Markdown export, an
+a forest plot), the methods' training curves, sortable tables with CSV and Markdown exports, an
 example browser and the runs' metadata. Every number comes from summary.json, which
 ``harness.stages.score`` computed, but the training curves, which come from the trainer's logs.
 
@@ -12,12 +12,11 @@ methods stay responsive.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
 import plotly.graph_objects as go
 
-from harness.leaderboards.page import Section, Table, render_page
+from harness.leaderboards.page import Section, Table, render_page, script_json
 from harness.leaderboards.settings import row_labels, run_labels
 from harness.leaderboards.training import MAX_POINTS, training_figure
 from harness.stages.score import comparison_label, interval_text
@@ -199,6 +198,22 @@ def table_rows(runs: list[dict]) -> list[list]:
     return out
 
 
+def results_table(runs: list[dict]) -> Table:
+    """Every win rate of the runs, one row each; its CSV and Markdown are the page's name with .csv and .md."""
+    return Table(COLUMNS, table_rows(runs), caption="Click a column header to sort", export="", id="results")
+
+
+def paired_table(runs: list[dict]) -> Table | None:
+    """Every paired difference of the runs, one row each (NAME-paired.csv and .md); None where there is none."""
+    rows = paired_table_rows(runs)
+    return Table(PAIRED_COLUMNS, rows, caption="Click a column header to sort", export="-paired", id="paired") if rows else None
+
+
+def exported_tables(runs: list[dict]) -> list[Table]:
+    """The page's tables that are written beside it as CSV and Markdown."""
+    return [t for t in (results_table(runs), paired_table(runs)) if t is not None]
+
+
 def paired_table_rows(runs: list[dict]) -> list[list]:
     out, labels = [], run_labels(runs)
     for run in runs:
@@ -208,35 +223,6 @@ def paired_table_rows(runs: list[dict]) -> list[list]:
                         _cell(p.get("p_value"), ".3g"), _cell(p.get("p_holm"), ".3g"), p["n"], f"{p['a_better']}/{p['same']}/{p['b_better']}", _cell(head.get("win_rate")), interval_text(head.get("ci")), labels[run["name"]],
                         run["name"]])  # fmt: skip
     return out
-
-
-def to_csv(rows: list[list]) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(COLUMNS)
-    writer.writerows([[_inert(cell) for cell in row] for row in rows])
-    return buf.getvalue()
-
-
-def _inert(cell):
-    """A text cell that a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a
-    leading apostrophe (OWASP's advice); numbers stay numbers."""
-    if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        try:
-            float(cell)
-        except ValueError:
-            return "'" + cell
-    return cell
-
-
-def to_markdown(rows: list[list]) -> str:
-    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def browser_data(run: dict, label: str = "") -> dict:
@@ -257,12 +243,6 @@ def browser_data(run: dict, label: str = "") -> dict:
             slot["error"] = j.get("error", "")
             slot["rationales"] = [o.get("rationale") or o.get("error", "") for o in j.get("orders", [])]
     return {"run": run["name"], "label": label, "examples": list(examples.values())}
-
-
-def script_json(obj) -> str:
-    """JSON safe inside <script type="application/json">: every "<" is written as the JSON escape
-    \\u003c, so no text ("</script>", "<!--") can end or alter the tag, and the data stays valid JSON."""
-    return json.dumps(obj, ensure_ascii=False).replace("<", "\\u003c")
 
 
 def _unpaired_note(runs: list[dict]) -> str:
@@ -297,8 +277,8 @@ def render(runs: list[dict]) -> str:
             text += " Heatmaps: head-to-head win rate of the row method against the column method at the same revision."
         text += _unpaired_note(task_runs)
         sections.append(Section(title=f"{task}: win rate by revision", text=text, figures=figures))
-    paired_rows = paired_table_rows(runs)
-    if paired_rows:
+    paired = paired_table(runs)
+    if paired is not None:
         figures = [f for f in (paired_figure(r, _among(labels[r["name"]], r, many)) for r in runs) if f is not None]
         sections.append(Section(
             title="Paired comparisons on the same examples",
@@ -308,7 +288,7 @@ def render(runs: list[dict]) -> str:
                   "100 at 95%): p (Holm), adjusted over the comparisons of its run, below 1 - level holds for the whole table at that "
                   "family-wise level (a red diamond in the plot). Beside it, the head-to-head win rate where the two were judged against "
                   "each other."),
-            figures=figures, tables=[Table(PAIRED_COLUMNS, paired_rows, caption="Click a column header to sort", id="paired")],
+            figures=figures, tables=[paired],
         ))  # fmt: skip
     colors = method_colors(runs)
     curves = [training_figure(r, {m: colors[(r["name"], m)] for m in _methods(r)}, _among(labels[r["name"]], r, many)) for r in runs]
@@ -323,7 +303,6 @@ def render(runs: list[dict]) -> str:
     judges = judges_section(runs, many)
     if judges is not None:
         sections.append(judges)
-    rows = table_rows(runs)
     text = "Length-controlled: the win rate at zero length difference (AlpacaEval 2's length control); words: mean completion length."
     short = [(r["name"], note) for r in runs if (note := r["summary"]["meta"].get("scoring", {}).get("paper_note"))]
     if short:  # each run says what it lacks: their item counts differ
@@ -331,16 +310,12 @@ def render(runs: list[dict]) -> str:
     few = [(r["name"], note) for r in runs if (note := r["summary"]["meta"].get("scoring", {}).get("few_note"))]
     if few:
         text += " Note: " + ("; ".join(f"{name}: {note}" for name, note in few) if many else few[0][1]) + "."
-    sections.append(Section(title="All results", text=text, tables=[Table(COLUMNS, rows, caption="Click a column header to sort", exports=True, id="results")]))
+    sections.append(Section(title="All results", text=text, tables=[results_table(runs)]))
     proxies = {r["summary"]["task"]: r["summary"]["meta"].get("judge_note") for r in runs if r["summary"]["meta"].get("judge_is_proxy")}
     if len(set(proxies.values())) > 1:  # a task's note names the paper's judge for that task
         note = " ".join(f"{task}: {said}" for task, said in proxies.items())
     else:
         note = next(iter(proxies.values()), "")
     metadata = {r["name"]: {k: v for k, v in r["summary"]["meta"].items() if k not in ("example_ids",)} for r in runs}
-    extra = {
-        "browser": script_json([browser_data(r, labels[r["name"]]) for r in runs]),
-        "csv": script_json(to_csv(rows)),
-        "markdown": script_json(to_markdown(rows)),
-    }
+    extra = {"browser": script_json([browser_data(r, labels[r["name"]]) for r in runs])}
     return render_page("Leaderboard: " + ", ".join(tasks), sections, note=note, metadata=metadata, extra=extra)

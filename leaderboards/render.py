@@ -1,4 +1,4 @@
-"""Write the page that fits the runs' task kind: the bandit's, or the text runs' with its CSV and Markdown tables."""
+"""Write the page that fits the runs' task kind: the bandit's, or the text runs' with its tables as CSV and Markdown."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def render_runs(runs: list[tuple[dict, Path]]) -> str:
 
 
 def write_pages(out: Path, runs: list[tuple[dict, Path]]) -> Path:
-    """The page of ``runs`` at ``out`` and, for text runs, its table as ``.csv`` and ``.md`` beside it."""
+    """The page of ``runs`` at ``out`` and, for text runs, its tables as ``.csv`` and ``.md`` beside it: the
+    results under the page's name (``board.csv``), the paired differences as ``board-paired.csv``."""
     from harness.runs import is_synthetic
     from harness.store import atomic_write_text
 
@@ -35,12 +36,12 @@ def write_pages(out: Path, runs: list[tuple[dict, Path]]) -> Path:
 
         atomic_write_text(out, bandit.render(summary))
         return out
-    from harness.leaderboards.lm import table_rows, to_csv, to_markdown
+    from harness.leaderboards.lm import exported_tables
 
     atomic_write_text(out, render_runs(runs))
-    rows = table_rows(_named(runs))
-    atomic_write_text(out.with_suffix(".csv"), to_csv(rows))
-    atomic_write_text(out.with_suffix(".md"), to_markdown(rows))
+    for table in exported_tables(_named(runs)):
+        atomic_write_text(out.with_name(f"{out.stem}{table.export}.csv"), table.to_csv())
+        atomic_write_text(out.with_name(f"{out.stem}{table.export}.md"), table.to_markdown())
     return out
 
 

@@ -288,8 +288,8 @@ def test_table_sorts_and_exports(browser, tmp_path):
     run = _fake_run(tmp_path / "run", n_examples=2, revisions=2)
     out = tmp_path / "board.html"
     assert run_cli("leaderboard", str(run), "--out", str(out)).returncode == 0
-    csv = out.with_suffix(".csv").read_text().splitlines()
-    assert csv[0].startswith("task,method,model,training data,judge,revision,win rate,CI,length-controlled") and len(csv) == 1 + len(METHODS) * 2 + 2
+    results = out.with_suffix(".csv").read_text().splitlines()
+    assert results[0].startswith("task,method,model,training data,judge,revision,win rate,CI,length-controlled") and len(results) == 1 + len(METHODS) * 2 + 2
     md = out.with_suffix(".md").read_text()
     assert md.startswith("| task | method | model |") and "| xsum | srpo vs dpo |" in md
     page, problems, _, _ = _open(browser, out)
@@ -301,8 +301,19 @@ def test_table_sorts_and_exports(browser, tmp_path):
     column = [float(t) for t in page.locator("table#results tbody tr td:nth-child(7)").all_inner_texts()]
     assert column == sorted(column, reverse=True) and problems == []
     with page.expect_download() as download:
-        page.click("#export-csv")
-    assert Path(download.value.path()).read_text().splitlines() == csv
+        page.click("#results-export-csv")
+    assert Path(download.value.path()).read_text().splitlines() == results and download.value.suggested_filename == "leaderboard.csv"
+    # the paired differences, as a paper would quote them: beside the page and from its buttons
+    paired = json.loads((run / "summary.json").read_text())["paired"]
+    rows = list(csv.reader(io.StringIO((tmp_path / "board-paired.csv").read_text())))
+    assert rows[0][:7] == ["task", "comparison", "revision", "difference", "CI", "p", "p (Holm)"] and len(rows) == 1 + len(paired) > 1
+    assert [(row[3], row[6]) for row in rows[1:]] == [(f"{p['difference']:+.3f}", format(p["p_holm"], ".3g")) for p in paired]
+    assert (tmp_path / "board-paired.md").read_text().startswith("| task | comparison | revision | difference | CI | p | p (Holm) |")
+    for button, name in (("#paired-export-csv", "board-paired.csv"), ("#paired-export-md", "board-paired.md")):
+        with page.expect_download() as download:
+            page.click(button)
+        assert Path(download.value.path()).read_text() == (tmp_path / name).read_text()
+        assert download.value.suggested_filename == name.replace("board", "leaderboard")
 
 
 def test_large_runs_render_lazily(browser, tmp_path):

@@ -91,12 +91,12 @@ def test_a_corrupt_line_in_the_middle_is_an_error_not_a_silent_stop(tmp_path):
 
 
 def test_csv_cells_that_would_run_as_formulas_are_inert():
-    from harness.leaderboards.lm import to_csv
+    from harness.leaderboards.page import Table
 
     import csv
     import io
 
-    table = to_csv([["=HYPERLINK(\"http://x\")", "-0.25", "+1", "@SUM(A1)", "-x", "plain", -0.5]])
+    table = Table(list("abcdefg"), [["=HYPERLINK(\"http://x\")", "-0.25", "+1", "@SUM(A1)", "-x", "plain", -0.5]]).to_csv()
     row = list(csv.reader(io.StringIO(table)))[1]
     assert row == ["'=HYPERLINK(\"http://x\")", "-0.25", "+1", "'@SUM(A1)", "'-x", "plain", "-0.5"]  # numbers stay numbers
 
