@@ -203,15 +203,15 @@ def results_table(runs: list[dict]) -> Table:
     return Table(COLUMNS, table_rows(runs), caption="Click a column header to sort", export="", id="results")
 
 
-def paired_table(runs: list[dict]) -> Table | None:
-    """Every paired difference of the runs, one row each (NAME-paired.csv and .md); None where there is none."""
-    rows = paired_table_rows(runs)
-    return Table(PAIRED_COLUMNS, rows, caption="Click a column header to sort", export="-paired", id="paired") if rows else None
+def paired_table(runs: list[dict]) -> Table:
+    """Every paired difference of the runs, one row each (NAME-paired.csv and .md); no rows for runs
+    of one method and revision 0 alone."""
+    return Table(PAIRED_COLUMNS, paired_table_rows(runs), caption="Click a column header to sort", export="-paired", id="paired")
 
 
 def exported_tables(runs: list[dict]) -> list[Table]:
-    """The page's tables that are written beside it as CSV and Markdown."""
-    return [t for t in (results_table(runs), paired_table(runs)) if t is not None]
+    """The page's tables that are written beside it as CSV and Markdown, where they have rows."""
+    return [results_table(runs), paired_table(runs)]
 
 
 def paired_table_rows(runs: list[dict]) -> list[list]:
@@ -278,7 +278,7 @@ def render(runs: list[dict]) -> str:
         text += _unpaired_note(task_runs)
         sections.append(Section(title=f"{task}: win rate by revision", text=text, figures=figures))
     paired = paired_table(runs)
-    if paired is not None:
+    if paired.rows:
         figures = [f for f in (paired_figure(r, _among(labels[r["name"]], r, many)) for r in runs) if f is not None]
         sections.append(Section(
             title="Paired comparisons on the same examples",

@@ -40,8 +40,12 @@ def write_pages(out: Path, runs: list[tuple[dict, Path]]) -> Path:
 
     atomic_write_text(out, render_runs(runs))
     for table in exported_tables(_named(runs)):
-        atomic_write_text(out.with_name(f"{out.stem}{table.export}.csv"), table.to_csv())
-        atomic_write_text(out.with_name(f"{out.stem}{table.export}.md"), table.to_markdown())
+        for suffix, export in ((".csv", table.to_csv), (".md", table.to_markdown)):
+            path = out.with_name(f"{out.stem}{table.export}{suffix}")
+            if table.rows:
+                atomic_write_text(path, export())
+            else:  # an earlier page's file of that name would pass for this page's
+                path.unlink(missing_ok=True)
     return out
 
 

@@ -316,6 +316,17 @@ def test_table_sorts_and_exports(browser, tmp_path):
         assert download.value.suggested_filename == name.replace("board", "leaderboard")
 
 
+def test_a_page_without_paired_comparisons_leaves_no_older_pages_paired_table_beside_it(tmp_path):
+    """`--out board.html` again for a run of one method at revision 0 (no paired comparison): an
+    earlier page's board-paired.csv would have read as this page's."""
+    out = tmp_path / "board.html"
+    assert run_cli("leaderboard", str(_fake_run(tmp_path / "two", n_examples=2, revisions=2)), "--out", str(out)).returncode == 0
+    assert (tmp_path / "board-paired.csv").exists() and (tmp_path / "board-paired.md").exists()
+    assert run_cli("leaderboard", str(_fake_run(tmp_path / "one", n_examples=2, revisions=1, methods=["srpo"])), "--out", str(out)).returncode == 0
+    assert not (tmp_path / "board-paired.csv").exists() and not (tmp_path / "board-paired.md").exists()
+    assert "one" in (tmp_path / "board.csv").read_text() and 'id="paired"' not in out.read_text()
+
+
 def test_large_runs_render_lazily(browser, tmp_path):
     run = _fake_run(tmp_path / "run", n_examples=1024, revisions=6)
     out = tmp_path / "board.html"
