@@ -123,7 +123,26 @@ def _dry_run(resolved) -> int:
         print(comments({"engine": engine, "judge": judge}))
         print("# the data, each split from the first source that answers (a file's first row checked):")
         print(comments({"data": sources}))
+        print(f"# judging: {_judging_plan(resolved)}")
     return 0
+
+
+def _judging_plan(resolved) -> str:
+    """How much the judge will be asked, before an API judge's bill: the comparisons the judging
+    stage plans (``harness.stages.judge.comparisons``) for one example and for the run's --limit."""
+    import itertools
+
+    from harness.stages.judge import comparisons
+
+    methods, revisions = list(resolved.methods), range(resolved.revisions + 1)
+    planned = comparisons(["x"], set(itertools.product(["x"], methods, revisions)), methods, resolved.head_to_head)
+    against = len(methods) * len(revisions)
+    orders = 2 if resolved.both_orders else 1
+    what = (f"{len(planned)} comparisons an example ({len(methods)} method{'s' * (len(methods) > 1)} x revisions 0-{resolved.revisions} against the references"
+            + (f", {len(planned) - against} head to head" if len(planned) > against else "") + f"), in {'both orders' if orders == 2 else 'one order'}")
+    total = f"at most {len(planned) * orders * resolved.limit:,} judge prompts for {resolved.limit} examples" if resolved.limit else "for each test example"
+    return (f"{what}: {total}; two identical texts are a tie without asking, and a verdict cached or judged in a run "
+            "folder beside this one is not asked again")
 
 
 def _stage_parsers(sub) -> None:

@@ -76,6 +76,18 @@ def _verdicts_from_neighbours(store: RunStore, fingerprint: str, needed: set[tup
     return out
 
 
+def comparisons(example_ids: list[str], completed: set[tuple[str, str, int]], methods: list[str], head_to_head: bool) -> list[tuple[str, int, str, str]]:
+    """(example id, revision, method, opponent) of every comparison the stage judges, given the
+    (example id, method, revision) of each completion: each against its reference, then, with
+    ``head_to_head``, each two methods at each revision on the examples both completed."""
+    out = [(eid, rev, method, REFERENCE) for eid, method, rev in sorted(completed, key=lambda k: (k[2], k[1], k[0]))]
+    if head_to_head:
+        revisions = sorted({k[2] for k in completed})
+        for rev, (x, y) in itertools.product(revisions, itertools.combinations(methods, 2)):
+            out += [(eid, rev, x, y) for eid in example_ids if (eid, x, rev) in completed and (eid, y, rev) in completed]
+    return out
+
+
 def judge_stage(
     store: RunStore, task: TextTask, judge: Judge, examples: list[dict], generations: list[dict], methods: list[str],
     head_to_head: bool, both_orders: bool, seed: int, console: Console, chunk: int | None = None,
@@ -85,15 +97,8 @@ def judge_stage(
     fingerprint = judge_fingerprint(judge, task.family, both_orders, seed)
     by_id = {str(ex["id"]): ex for ex in examples}
     text = {(g["example_id"], g["method"], g["revision"]): g["text"] for g in generations}
-    wanted = []  # (example_id, revision, method, opponent, candidate text, opponent text)
-    for (eid, method, rev), candidate in sorted(text.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
-        wanted.append((eid, rev, method, REFERENCE, candidate, by_id[eid]["reference"]))
-    if head_to_head:
-        revisions = sorted({k[2] for k in text})
-        for rev, (x, y) in itertools.product(revisions, itertools.combinations(methods, 2)):
-            for eid in by_id:
-                if (eid, x, rev) in text and (eid, y, rev) in text:
-                    wanted.append((eid, rev, x, y, text[(eid, x, rev)], text[(eid, y, rev)]))
+    wanted = [(eid, rev, method, opponent, text[(eid, method, rev)], by_id[eid]["reference"] if opponent == REFERENCE else text[(eid, opponent, rev)])
+              for eid, rev, method, opponent in comparisons(list(by_id), set(text), methods, head_to_head)]  # + the two texts  # fmt: skip
     log = store.log(JUDGMENTS)
     # A verdict is reused only for the same judge and the very same two texts: regenerated
     # completions (other sampling, other weights) are judged again; failed verdicts are retried.
