@@ -140,7 +140,7 @@ def _judging_plan(resolved) -> str:
     orders = 2 if resolved.both_orders else 1
     what = (f"{len(planned)} comparisons an example ({len(methods)} method{'s' * (len(methods) > 1)} x revisions 0-{resolved.revisions} against the references"
             + (f", {len(planned) - against} head to head" if len(planned) > against else "") + f"), in {'both orders' if orders == 2 else 'one order'}")
-    total = f"at most {len(planned) * orders * resolved.limit:,} judge prompts for {resolved.limit} examples" if resolved.limit else "for each test example"
+    total = f"at most {len(planned) * orders * resolved.limit:,} judgments for {resolved.limit} examples (a comparison in one order each)" if resolved.limit else "for each test example"
     return (f"{what}: {total}; two identical texts are a tie without asking, and a verdict cached or judged in a run "
             "folder beside this one is not asked again")
 

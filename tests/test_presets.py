@@ -149,15 +149,15 @@ def test_a_dry_run_checks_what_a_run_checks_writes_nothing_and_prints_a_config_t
 
 def test_a_dry_run_says_how_much_the_judge_will_be_asked():
     """The paper's XSum protocol with three methods is 36 comparisons an example (18 against the
-    references, 18 head to head), 73,728 GPT-4 prompts over 1,024 examples in both orders: said
+    references, 18 head to head), 73,728 GPT-4 judgments over 1,024 examples in both orders: said
     before the run, from the plan the judging stage follows."""
     from harness.cli import _judging_plan
     from harness.runconfig import resolve
 
     paper = resolve({"task": "xsum", "methods": ["srpo", "dpo", "ipo"], "revisions": 5, "limit": 1024})
     assert _judging_plan(paper).startswith("36 comparisons an example (3 methods x revisions 0-5 against the references, 18 head to head), "
-                                           "in both orders: at most 73,728 judge prompts for 1024 examples;")  # fmt: skip
+                                           "in both orders: at most 73,728 judgments for 1024 examples (a comparison in one order each);")  # fmt: skip
     alone = resolve({"task": "xsum", "methods": ["srpo"], "method_args": {"alpha": [0, 0.5]}, "revisions": 2, "limit": 16, "both_orders": False})
     assert _judging_plan(alone).startswith("9 comparisons an example (2 methods x revisions 0-2 against the references, 3 head to head), "
-                                           "in one order: at most 144 judge prompts for 16 examples;")  # a sweep's rows are methods  # fmt: skip
+                                           "in one order: at most 144 judgments for 16 examples (a comparison in one order each);")  # a sweep's rows are methods  # fmt: skip
     assert "for each test example" in _judging_plan(resolve({"task": "xsum", "methods": ["srpo"]}))
