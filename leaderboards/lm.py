@@ -106,6 +106,7 @@ def paired_figure(run: dict, label: str) -> go.Figure | None:
                     hovertemplate="%{y}: %{x:+.3f} %{customdata[0]}, p %{customdata[1]}, p (Holm) %{customdata[2]}<extra></extra>")  # fmt: skip
     fig.add_vline(x=0, line={"color": "#888", "dash": "dash"})
     fig.update_layout(height=max(150, 28 * len(paired) + 50), xaxis_title="difference of win rates against the references",
+                      xaxis={"exponentformat": "none"},  # a proxy judge's differences of 1e-6 read 0.000001, not plotly's "1µ"
                       yaxis={"autorange": "reversed"}, margin={"l": 260, "t": UNTITLED_TOP})  # fmt: skip
     return fig
 
