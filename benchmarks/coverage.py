@@ -2,12 +2,14 @@
 
     python benchmarks/coverage.py [--intervals score,length,paired] [--draws 1000] [--level 0.95] [--seed 0]
 
-Verdicts of three kinds, at a known rate r: wins and losses (Bernoulli(r)); wins, ties and
-losses (ties a share 0.8 (1 - r), losses 0.6 (1 - r)); and a proxy judge's probabilities,
-Beta(c r, c (1 - r)) of concentration c (1: piled at 0 and 1; 40: all near r). For each case it
-prints the share of ``--draws`` simulated runs whose interval holds the truth, and the mean width:
+Verdicts of four kinds, at a known rate r: wins and losses (Bernoulli(r)); wins, ties and
+losses (ties a share 0.8 (1 - r), losses 0.6 (1 - r)); mostly ties (90%, the rest wins and
+losses: two methods that write the same text on most examples, judged head to head, for r from
+0.45 to 0.55); and a proxy judge's probabilities, Beta(c r, c (1 - r)) of concentration c (1:
+piled at 0 and 1; 40: all near r). For each case it prints the share of ``--draws`` simulated
+runs whose interval holds the truth, and the mean width:
 
-- score: the win rate's interval, truth r, at 16 and 64 verdicts;
+- score: the win rate's interval, truth r, at 16 and 64 verdicts (mostly ties: 16, 64 and 256);
 - length: the length-controlled interval, verdicts at rate sigmoid(logit r + tanh(d / 10)) for a
   length difference d ~ N(5, 10), truth r (the rate at d = 0), at 16, 64 and 256 verdicts;
 - paired: the paired difference of two methods judged on the same examples, B a copy of A on a
@@ -28,6 +30,8 @@ from scipy.special import expit, logit
 from harness.scoring import BootstrapConfig, length_controlled, paired_interval, score_interval
 
 KINDS = ("wins", "ties", "proxy c=1", "proxy c=4", "proxy c=10", "proxy c=40")
+MOSTLY_TIES = "mostly ties"
+RATES = {"ties": (2 / 7, 1), MOSTLY_TIES: (0.45 - 1e-9, 0.55 + 1e-9)}  # the rates a kind reaches, bounds excluded (others: 0 to 1)
 
 
 def verdicts(kind: str, rate, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -38,12 +42,16 @@ def verdicts(kind: str, rate, size: int, rng: np.random.Generator) -> np.ndarray
     if kind == "ties":  # needs rate >= 2/7, where the share of wins, r - 0.4 (1 - r), reaches 0
         u = rng.random(size)
         return np.where(u < 0.6 * (1 - rate), 0.0, np.where(u < 1.4 * (1 - rate), 0.5, 1.0))
+    if kind == MOSTLY_TIES:  # wins a share r - 0.45, losses 0.55 - r
+        u = rng.random(size)
+        return np.where(u < 0.9, 0.5, np.where(u < 0.45 + rate, 1.0, 0.0))
     concentration = float(kind.split("=")[1])
     return rng.beta(concentration * rate, concentration * (1 - rate))
 
 
 def score_cases(config: BootstrapConfig):
-    for kind, n, rate in itertools.product(KINDS, (16, 64), (0.5, 0.7, 0.9, 0.95)):
+    cases = [*itertools.product(KINDS, (16, 64), (0.5, 0.7, 0.9, 0.95)), *itertools.product([MOSTLY_TIES], (16, 64, 256), (0.5, 0.525, 0.55))]
+    for kind, n, rate in cases:
         yield f"{kind}, n={n}, r={rate}", rate, lambda rng, kind=kind, n=n, rate=rate: score_interval(verdicts(kind, rate, n, rng), config)
 
 
@@ -61,11 +69,12 @@ def paired_cases(config: BootstrapConfig):
         a = verdicts(kind, rate_a, n, rng)
         return paired_interval(a, np.where(rng.random(n) < agree, a, verdicts(kind, other, n, rng)), config)
 
-    rates = ((0.5, 0.6), (0.7, 0.6), (0.9, 0.8), (0.95, 0.9))
-    for kind, n, (rate_a, rate_b), agree in itertools.product(("wins", "ties", "proxy c=4"), (16, 32), rates, (0.5, 0.8, 0.9)):
+    rates = ((0.5, 0.6), (0.7, 0.6), (0.9, 0.8), (0.95, 0.9), (0.5, 0.525), (0.55, 0.5))
+    for kind, n, (rate_a, rate_b), agree in itertools.product(("wins", "ties", MOSTLY_TIES, "proxy c=4"), (16, 32), rates, (0.5, 0.8, 0.9)):
         other = (rate_b - agree * rate_a) / (1 - agree)  # B's rate where it does not copy A
-        if not (2 / 7 if kind == "ties" else 0) < other < 1:
-            continue  # B's other verdicts cannot reach its rate
+        low, high = RATES.get(kind, (0, 1))
+        if not (low < rate_a < high and low < other < high) or (kind != MOSTLY_TIES and max(rate_a, rate_b) < 0.6):
+            continue  # the kind cannot reach these rates; the near-0.5 pairs are for mostly ties
         yield (f"{kind}, n={n}, {rate_a} vs {rate_b}, agree {agree}", rate_a - rate_b,
                lambda rng, kind=kind, n=n, a=rate_a, other=other, agree=agree: run(rng, kind, n, a, other, agree))  # fmt: skip
 
