@@ -180,6 +180,8 @@ def read_local(
     convert: Callable[[dict], dict | None] | None = None,
 ) -> Loaded:
     path = Path(path)
+    if path.is_dir():
+        raise HarnessError(f"data file {str(path)!r} is a folder: name a .jsonl, .json, .parquet or .csv file in it")
     if not path.is_file():
         raise HarnessError(f"data file {str(path)!r} does not exist")
     fmt = LOCAL_FORMATS.get(path.suffix.lower())

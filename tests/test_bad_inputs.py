@@ -117,6 +117,7 @@ CASES = [
     ("config sft a number", [*XSUM, "--config", "{tmp}/c.yaml"], {"c.yaml": "sft: 3\n"}, "config option 'sft' (--sft)"),
     # data files (harness data loads a split as a run does)
     ("data file missing", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/nope.jsonl"], {}, "data file '{tmp}/nope.jsonl' does not exist"),
+    ("data file a folder", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/xsum"], {"xsum/test.jsonl": "{}"}, "data file '{tmp}/xsum' is a folder: name a .jsonl"),
     ("data file malformed", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": "a", "reference": "r"}\n{"id": 2,\n'}, "{tmp}/t.jsonl, line 2: not valid JSON"),
     ("data file empty", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": ""}, "data file '{tmp}/t.jsonl' holds no rows"),
     ("data field missing", ["data", "--task", "xsum", "--task-arg", "data_files.test={tmp}/t.jsonl"], {"t.jsonl": '{"id": 1, "article": "a"}\n'}, "{tmp}/t.jsonl, line 1: field 'reference' is missing"),
