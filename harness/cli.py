@@ -79,8 +79,9 @@ def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="train, revise, judge, score and render a leaderboard")
     _add_run_options(p)
     p.add_argument("--dry-run", action="store_true",
-                   help="check the options, model, engine and judge as a run does, print the run's config as YAML that --config takes back "
-                        "(every option's resolved value as comments) and its folder, and stop: nothing is trained or written")  # fmt: skip
+                   help="check the options, model, engine, judge and data as a run does, print the run's config as YAML that --config takes back "
+                        "(every option's resolved value, where each split comes from and how many judgments it asks, as comments) and its folder, "
+                        "and stop: nothing is trained or written")  # fmt: skip
     p.set_defaults(handler=cmd_run)
 
 
