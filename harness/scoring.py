@@ -168,6 +168,13 @@ def _margin(values: np.ndarray) -> float:
     return 1.0 if np.all(values == values.flat[0]) else 2 * float(np.abs(values - 0.5).max())
 
 
+def _within(values: np.ndarray) -> float:
+    """The variance inside the verdicts, sum(x (1 - x)) (0 for wins and losses), and inside the two
+    pseudo-verdicts, 0.5 +- margin / 2 each (their sum is 1): the dispersions' numerator."""
+    margin = _margin(values)
+    return float((values * (1 - values)).sum()) + (1 - margin**2) / 2
+
+
 def score_interval(values, config: BootstrapConfig) -> Interval:
     """The mean of ``values`` (verdicts in [0, 1]) with Wilson's score interval at ``config.level``,
     the binomial variance mu (1 - mu) scaled by the verdicts' dispersion (a quasi-binomial score
@@ -194,10 +201,8 @@ def score_interval(values, config: BootstrapConfig) -> Interval:
     if spread == 0 or n == 1:  # all wins or all losses (or one verdict): Wilson's own
         dispersion = 1.0
     else:  # n / (n - 1) with wins and losses, whose x (1 - x) is 0, as is their pseudo-verdicts'
-        margin = _margin(x)
-        pseudo = (1 - margin**2) / 2  # the pseudo-verdicts' x (1 - x), 0.5 +- margin / 2 each; their sum is 1
-        shrunk = (x.sum() + 1) / (n + 2)
-        share = 1.0 - (float((x * (1 - x)).sum()) + pseudo) / ((n + 2) * shrunk * (1 - shrunk))  # the verdicts' variance over the binomial one
+        shrunk = (x.sum() + 1) / (n + 2)  # the mean with the pseudo-verdicts
+        share = 1.0 - _within(x) / ((n + 2) * shrunk * (1 - shrunk))  # the verdicts' variance over the binomial one
         dispersion = n / (n - 1) * max(share, 0.0)
     binary = bool(np.isin(x, (0.0, 1.0)).all())
     k = _critical(config.level, None if binary or n == 1 else n - 1) ** 2 * dispersion / n
@@ -270,8 +275,7 @@ def _fit_logistic(feature: np.ndarray, target: np.ndarray, steps: int = 100) -> 
     were covered 85% at 16 verdicts): exactly 1 for wins and losses, so their fit is Firth's own.
     It is re-estimated at every step, as the fit moves."""
     X = np.stack([np.ones_like(feature), feature], axis=1)  # [n, 2]
-    n, margin = target.size, _margin(target)
-    within = float((target * (1 - target)).sum()) + (1 - margin**2) / 2  # the variance inside each verdict (0 for wins and losses), the pseudo-verdicts' too
+    n, within = target.size, _within(target)
 
     def information(p: np.ndarray) -> tuple[np.ndarray, float]:
         w = p * (1 - p)  # [n]
