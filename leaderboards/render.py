@@ -14,13 +14,6 @@ def _named(runs: list[tuple[dict, Path]]) -> list[dict]:
     return [{"summary": s, "dir": str(d), "name": n} for (s, d), n in zip(runs, unique)]
 
 
-def render_runs(runs: list[tuple[dict, Path]]) -> str:
-    """One page from any number of text runs, grouped by task."""
-    from harness.leaderboards import lm
-
-    return lm.render(_named(runs))
-
-
 def write_pages(out: Path, runs: list[tuple[dict, Path]]) -> Path:
     """The page of ``runs`` at ``out`` and, for text runs, its tables as ``.csv`` and ``.md`` beside it: the
     results under the page's name (``board.csv``), the paired differences as ``board-paired.csv``."""
@@ -36,10 +29,11 @@ def write_pages(out: Path, runs: list[tuple[dict, Path]]) -> Path:
 
         atomic_write_text(out, bandit.render(summary))
         return out
-    from harness.leaderboards.lm import exported_tables
+    from harness.leaderboards import lm
 
-    atomic_write_text(out, render_runs(runs))
-    for table in exported_tables(_named(runs)):
+    named = _named(runs)
+    atomic_write_text(out, lm.render(named))  # one page from any number of text runs, grouped by task
+    for table in lm.exported_tables(named):
         for suffix, export in ((".csv", table.to_csv), (".md", table.to_markdown)):
             path = out.with_name(f"{out.stem}{table.export}{suffix}")
             if table.rows:
